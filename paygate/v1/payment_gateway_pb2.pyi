@@ -1,0 +1,246 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class PaymentMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_METHOD_UNSPECIFIED: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_WALLET: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_ALIPAY: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_WECHAT_PAY: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_UNIONPAY: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_CARD: _ClassVar[PaymentMethod]
+    PAYMENT_METHOD_SANDBOX: _ClassVar[PaymentMethod]
+
+class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_STATUS_UNSPECIFIED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PENDING: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_SUCCEEDED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_FAILED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_CLOSED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_PARTIALLY_REFUNDED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_REFUNDED: _ClassVar[PaymentStatus]
+
+class PaymentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_TYPE_UNSPECIFIED: _ClassVar[PaymentType]
+    PAYMENT_TYPE_TOP_UP: _ClassVar[PaymentType]
+    PAYMENT_TYPE_PURCHASE: _ClassVar[PaymentType]
+PAYMENT_METHOD_UNSPECIFIED: PaymentMethod
+PAYMENT_METHOD_WALLET: PaymentMethod
+PAYMENT_METHOD_ALIPAY: PaymentMethod
+PAYMENT_METHOD_WECHAT_PAY: PaymentMethod
+PAYMENT_METHOD_UNIONPAY: PaymentMethod
+PAYMENT_METHOD_CARD: PaymentMethod
+PAYMENT_METHOD_SANDBOX: PaymentMethod
+PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
+PAYMENT_STATUS_PENDING: PaymentStatus
+PAYMENT_STATUS_SUCCEEDED: PaymentStatus
+PAYMENT_STATUS_FAILED: PaymentStatus
+PAYMENT_STATUS_CLOSED: PaymentStatus
+PAYMENT_STATUS_PARTIALLY_REFUNDED: PaymentStatus
+PAYMENT_STATUS_REFUNDED: PaymentStatus
+PAYMENT_TYPE_UNSPECIFIED: PaymentType
+PAYMENT_TYPE_TOP_UP: PaymentType
+PAYMENT_TYPE_PURCHASE: PaymentType
+
+class TopUpRequest(_message.Message):
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: PaymentMethod
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ...) -> None: ...
+
+class CreatePaymentRequest(_message.Message):
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: PaymentMethod
+    payee_id: str
+    description: str
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class GetPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "order_id")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    order_id: str
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
+
+class Payment(_message.Message):
+    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MINOR_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    PAYEE_ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: PaymentMethod
+    status: PaymentStatus
+    refunded_minor: int
+    failure_reason: str
+    payee_id: str
+    description: str
+    type: PaymentType
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    entry_id: str
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ...) -> None: ...
+
+class GetBalanceRequest(_message.Message):
+    __slots__ = ("user_id", "currency")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    currency: str
+    def __init__(self, user_id: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class Balance(_message.Message):
+    __slots__ = ("user_id", "currency", "available_minor")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    currency: str
+    available_minor: int
+    def __init__(self, user_id: _Optional[str] = ..., currency: _Optional[str] = ..., available_minor: _Optional[int] = ...) -> None: ...
+
+class RefundPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "refund_id", "amount_minor", "reason")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    refund_id: str
+    amount_minor: int
+    reason: str
+    def __init__(self, payment_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class TransferRequest(_message.Message):
+    __slots__ = ("transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+    def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class Refund(_message.Message):
+    __slots__ = ("refund_id", "payment_id", "amount_minor")
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    refund_id: str
+    payment_id: str
+    amount_minor: int
+    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount_minor: _Optional[int] = ...) -> None: ...
+
+class Transfer(_message.Message):
+    __slots__ = ("transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency")
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+    def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsResponse(_message.Message):
+    __slots__ = ("transactions", "next_page_token")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Transaction(_message.Message):
+    __slots__ = ("entry_id", "amount_minor", "currency")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    amount_minor: int
+    currency: str
+    def __init__(self, entry_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class QuotePriceRequest(_message.Message):
+    __slots__ = ("list_price_minor", "discount_rate", "tax_rate", "currency")
+    LIST_PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
+    TAX_RATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    list_price_minor: int
+    discount_rate: str
+    tax_rate: str
+    currency: str
+    def __init__(self, list_price_minor: _Optional[int] = ..., discount_rate: _Optional[str] = ..., tax_rate: _Optional[str] = ..., currency: _Optional[str] = ...) -> None: ...
+
+class PriceQuote(_message.Message):
+    __slots__ = ("amount_minor", "discount_minor", "tax_minor")
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    amount_minor: int
+    discount_minor: int
+    tax_minor: int
+    def __init__(self, amount_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ...) -> None: ...
