@@ -1,0 +1,167 @@
+"""The one domain error hierarchy and its one mapping to gRPC statuses (DESIGN.md §2).
+
+Service code raises these; the servicer boundary (workers) and the edge (gateway) turn them into a
+`grpc.Status` with `to_rpc_status`. Every status carries a `google.rpc.ErrorInfo` whose `reason` is a stable,
+machine-readable code (e.g. `INSUFFICIENT_FUNDS`); bad input also carries `google.rpc.BadRequest` field
+violations, and retryable conflicts a `google.rpc.RetryInfo`. Messages say what to do, never internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "paygate.v1"
+
+
+class ConfigurationError(Exception):
+    """Settings or environment that cannot work; raised at start-up, never on the wire."""
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class PaygateError(Exception):
+    """Base of every error a caller can cause or observe. Subclasses fix the status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+
+class InvalidArgument(PaygateError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: Sequence[FieldViolation], message: str | None = None) -> None:
+        if not violations:
+            raise ValueError("InvalidArgument needs at least one field violation")
+        self.violations = list(violations)
+        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        super().__init__(message or f"invalid request: {summary}")
+
+    def details(self) -> list[any_pb2.Any]:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in self.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        return [*super().details(), packed]
+
+
+class NotFound(PaygateError):
+    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
+
+
+class AlreadyExists(PaygateError):
+    """An idempotency key reused with different parameters."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class Aborted(PaygateError):
+    """A conflict that goes away by itself: retry the same call (same idempotency key) after a pause."""
+
+    code = grpc.StatusCode.ABORTED
+    reason = "CONFLICT"
+    retry_after_ms = 100
+
+    def details(self) -> list[any_pb2.Any]:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(self.retry_after_ms)
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return [*super().details(), packed]
+
+
+class RequestInFlight(Aborted):
+    reason = "REQUEST_IN_FLIGHT"
+
+
+class LockContention(Aborted):
+    reason = "LOCK_CONTENTION"
+
+
+class FailedPrecondition(PaygateError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
+
+
+class InsufficientFunds(FailedPrecondition):
+    reason = "INSUFFICIENT_FUNDS"
+
+
+class IllegalTransition(FailedPrecondition):
+    reason = "ILLEGAL_STATE_TRANSITION"
+
+
+class ResourceExhausted(PaygateError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+
+class Unavailable(PaygateError):
+    """No worker or dependency can serve now; the call changed nothing or is safe to retry by its key."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
+
+
+class Unauthenticated(PaygateError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(PaygateError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class Unimplemented(PaygateError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+    reason = "UNIMPLEMENTED"
+
+
+def to_rpc_status(error: PaygateError) -> grpc.Status:
+    """The wire form of a domain error: code, message and rich details (google.rpc.Status)."""
+    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message, details=error.details())
+    return rpc_status.to_status(status)
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+}
