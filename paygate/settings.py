@@ -49,6 +49,10 @@ class Settings:
     lock_lease_ms: int = 5000
     lock_wait_ms: int = 2000
     idempotency_lease_ms: int = 30000
+    # Keys are kept for as long as channels may re-deliver notifications: days, not hours.
+    idempotency_retention_s: int = 30 * 86400
+    # How long the gateway trusts a cached API key before re-reading it (revocations also announce themselves).
+    key_cache_ttl_s: float = 5.0
     # Worker pool health.
     health_interval_s: float = 1.0
     worker_threads: int = 8
@@ -62,7 +66,14 @@ class Settings:
         parse_host_port(self.metrics_listen, "metrics address")
         if not 1 <= self.workers <= 256:
             raise ConfigurationError(f"workers must be between 1 and 256, got {self.workers}")
-        for name in ("timestamp_skew_s", "nonce_ttl_s", "lock_lease_ms", "lock_wait_ms", "idempotency_lease_ms"):
+        for name in (
+            "timestamp_skew_s",
+            "nonce_ttl_s",
+            "lock_lease_ms",
+            "lock_wait_ms",
+            "idempotency_lease_ms",
+            "idempotency_retention_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{name} must be positive")
         if self.nonce_ttl_s < 2 * self.timestamp_skew_s:
@@ -84,9 +95,7 @@ class Settings:
             if not value
         ]
         if missing:
-            raise ConfigurationError(
-                "production mode refuses the embedded dev defaults; set " + ", ".join(missing)
-            )
+            raise ConfigurationError("production mode refuses the embedded dev defaults; set " + ", ".join(missing))
         if self.database_url.startswith("sqlite"):
             raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
 

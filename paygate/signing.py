@@ -23,6 +23,9 @@ NONCE_HEADER = "x-paygate-nonce"
 SIGNATURE_HEADER = "x-paygate-signature"
 REQUEST_ID_HEADER = "x-request-id"
 WORKER_HEADER = "x-paygate-worker"
+# Set by the gateway on calls it forwards to workers, after authenticating the caller; never taken from callers.
+OWNER_HEADER = "x-paygate-owner"
+CALLER_KEY_HEADER = "x-paygate-caller-key-id"
 SIGNED_HEADERS = (KEY_ID_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
 NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")

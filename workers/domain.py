@@ -1,0 +1,149 @@
+"""Domain types of the workers: validated commands in, records out. No protobuf and no SQL here."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Method(enum.StrEnum):
+    WALLET = "wallet"
+    ALIPAY = "alipay"
+    WECHAT_PAY = "wechat_pay"
+    UNIONPAY = "unionpay"
+    CARD = "card"
+    SANDBOX = "sandbox"
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class PaymentType(enum.StrEnum):
+    TOP_UP = "top_up"
+    PURCHASE = "purchase"
+
+
+class AccountKind(enum.StrEnum):
+    WALLET = "wallet"  # a learner's spendable money; never negative
+    PAYABLE = "payable"  # what the platform owes a course creator; never negative
+    REVENUE = "revenue"  # the platform's own income
+    CLEARING = "clearing"  # money in transit with an external channel; negative = owed to us by the channel
+
+    @property
+    def non_negative(self) -> bool:
+        return self in (AccountKind.WALLET, AccountKind.PAYABLE)
+
+
+PLATFORM_SUBJECT = "platform"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the gateway authenticated it."""
+
+    owner: str
+    key_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class TopUpCommand:
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+
+    operation = "TopUp"
+
+
+@dataclass(frozen=True)
+class CreatePaymentCommand:
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+    payee_id: str
+    description: str
+
+    operation = "CreatePayment"
+
+
+@dataclass(frozen=True)
+class PaymentLookup:
+    payment_id: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class BalanceQuery:
+    user_id: str
+    currency: str
+
+
+def request_hash(command: TopUpCommand | CreatePaymentCommand) -> str:
+    """sha256 over the operation and every field: the fingerprint an idempotency key is bound to."""
+    canonical = json.dumps({"operation": command.operation, **asdict(command)}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    payment_id: str
+    owner: str
+    order_id: str
+    payment_type: PaymentType
+    user_id: str
+    payee_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+    status: PaymentStatus
+    refunded_minor: int
+    failure_reason: str
+    description: str
+    entry_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PaymentRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["payment_type"] = PaymentType(data["payment_type"])
+        data["method"] = Method(data["method"])
+        data["status"] = PaymentStatus(data["status"])
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        data["updated_at"] = datetime.fromisoformat(data["updated_at"])
+        return cls(**data)
+
+    @classmethod
+    def from_row(cls, row: Any) -> PaymentRecord:
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
+        values["payment_type"] = PaymentType(values["payment_type"])
+        values["method"] = Method(values["method"])
+        values["status"] = PaymentStatus(values["status"])
+        # SQLite hands timestamps back without their zone; they were written in UTC.
+        for name in ("created_at", "updated_at"):
+            if values[name].tzinfo is None:
+                values[name] = values[name].replace(tzinfo=UTC)
+        return cls(**values)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")

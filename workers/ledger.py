@@ -1,0 +1,167 @@
+"""The double-entry ledger: accounts, fenced debits, atomic credits and balanced journal entries.
+
+Repository functions take the caller's open transaction and never commit (DESIGN.md §4): the service function
+owns the transaction, so postings, balance updates, the payment row and the idempotency record commit together.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from paygate.schema import accounts, journal_entries, postings
+from workers.domain import AccountKind
+
+
+class LedgerInvariantError(Exception):
+    """A bug, never a caller's fault: an entry that does not balance would have been written."""
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: int
+    kind: AccountKind
+    subject: str
+    currency: str
+    balance_minor: int
+    fence: int
+
+
+@dataclass(frozen=True)
+class Posting:
+    account_id: int
+    amount_minor: int
+    currency: str
+
+
+class DebitOutcome(enum.Enum):
+    APPLIED = "applied"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    STALE_FENCE = "stale_fence"  # a newer lock holder has written: our lease is gone
+
+
+def find_account(connection: Connection, kind: AccountKind, subject: str, currency: str) -> Account | None:
+    row = connection.execute(
+        select(accounts).where(
+            accounts.c.kind == kind.value, accounts.c.subject == subject, accounts.c.currency == currency
+        )
+    ).first()
+    if row is None:
+        return None
+    return Account(row.account_id, AccountKind(row.kind), row.subject, row.currency, row.balance_minor, row.fence)
+
+
+def ensure_account(connection: Connection, kind: AccountKind, subject: str, currency: str, now: datetime) -> Account:
+    """The account, created with a zero balance if it does not exist yet (safe under concurrent creators)."""
+    existing = find_account(connection, kind, subject, currency)
+    if existing is not None:
+        return existing
+    values = {
+        "kind": kind.value,
+        "subject": subject,
+        "currency": currency,
+        "balance_minor": 0,
+        "fence": 0,
+        "non_negative": kind.non_negative,
+        "created_at": now,
+    }
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(postgresql.insert(accounts).values(values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        connection.execute(sqlite.insert(accounts).values(values).on_conflict_do_nothing())
+    else:  # MySQL / MariaDB
+        connection.execute(insert(accounts).values(values).prefix_with("IGNORE"))
+    created = find_account(connection, kind, subject, currency)
+    if created is None:
+        raise LedgerInvariantError(f"account {kind}:{subject}:{currency} vanished after insert")
+    return created
+
+
+def debit_fenced(connection: Connection, account_id: int, amount_minor: int, fence: int) -> DebitOutcome:
+    """Take `amount_minor` from a non-negative account, only as the current lock holder and only if covered."""
+    result = connection.execute(
+        update(accounts)
+        .where(
+            accounts.c.account_id == account_id,
+            accounts.c.fence < fence,
+            accounts.c.balance_minor >= amount_minor,
+        )
+        .values(balance_minor=accounts.c.balance_minor - amount_minor, fence=fence)
+    )
+    if result.rowcount == 1:
+        return DebitOutcome.APPLIED
+    current_fence = connection.execute(select(accounts.c.fence).where(accounts.c.account_id == account_id)).scalar_one()
+    return DebitOutcome.STALE_FENCE if current_fence >= fence else DebitOutcome.INSUFFICIENT_FUNDS
+
+
+def apply_unfenced(connection: Connection, account_id: int, amount_minor: int) -> None:
+    """An atomic increment: credits to any account, and debits of accounts allowed to go negative.
+
+    These need no lock (a credit cannot overdraw), which is what keeps hot accounts like platform revenue fast.
+    """
+    result = connection.execute(
+        update(accounts)
+        .where(accounts.c.account_id == account_id)
+        .values(balance_minor=accounts.c.balance_minor + amount_minor)
+    )
+    if result.rowcount != 1:
+        raise LedgerInvariantError(f"account {account_id} does not exist")
+
+
+def post_entry(
+    connection: Connection,
+    *,
+    entry_id: str,
+    kind: str,
+    owner: str,
+    payment_id: str | None,
+    entry_postings: Sequence[Posting],
+    now: datetime,
+) -> None:
+    """Write one journal entry; refuses (as a bug) any entry whose postings do not sum to zero per currency."""
+    check_balanced(entry_postings)
+    connection.execute(
+        journal_entries.insert().values(
+            entry_id=entry_id, kind=kind, payment_id=payment_id, owner=owner, created_at=now
+        )
+    )
+    connection.execute(
+        postings.insert(),
+        [
+            {
+                "entry_id": entry_id,
+                "account_id": p.account_id,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "created_at": now,
+            }
+            for p in entry_postings
+        ],
+    )
+
+
+def check_balanced(entry_postings: Sequence[Posting]) -> None:
+    if len(entry_postings) < 2:
+        raise LedgerInvariantError("a journal entry needs at least two postings")
+    totals: dict[str, int] = defaultdict(int)
+    for posting in entry_postings:
+        if posting.amount_minor == 0:
+            raise LedgerInvariantError("a posting of zero moves nothing")
+        totals[posting.currency] += posting.amount_minor
+    unbalanced = {currency: total for currency, total in totals.items() if total != 0}
+    if unbalanced:
+        raise LedgerInvariantError(f"journal entry does not balance: {unbalanced}")
+
+
+def postings_sum(connection: Connection, account_id: int) -> int:
+    total = connection.execute(
+        select(func.coalesce(func.sum(postings.c.amount_minor), 0)).where(postings.c.account_id == account_id)
+    ).scalar_one()
+    return int(total)

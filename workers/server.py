@@ -1,0 +1,201 @@
+"""A worker process: a grpc.aio server for `paygate.v1.PaymentGateway` behind the gateway.
+
+Servicers are thin: decode (validation) → one service function → encode. Service functions are synchronous
+(SQLAlchemy + redis-py) and run on a bounded thread pool so the event loop keeps accepting calls. Workers trust
+the caller identity the gateway forwards (`x-paygate-owner`), so they listen on Unix sockets or on addresses
+reachable only from the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from paygate import logs
+from paygate.db import Database
+from paygate.errors import Unauthenticated, Unimplemented, to_rpc_status
+from paygate.grpc_support import SERVER_OPTIONS, bind
+from paygate.metrics import WorkerMetrics, process_registry, serve_metrics
+from paygate.redis_support import connect
+from paygate.scopes import SERVICE_NAME
+from paygate.settings import Settings
+from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
+from paygate.v1 import payment_gateway_pb2 as pb
+from paygate.v1 import payment_gateway_pb2_grpc as pb_grpc
+from workers import encoding, validation
+from workers.boundary import translate
+from workers.channels import Channels
+from workers.domain import Caller
+from workers.idempotency import Idempotency
+from workers.locks import FencedLocks
+from workers.service import PaymentService
+
+log = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+def caller_from(context: grpc.aio.ServicerContext) -> Caller:
+    metadata = dict(context.invocation_metadata() or ())
+    owner = metadata.get(OWNER_HEADER)
+    if not isinstance(owner, str) or not owner:
+        raise Unauthenticated("workers serve only calls forwarded by the Paygate gateway")
+    request_id = metadata.get(REQUEST_ID_HEADER)
+    key_id = metadata.get(CALLER_KEY_HEADER)
+    return Caller(
+        owner=owner,
+        key_id=key_id if isinstance(key_id, str) else "",
+        request_id=request_id if isinstance(request_id, str) else "",
+    )
+
+
+class WorkerServicer(pb_grpc.PaymentGatewayServicer):
+    def __init__(
+        self, service: PaymentService, worker_id: str, executor: ThreadPoolExecutor, metrics: WorkerMetrics
+    ) -> None:
+        self._service = service
+        self._worker_id = worker_id
+        self._executor = executor
+        self._metrics = metrics
+
+    async def _serve(
+        self, method: str, context: grpc.aio.ServicerContext, handle: Callable[[Caller], ResponseT]
+    ) -> ResponseT:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        request_id = ""
+        try:
+            caller = caller_from(context)
+            request_id = caller.request_id
+            logs.request_id_var.set(request_id)
+            await context.send_initial_metadata(((WORKER_HEADER, self._worker_id), (REQUEST_ID_HEADER, request_id)))
+            run = contextvars.copy_context().run
+            return await asyncio.get_running_loop().run_in_executor(self._executor, run, handle, caller)
+        except Exception as error:  # the wire boundary: everything leaves as a mapped status
+            domain_error = translate(error, request_id)
+            code = domain_error.code
+            context.set_trailing_metadata(((WORKER_HEADER, self._worker_id),))
+            await context.abort_with_status(to_rpc_status(domain_error))
+            raise  # unreachable: abort_with_status raises
+        finally:
+            self._metrics.requests.labels(self._worker_id, method, code.name).inc()
+            self._metrics.handling_seconds.labels(self._worker_id, method).observe(time.perf_counter() - started)
+
+    async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
+        return await self._serve(
+            "TopUp",
+            context,
+            lambda caller: encoding.payment(self._service.top_up(caller, validation.top_up(request))),
+        )
+
+    async def CreatePayment(self, request: pb.CreatePaymentRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
+        return await self._serve(
+            "CreatePayment",
+            context,
+            lambda caller: encoding.payment(self._service.create_payment(caller, validation.create_payment(request))),
+        )
+
+    async def GetPayment(self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
+        return await self._serve(
+            "GetPayment",
+            context,
+            lambda caller: encoding.payment(self._service.get_payment(caller, validation.get_payment(request))),
+        )
+
+    async def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext) -> pb.Balance:
+        def handle(caller: Caller) -> pb.Balance:
+            query = validation.get_balance(request)
+            return pb.Balance(
+                user_id=query.user_id, currency=query.currency, available_minor=self._service.get_balance(query)
+            )
+
+        return await self._serve("GetBalance", context, handle)
+
+    async def _not_yet(self, method: str, context: grpc.aio.ServicerContext) -> Any:
+        def handle(caller: Caller) -> Message:
+            raise Unimplemented(f"{method} is not available yet on this deployment")
+
+        return await self._serve(method, context, handle)
+
+    async def RefundPayment(self, request: pb.RefundPaymentRequest, context: grpc.aio.ServicerContext) -> pb.Refund:
+        return await self._not_yet("RefundPayment", context)
+
+    async def Transfer(self, request: pb.TransferRequest, context: grpc.aio.ServicerContext) -> pb.Transfer:
+        return await self._not_yet("Transfer", context)
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransactionsResponse:
+        return await self._not_yet("ListTransactions", context)
+
+    async def QuotePrice(self, request: pb.QuotePriceRequest, context: grpc.aio.ServicerContext) -> pb.PriceQuote:
+        return await self._not_yet("QuotePrice", context)
+
+
+def build_service(settings: Settings, database: Database, metrics: WorkerMetrics | None) -> PaymentService:
+    """Wire the service from settings; shared by the worker process and the integration tests."""
+    client = connect(settings.effective_redis_url())
+    locks = FencedLocks(
+        client,
+        settings.redis_prefix,
+        observe_wait=(lambda outcome, s: metrics.lock_wait_seconds.labels(outcome).observe(s)) if metrics else None,
+    )
+    idempotency = Idempotency(
+        database,
+        client,
+        settings.redis_prefix,
+        lease_ms=settings.idempotency_lease_ms,
+        retention=timedelta(seconds=settings.idempotency_retention_s),
+    )
+    return PaymentService(
+        database,
+        locks,
+        idempotency,
+        Channels(),
+        lock_lease_ms=settings.lock_lease_ms,
+        lock_wait_ms=settings.lock_wait_ms,
+        metrics=metrics,
+    )
+
+
+async def run_worker(settings: Settings, worker_id: str, address: str, metrics_listen: str | None = None) -> None:
+    registry = process_registry()
+    metrics = WorkerMetrics.create(registry)
+    if metrics_listen:
+        serve_metrics(metrics_listen, registry)
+    database = Database(settings.effective_database_url(), pool_size=settings.worker_threads)
+    executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix=f"{worker_id}-svc")
+    service = build_service(settings, database, metrics)
+
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
+    pb_grpc.add_PaymentGatewayServicer_to_server(WorkerServicer(service, worker_id, executor, metrics), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bind(server, address)
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    log.info("worker serving", extra={"fields": {"worker": worker_id, "address": address}})
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("worker draining", extra={"fields": {"worker": worker_id}})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_s)
+    executor.shutdown(wait=True)
+    database.dispose()
+    log.info("worker stopped", extra={"fields": {"worker": worker_id}})
