@@ -1,0 +1,64 @@
+# Two commands do all the set-up on a fresh machine (README.md):
+#   make run    install what is needed, then start the whole stack on the embedded defaults
+#   make test   install what is needed, then run the test suite
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.install-stamp
+# The newest Python 3.11+ on PATH.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& { command -v $$p; break; }; done)
+PYTEST_ARGS ?=
+
+.PHONY: help install run test stress lint typecheck check protos bench loadtest clean
+
+help:
+	@echo "make run       install and start paygate serve (gateway 127.0.0.1:50051, metrics 127.0.0.1:9464)"
+	@echo "make test      install and run the tests (not the long stress runs)"
+	@echo "make stress    the long soak/stress runs"
+	@echo "make check     ruff + mypy + tests"
+	@echo "make protos    regenerate paygate/v1 from protos/"
+	@echo "make bench     end-to-end throughput benchmark (prints figures)"
+	@echo "make loadtest  a short headless Locust run against a running stack"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required on PATH"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/paygate serve $(ARGS)
+
+test: install
+	$(PY) -m pytest -m "not stress" $(PYTEST_ARGS)
+
+stress: install
+	$(PY) -m pytest -m stress $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+protos: install
+	$(PY) -m paygate.protogen
+
+bench: install
+	$(PY) -m loadtest.bench $(ARGS)
+
+loadtest: install
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u 20 -r 10 -t 30s --host 127.0.0.1:50051
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,177 @@
+"""Test infrastructure on real components: Redis servers, databases and `paygate serve` stacks.
+
+- Redis: PAYGATE_TEST_REDIS_URL when set, else a private redis-server (the same embedded server `serve` uses).
+- Databases: a fresh SQLite file always; a fresh PostgreSQL / MariaDB database when PAYGATE_TEST_POSTGRES_URL /
+  PAYGATE_TEST_MYSQL_URL name a server. Each throwaway database is dropped when the session ends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from paygate.db import normalize_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_ENV = "PAYGATE_TEST_POSTGRES_URL"
+MYSQL_ENV = "PAYGATE_TEST_MYSQL_URL"
+REDIS_ENV = "PAYGATE_TEST_REDIS_URL"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate, *, attempts: int, interval_s: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll a bounded number of times; the bound is a count, not a timing assertion."""
+    for _ in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"{what} did not happen after {attempts} attempts")
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
+# -- throwaway databases ---------------------------------------------------------------------------------
+
+
+def create_throwaway_database(server_url: str) -> str:
+    """Create an empty database on the server named by `server_url` and return its URL."""
+    url = make_url(normalize_url(server_url))
+    name = f"paygate_t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_throwaway_database(database_url: str) -> None:
+    url = make_url(database_url)
+    name = url.database
+    assert name and name.startswith("paygate_t_"), name
+    admin_database = "test"
+    engine = create_engine(url.set(database=admin_database), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        if url.get_backend_name() == "postgresql":
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        else:
+            connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+    engine.dispose()
+
+
+# -- a real `paygate serve` --------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    listen: str
+    metrics_listen: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "paygate", *args, "--data-dir", str(self.data_dir)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    def create_key(self, name: str = "tests", scopes: str = "*") -> tuple[str, str]:
+        result = self.cli("keys", "create", "--name", name, "--scopes", scopes, "--json")
+        assert result.returncode == 0, result.stderr
+        created = json.loads(result.stdout)
+        return created["key_id"], created["secret"]
+
+    def state(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.data_dir / "run" / "state.json").read_text())
+
+    def worker_pid(self, worker_id: str) -> int | None:
+        try:
+            return self.state()["children"][worker_id]["pid"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            return None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+                raise
+        return self.process.returncode
+
+
+def start_stack(
+    data_dir: Path, *, workers: int = 3, database_url: str | None = None, extra_env: dict[str, str] | None = None
+) -> Stack:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    listen = f"127.0.0.1:{free_port()}"
+    metrics_listen = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
+    env["PAYGATE_LOG_LEVEL"] = "INFO"
+    if database_url:
+        env["PAYGATE_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
+    log_path = data_dir / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "paygate",
+                "serve",
+                "--workers",
+                str(workers),
+                "--listen",
+                listen,
+                "--metrics-listen",
+                metrics_listen,
+                "--data-dir",
+                str(data_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    stack = Stack(data_dir, listen, metrics_listen, process, log_path, env)
+    ready = data_dir / "run" / "gateway.ready"
+
+    def is_ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"paygate serve exited with {process.returncode}:\n{stack.log()}")
+        return ready.exists()
+
+    wait_until(is_ready, attempts=600, what="paygate serve ready")
+    return stack

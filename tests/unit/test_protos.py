@@ -1,0 +1,70 @@
+"""The generated stubs match protos/ exactly, and the v1 contract keeps its field numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paygate import protogen
+from paygate.v1 import payment_gateway_pb2 as pb
+
+
+def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
+    produced = protogen.generate(tmp_path)
+    assert produced, "the generator produced nothing"
+    for path in produced:
+        committed = protogen.REPO_ROOT / path.relative_to(tmp_path)
+        assert committed.exists(), f"{committed} is not committed; run `make protos`"
+        assert committed.read_text() == path.read_text(), f"{committed} is stale or hand-edited; run `make protos`"
+
+
+CONTRACT = {
+    "TopUpRequest": ["order_id", "user_id", "amount_minor", "currency", "method"],
+    "CreatePaymentRequest": ["order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description"],
+    "GetPaymentRequest": ["payment_id", "order_id"],
+    "Payment": ["payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status",
+                "refunded_minor", "failure_reason"],
+    "GetBalanceRequest": ["user_id", "currency"],
+    "Balance": ["user_id", "currency", "available_minor"],
+    "RefundPaymentRequest": ["payment_id", "refund_id", "amount_minor", "reason"],
+    "TransferRequest": ["transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency"],
+    "Refund": ["refund_id", "payment_id", "amount_minor"],
+    "Transfer": ["transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency"],
+    "ListTransactionsRequest": ["user_id", "page_size", "page_token"],
+    "ListTransactionsResponse": ["transactions", "next_page_token"],
+    "Transaction": ["entry_id", "amount_minor", "currency"],
+    "QuotePriceRequest": ["list_price_minor", "discount_rate", "tax_rate", "currency"],
+    "PriceQuote": ["amount_minor", "discount_minor", "tax_minor"],
+}
+
+
+@pytest.mark.parametrize("message", sorted(CONTRACT))
+def test_contract_fields_keep_their_numbers(message: str) -> None:
+    descriptor = pb.DESCRIPTOR.message_types_by_name[message]
+    for number, name in enumerate(CONTRACT[message], start=1):
+        assert descriptor.fields_by_name[name].number == number, f"{message}.{name}"
+
+
+def test_money_is_int64_minor_units() -> None:
+    for message in pb.DESCRIPTOR.message_types_by_name.values():
+        for field in message.fields:
+            if field.name.endswith("_minor"):
+                assert field.type == field.TYPE_INT64, f"{message.name}.{field.name}"
+
+
+def test_service_and_enums() -> None:
+    service = pb.DESCRIPTOR.services_by_name["PaymentGateway"]
+    assert pb.DESCRIPTOR.package == "paygate.v1"
+    assert set(service.methods_by_name) == {"TopUp", "CreatePayment", "GetPayment", "GetBalance", "RefundPayment",
+                                            "Transfer", "ListTransactions", "QuotePrice"}
+    assert dict(pb.PaymentMethod.items()) == {
+        "PAYMENT_METHOD_UNSPECIFIED": 0, "PAYMENT_METHOD_WALLET": 1, "PAYMENT_METHOD_ALIPAY": 2,
+        "PAYMENT_METHOD_WECHAT_PAY": 3, "PAYMENT_METHOD_UNIONPAY": 4, "PAYMENT_METHOD_CARD": 5,
+        "PAYMENT_METHOD_SANDBOX": 6,
+    }
+    assert dict(pb.PaymentStatus.items()) == {
+        "PAYMENT_STATUS_UNSPECIFIED": 0, "PAYMENT_STATUS_PENDING": 1, "PAYMENT_STATUS_SUCCEEDED": 2,
+        "PAYMENT_STATUS_FAILED": 3, "PAYMENT_STATUS_CLOSED": 4, "PAYMENT_STATUS_PARTIALLY_REFUNDED": 5,
+        "PAYMENT_STATUS_REFUNDED": 6,
+    }

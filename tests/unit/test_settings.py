@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paygate.errors import ConfigurationError
+from paygate.settings import Settings
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = Settings.from_env({})
+    assert settings.listen == "127.0.0.1:50051"
+    assert settings.metrics_listen == "127.0.0.1:9464"
+    assert settings.data_dir == Path(".paygate")
+    assert settings.workers >= 1
+    assert settings.effective_database_url().startswith("sqlite:///")
+    assert settings.effective_redis_url().startswith("unix://")
+
+
+def test_environment_then_flags() -> None:
+    env = {"PAYGATE_WORKERS": "3", "PAYGATE_LISTEN": "0.0.0.0:6000", "PAYGATE_DATA_DIR": "/tmp/x"}
+    settings = Settings.from_env(env, workers=5, listen=None)
+    assert settings.workers == 5  # the flag wins
+    assert settings.listen == "0.0.0.0:6000"  # no flag: the environment
+    assert settings.data_dir == Path("/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PAYGATE_WORKERS": "many"}, "PAYGATE_WORKERS"),
+        ({"PAYGATE_WORKERS": "0"}, "workers"),
+        ({"PAYGATE_LISTEN": "localhost"}, "HOST:PORT"),
+        ({"PAYGATE_LISTEN": "1.2.3.4:70000"}, "HOST:PORT"),
+        ({"PAYGATE_MODE": "staging"}, "PAYGATE_MODE"),
+        ({"PAYGATE_NONCE_TTL_S": "100"}, "nonce_ttl_s"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.from_env(env)
+
+
+def test_production_refuses_the_embedded_defaults() -> None:
+    with pytest.raises(ConfigurationError) as error:
+        Settings.from_env({"PAYGATE_MODE": "production"})
+    for variable in ("PAYGATE_DATABASE_URL", "PAYGATE_REDIS_URL", "PAYGATE_MASTER_KEY"):
+        assert variable in str(error.value)
+    with pytest.raises(ConfigurationError, match="SQLite"):
+        Settings.from_env(
+            {
+                "PAYGATE_MODE": "production",
+                "PAYGATE_DATABASE_URL": "sqlite:///x.db",
+                "PAYGATE_REDIS_URL": "redis://r",
+                "PAYGATE_MASTER_KEY": "k",
+            }
+        )
+
+
+def test_secrets_stay_out_of_the_repr() -> None:
+    settings = Settings.from_env(
+        {"PAYGATE_MASTER_KEY": "very-secret", "PAYGATE_DATABASE_URL": "postgresql://u:pw@h/db"}
+    )
+    assert "very-secret" not in repr(settings)
+    assert "pw@" not in repr(settings)
