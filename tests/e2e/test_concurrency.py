@@ -1,0 +1,117 @@
+"""Concurrent wallet purchases from several client processes against a real stack.
+
+Whatever the interleaving: no wallet goes negative, every successful purchase is in the ledger exactly once,
+every journal entry sums to zero, and every account's balance equals the sum of its postings.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from paygate.client import PaygateClient
+from paygate.schema import accounts, payments, postings
+from paygate.v1 import payment_gateway_pb2 as pb
+from tests.support import Stack, start_stack
+
+PROCESSES = 4
+PURCHASES_PER_PROCESS = 40
+USERS = 3
+TOP_UP_MINOR = 5_000
+PRICE_MINOR = 170
+
+
+def buyer(target: str, key_id: str, secret: str, users: list[str], seed: int) -> dict[str, int]:
+    """One client process: purchases spread over the shared users; returns its successes per user."""
+    succeeded = dict.fromkeys(users, 0)
+    with PaygateClient(target, key_id, secret) as client:
+        for i in range(PURCHASES_PER_PROCESS):
+            user = users[(seed + i) % len(users)]
+            request = pb.CreatePaymentRequest(
+                order_id=f"o-{seed}-{i}-{uuid.uuid4().hex[:6]}", user_id=user, amount_minor=PRICE_MINOR,
+                currency="CNY", method=pb.PAYMENT_METHOD_WALLET, payee_id="creator-hot",
+            )
+            for _attempt in range(20):  # ABORTED (lock busy) is retryable with the same order id
+                try:
+                    client.create_payment(request)
+                    succeeded[user] += 1
+                    break
+                except grpc.RpcError as error:
+                    if error.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                        break
+                    if error.code() != grpc.StatusCode.ABORTED:
+                        raise
+    return succeeded
+
+
+def run_purchases(stack: Stack) -> tuple[list[str], dict[str, int]]:
+    key_id, secret = stack.create_key("concurrency")
+    users = [f"u-{uuid.uuid4().hex[:8]}" for _ in range(USERS)]
+    with PaygateClient(stack.listen, key_id, secret) as client:
+        for user in users:
+            client.top_up(pb.TopUpRequest(order_id=f"t-{user}", user_id=user, amount_minor=TOP_UP_MINOR,
+                                          currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX))
+    context = multiprocessing.get_context("spawn")  # no gRPC state crosses into the children
+    with context.Pool(PROCESSES) as pool:
+        results = pool.starmap(buyer, [(stack.listen, key_id, secret, users, seed) for seed in range(PROCESSES)])
+    totals = dict.fromkeys(users, 0)
+    for result in results:
+        for user, count in result.items():
+            totals[user] += count
+    return users, totals
+
+
+def check_ledger(database_url: str, stack: Stack, users: list[str], totals: dict[str, int]) -> None:
+    key_id, secret = stack.create_key("checker")
+    with PaygateClient(stack.listen, key_id, secret) as client:
+        for user in users:
+            available = client.get_balance(pb.GetBalanceRequest(user_id=user, currency="CNY")).available_minor
+            assert available >= 0
+            assert available == TOP_UP_MINOR - PRICE_MINOR * totals[user]
+            # Demand exceeded supply, so each wallet was drained as far as the price allows.
+            assert available < PRICE_MINOR
+    engine = create_engine(database_url)
+    with engine.connect() as connection:
+        for account_id, balance in connection.execute(select(accounts.c.account_id, accounts.c.balance_minor)):
+            summed = connection.execute(
+                select(func.coalesce(func.sum(postings.c.amount_minor), 0)).where(postings.c.account_id == account_id)
+            ).scalar_one()
+            assert balance == summed, f"account {account_id}"
+        unbalanced = connection.execute(
+            select(postings.c.entry_id).group_by(postings.c.entry_id, postings.c.currency)
+            .having(func.sum(postings.c.amount_minor) != 0)
+        ).all()
+        assert unbalanced == []
+        stored = connection.execute(
+            select(func.count()).select_from(payments).where(
+                payments.c.user_id.in_(users), payments.c.payment_type == "purchase"
+            )
+        ).scalar_one()
+        assert stored == sum(totals.values())
+    engine.dispose()
+
+
+def test_concurrent_purchases_never_overdraw_sqlite(stack: Stack) -> None:
+    users, totals = run_purchases(stack)
+    check_ledger(f"sqlite:///{stack.data_dir / 'paygate.sqlite3'}", stack, users, totals)
+
+
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("mysql", marks=pytest.mark.mysql)])
+def server_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    running = start_stack(tmp_path / "stack", workers=3, database_url=url)
+    yield running, url
+    assert running.stop() == 0
+
+
+def test_concurrent_purchases_never_overdraw_on_database_servers(server_stack: tuple[Stack, str]) -> None:
+    stack, url = server_stack
+    users, totals = run_purchases(stack)
+    check_ledger(url, stack, users, totals)
