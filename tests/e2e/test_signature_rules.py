@@ -125,8 +125,13 @@ def test_body_altered_after_signing(raw_channel, credentials, client: PaygateCli
     key_id, secret = credentials
     user = f"u-{uuid.uuid4().hex[:8]}"
     path = method_path("TopUp")
-    signed = pb.TopUpRequest(order_id=f"o-{uuid.uuid4().hex[:8]}", user_id=user, amount_minor=100, currency="CNY",
-                             method=pb.PAYMENT_METHOD_SANDBOX)
+    signed = pb.TopUpRequest(
+        order_id=f"o-{uuid.uuid4().hex[:8]}",
+        user_id=user,
+        amount_minor=100,
+        currency="CNY",
+        method=pb.PAYMENT_METHOD_SANDBOX,
+    )
     metadata = signing.signed_metadata(key_id, secret, path, signed.SerializeToString())
     tampered = pb.TopUpRequest()
     tampered.CopyFrom(signed)
@@ -141,8 +146,15 @@ def test_a_key_without_the_scope_is_permission_denied(stack: Stack) -> None:
     with PaygateClient(stack.listen, key_id, secret) as client:
         assert client.get_balance(pb.GetBalanceRequest(user_id="u-scope", currency="CNY")).available_minor == 0
         with pytest.raises(grpc.RpcError) as error:
-            client.top_up(pb.TopUpRequest(order_id="o-scope", user_id="u-scope", amount_minor=1, currency="CNY",
-                                          method=pb.PAYMENT_METHOD_SANDBOX))
+            client.top_up(
+                pb.TopUpRequest(
+                    order_id="o-scope",
+                    user_id="u-scope",
+                    amount_minor=1,
+                    currency="CNY",
+                    method=pb.PAYMENT_METHOD_SANDBOX,
+                )
+            )
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -61,7 +61,12 @@ def test_an_entry_and_its_postings_commit_together(database: Database) -> None:
         ledger.apply_unfenced(connection, a.account_id, -250)
         ledger.apply_unfenced(connection, b.account_id, 250)
         ledger.post_entry(
-            connection, entry_id=entry_id, kind="top_up", owner="t", payment_id=None, now=now,
+            connection,
+            entry_id=entry_id,
+            kind="top_up",
+            owner="t",
+            payment_id=None,
+            now=now,
             entry_postings=[ledger.Posting(a.account_id, -250, "USD"), ledger.Posting(b.account_id, 250, "USD")],
         )
     with database.read() as connection:
@@ -76,7 +81,12 @@ def test_an_unbalanced_entry_rolls_the_whole_transaction_back(database: Database
     with pytest.raises(ledger.LedgerInvariantError), database.write() as connection:
         ledger.apply_unfenced(connection, a.account_id, 999)
         ledger.post_entry(
-            connection, entry_id=new_id("je"), kind="top_up", owner="t", payment_id=None, now=now,
+            connection,
+            entry_id=new_id("je"),
+            kind="top_up",
+            owner="t",
+            payment_id=None,
+            now=now,
             entry_postings=[ledger.Posting(a.account_id, 999, "USD"), ledger.Posting(a.account_id, -998, "USD")],
         )
     with database.read() as connection:

@@ -74,9 +74,12 @@ def test_a_purchase_without_payee_pays_the_platform(service: PaymentService, dat
     user = uid("u")
     top_up(service, user, 300, currency="JPY")
     with database.read() as connection:
-        before = connection.execute(
-            select(accounts.c.balance_minor).where(accounts.c.kind == "revenue", accounts.c.currency == "JPY")
-        ).scalar_one_or_none() or 0
+        before = (
+            connection.execute(
+                select(accounts.c.balance_minor).where(accounts.c.kind == "revenue", accounts.c.currency == "JPY")
+            ).scalar_one_or_none()
+            or 0
+        )
     service.create_payment(CALLER, purchase(user, 300, currency="JPY"))
     with database.read() as connection:
         after = connection.execute(
@@ -140,9 +143,9 @@ def test_insufficient_funds_changes_nothing_and_the_key_stays_usable(
     with database.read() as connection:
         entries_after = connection.execute(select(func.count()).select_from(journal_entries)).scalar_one()
         records = connection.execute(
-            select(func.count()).select_from(idempotency_records).where(
-                idempotency_records.c.idempotency_key == command.order_id
-            )
+            select(func.count())
+            .select_from(idempotency_records)
+            .where(idempotency_records.c.idempotency_key == command.order_id)
         ).scalar_one()
     assert entries_after == entries_before
     assert records == 0

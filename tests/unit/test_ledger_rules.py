@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from paygate.ids import new_id
-from workers.domain import AccountKind, PaymentRecord, PaymentStatus
+from workers.domain import AccountKind, Method, PaymentRecord, PaymentStatus, PaymentType
 from workers.ledger import LedgerInvariantError, Posting, check_balanced
 
 
@@ -36,22 +39,29 @@ def test_ids_sort_by_creation_time() -> None:
     assert all(i.startswith("pay_") and len(i) == 30 for i in ids)
     assert len(set(ids)) == 200
     # Same-millisecond ids are random in their tail, so compare across a clock tick.
-    import time
-
     first = new_id("x")
     time.sleep(0.002)
     assert new_id("x") > first
 
 
 def test_payment_record_json_round_trip() -> None:
-    from datetime import UTC, datetime
-
-    from workers.domain import Method, PaymentType
-
     now = datetime.now(UTC)
     record = PaymentRecord(
-        payment_id="pay_1", owner="svc", order_id="o", payment_type=PaymentType.PURCHASE, user_id="u",
-        payee_id="c", amount_minor=5, currency="CNY", method=Method.WALLET, status=PaymentStatus.SUCCEEDED,
-        refunded_minor=0, failure_reason="", description="d", entry_id="je_1", created_at=now, updated_at=now,
+        payment_id="pay_1",
+        owner="svc",
+        order_id="o",
+        payment_type=PaymentType.PURCHASE,
+        user_id="u",
+        payee_id="c",
+        amount_minor=5,
+        currency="CNY",
+        method=Method.WALLET,
+        status=PaymentStatus.SUCCEEDED,
+        refunded_minor=0,
+        failure_reason="",
+        description="d",
+        entry_id="je_1",
+        created_at=now,
+        updated_at=now,
     )
     assert PaymentRecord.from_json(record.to_json()) == record

@@ -23,8 +23,17 @@ CONTRACT = {
     "TopUpRequest": ["order_id", "user_id", "amount_minor", "currency", "method"],
     "CreatePaymentRequest": ["order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description"],
     "GetPaymentRequest": ["payment_id", "order_id"],
-    "Payment": ["payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status",
-                "refunded_minor", "failure_reason"],
+    "Payment": [
+        "payment_id",
+        "order_id",
+        "user_id",
+        "amount_minor",
+        "currency",
+        "method",
+        "status",
+        "refunded_minor",
+        "failure_reason",
+    ],
     "GetBalanceRequest": ["user_id", "currency"],
     "Balance": ["user_id", "currency", "available_minor"],
     "RefundPaymentRequest": ["payment_id", "refund_id", "amount_minor", "reason"],
@@ -56,15 +65,31 @@ def test_money_is_int64_minor_units() -> None:
 def test_service_and_enums() -> None:
     service = pb.DESCRIPTOR.services_by_name["PaymentGateway"]
     assert pb.DESCRIPTOR.package == "paygate.v1"
-    assert set(service.methods_by_name) == {"TopUp", "CreatePayment", "GetPayment", "GetBalance", "RefundPayment",
-                                            "Transfer", "ListTransactions", "QuotePrice"}
+    assert set(service.methods_by_name) == {
+        "TopUp",
+        "CreatePayment",
+        "GetPayment",
+        "GetBalance",
+        "RefundPayment",
+        "Transfer",
+        "ListTransactions",
+        "QuotePrice",
+    }
     assert dict(pb.PaymentMethod.items()) == {
-        "PAYMENT_METHOD_UNSPECIFIED": 0, "PAYMENT_METHOD_WALLET": 1, "PAYMENT_METHOD_ALIPAY": 2,
-        "PAYMENT_METHOD_WECHAT_PAY": 3, "PAYMENT_METHOD_UNIONPAY": 4, "PAYMENT_METHOD_CARD": 5,
+        "PAYMENT_METHOD_UNSPECIFIED": 0,
+        "PAYMENT_METHOD_WALLET": 1,
+        "PAYMENT_METHOD_ALIPAY": 2,
+        "PAYMENT_METHOD_WECHAT_PAY": 3,
+        "PAYMENT_METHOD_UNIONPAY": 4,
+        "PAYMENT_METHOD_CARD": 5,
         "PAYMENT_METHOD_SANDBOX": 6,
     }
     assert dict(pb.PaymentStatus.items()) == {
-        "PAYMENT_STATUS_UNSPECIFIED": 0, "PAYMENT_STATUS_PENDING": 1, "PAYMENT_STATUS_SUCCEEDED": 2,
-        "PAYMENT_STATUS_FAILED": 3, "PAYMENT_STATUS_CLOSED": 4, "PAYMENT_STATUS_PARTIALLY_REFUNDED": 5,
+        "PAYMENT_STATUS_UNSPECIFIED": 0,
+        "PAYMENT_STATUS_PENDING": 1,
+        "PAYMENT_STATUS_SUCCEEDED": 2,
+        "PAYMENT_STATUS_FAILED": 3,
+        "PAYMENT_STATUS_CLOSED": 4,
+        "PAYMENT_STATUS_PARTIALLY_REFUNDED": 5,
         "PAYMENT_STATUS_REFUNDED": 6,
     }

@@ -6,6 +6,7 @@ import hmac
 import pytest
 
 from paygate import signing
+from paygate.v1 import payment_gateway_pb2 as pb
 
 
 def test_string_to_sign_is_the_five_lines_of_the_scheme() -> None:
@@ -16,7 +17,9 @@ def test_string_to_sign_is_the_five_lines_of_the_scheme() -> None:
         "1700000000\n"
         "abcdefghijklmnop\n" + hashlib.sha256(body).hexdigest()
     ).encode()
-    assert signing.string_to_sign("/paygate.v1.PaymentGateway/TopUp", "1700000000", "abcdefghijklmnop", body) == expected
+    assert (
+        signing.string_to_sign("/paygate.v1.PaymentGateway/TopUp", "1700000000", "abcdefghijklmnop", body) == expected
+    )
 
 
 def test_signature_is_lowercase_hex_hmac_sha256_of_the_string_to_sign() -> None:
@@ -37,8 +40,13 @@ def test_signature_is_lowercase_hex_hmac_sha256_of_the_string_to_sign() -> None:
     ],
 )
 def test_any_change_breaks_the_signature(change: dict[str, object]) -> None:
-    base = {"secret": "sk_secret", "method": "/paygate.v1.PaymentGateway/TopUp", "timestamp": "1700000000",
-            "nonce": "n" * 16, "body": b"body"}
+    base = {
+        "secret": "sk_secret",
+        "method": "/paygate.v1.PaymentGateway/TopUp",
+        "timestamp": "1700000000",
+        "nonce": "n" * 16,
+        "body": b"body",
+    }
     signature = signing.compute_signature(*base.values())  # type: ignore[arg-type]
     assert signing.signature_matches(*base.values(), signature)  # type: ignore[arg-type]
     changed = {**base, **change}
@@ -51,7 +59,9 @@ def test_signed_metadata_round_trips_through_the_parser() -> None:
     assert headers.key_id == "key_1"
     assert headers.timestamp == "42"
     assert signing.NONCE_PATTERN.match(headers.nonce)
-    assert signing.signature_matches("sk", "/paygate.v1.PaymentGateway/TopUp", "42", headers.nonce, b"x", headers.signature)
+    assert signing.signature_matches(
+        "sk", "/paygate.v1.PaymentGateway/TopUp", "42", headers.nonce, b"x", headers.signature
+    )
 
 
 def test_nonces_are_unique_and_well_formed() -> None:
@@ -104,3 +114,12 @@ def test_nonce_length_limits_are_inclusive() -> None:
     for nonce in ("a" * 16, "b" * 64, "A-z_09" * 3):
         metadata = signing.signed_metadata("k", "s", "/p", b"", nonce=nonce)
         assert signing.parse_signed_headers(metadata).nonce == nonce
+
+
+def test_the_documented_test_vector() -> None:
+    body = pb.GetBalanceRequest(user_id="learner-1", currency="CNY").SerializeToString()
+    assert body.hex() == "0a096c6561726e65722d311203434e59"
+    signature = signing.compute_signature(
+        "sk_test_secret", "/paygate.v1.PaymentGateway/GetBalance", "1795312800", "n0nce-0123456789abcdef", body
+    )
+    assert signature == "55e9c71bc26ce29fe33622dc7a541a2e86475034e523443c84c7896b9458f2bc"

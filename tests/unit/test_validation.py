@@ -14,8 +14,13 @@ def _fields(error: pytest.ExceptionInfo[InvalidArgument]) -> dict[str, str]:
 
 
 def good_top_up(**changes: object) -> pb.TopUpRequest:
-    values = {"order_id": "o-1", "user_id": "u-1", "amount_minor": 100, "currency": "CNY",
-              "method": pb.PAYMENT_METHOD_SANDBOX}
+    values = {
+        "order_id": "o-1",
+        "user_id": "u-1",
+        "amount_minor": 100,
+        "currency": "CNY",
+        "method": pb.PAYMENT_METHOD_SANDBOX,
+    }
     values.update(changes)
     return pb.TopUpRequest(**values)  # type: ignore[arg-type]
 
@@ -23,7 +28,11 @@ def good_top_up(**changes: object) -> pb.TopUpRequest:
 def test_a_good_top_up_becomes_a_command() -> None:
     command = validation.top_up(good_top_up())
     assert (command.order_id, command.user_id, command.amount_minor, command.currency, command.method) == (
-        "o-1", "u-1", 100, "CNY", Method.SANDBOX,
+        "o-1",
+        "u-1",
+        100,
+        "CNY",
+        Method.SANDBOX,
     )
 
 
@@ -72,22 +81,40 @@ def test_amount_limit_is_inclusive() -> None:
 
 
 def test_create_payment_checks_payee_and_description() -> None:
-    request = pb.CreatePaymentRequest(order_id="o", user_id="u", amount_minor=1, currency="JPY",
-                                      method=pb.PAYMENT_METHOD_WALLET, payee_id="bad payee",
-                                      description="x" * 257)
+    request = pb.CreatePaymentRequest(
+        order_id="o",
+        user_id="u",
+        amount_minor=1,
+        currency="JPY",
+        method=pb.PAYMENT_METHOD_WALLET,
+        payee_id="bad payee",
+        description="x" * 257,
+    )
     with pytest.raises(InvalidArgument) as error:
         validation.create_payment(request)
     assert set(_fields(error)) == {"payee_id", "description"}
-    control = pb.CreatePaymentRequest(order_id="o", user_id="u", amount_minor=1, currency="JPY",
-                                      method=pb.PAYMENT_METHOD_WALLET, description="line\nbreak")
+    control = pb.CreatePaymentRequest(
+        order_id="o",
+        user_id="u",
+        amount_minor=1,
+        currency="JPY",
+        method=pb.PAYMENT_METHOD_WALLET,
+        description="line\nbreak",
+    )
     with pytest.raises(InvalidArgument) as error:
         validation.create_payment(control)
     assert "control characters" in _fields(error)["description"]
 
 
 def test_create_payment_payee_is_optional() -> None:
-    request = pb.CreatePaymentRequest(order_id="o", user_id="u", amount_minor=1, currency="CNY",
-                                      method=pb.PAYMENT_METHOD_WALLET, description="Course: 数据结构")
+    request = pb.CreatePaymentRequest(
+        order_id="o",
+        user_id="u",
+        amount_minor=1,
+        currency="CNY",
+        method=pb.PAYMENT_METHOD_WALLET,
+        description="Course: 数据结构",
+    )
     command = validation.create_payment(request)
     assert command.payee_id == ""
     assert command.description == "Course: 数据结构"
@@ -113,7 +140,9 @@ def test_get_balance_validates_both_fields() -> None:
     assert set(_fields(error)) == {"user_id", "currency"}
 
 
-@pytest.mark.parametrize(("code", "exponent"), [("CNY", 2), ("USD", 2), ("JPY", 0), ("BHD", 3), ("KWD", 3),
-                                                ("CLF", 4), ("KRW", 0), ("XAU", None), ("cny", None)])
+@pytest.mark.parametrize(
+    ("code", "exponent"),
+    [("CNY", 2), ("USD", 2), ("JPY", 0), ("BHD", 3), ("KWD", 3), ("CLF", 4), ("KRW", 0), ("XAU", None), ("cny", None)],
+)
 def test_minor_unit_exponents(code: str, exponent: int | None) -> None:
     assert minor_unit_exponent(code) == exponent
