@@ -12,8 +12,10 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& { command -v $$p; break; }; done)
 PYTEST_ARGS ?=
+BUF_VERSION ?= 1.75.0
+BUF := $(VENV)/npm/node_modules/.bin/buf
 
-.PHONY: help install run test stress lint typecheck check protos bench loadtest clean
+.PHONY: help install run test stress lint buf-lint typecheck check protos bench loadtest clean
 
 help:
 	@echo "make run       install and start paygate serve (gateway 127.0.0.1:50051, metrics 127.0.0.1:9464)"
@@ -24,11 +26,16 @@ help:
 	@echo "make bench     end-to-end throughput benchmark (prints figures)"
 	@echo "make loadtest  a short headless Locust run against a running stack"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required on PATH"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# buf (a Go gRPC client and proto linter) checks the protos and signed-call interop; skipped without npm.
+	@if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-audit --no-fund --prefix $(VENV)/npm @bufbuild/buf@$(BUF_VERSION) >/dev/null \
+		|| echo "buf could not be installed; its checks will be skipped"; \
+	else echo "npm not found; the buf checks will be skipped"; fi
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -46,10 +53,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+buf-lint: install
+	$(BUF) lint protos
+
 typecheck: install
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+check: lint buf-lint typecheck test
 
 protos: install
 	$(PY) -m paygate.protogen

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "PAYGATE_TEST_POSTGRES_URL"
 MYSQL_ENV = "PAYGATE_TEST_MYSQL_URL"
 REDIS_ENV = "PAYGATE_TEST_REDIS_URL"
+
+
+def buf_binary() -> str:
+    """The buf CLI (proto linter and `buf curl`, a Go gRPC client), or skip the test."""
+    import pytest  # noqa: PLC0415 - support.py is also imported by the benchmark, outside pytest
+
+    local = REPO_ROOT / ".venv/npm/node_modules/.bin/buf"
+    found = shutil.which("buf") or (str(local) if local.exists() else None)
+    if found is None:
+        pytest.skip("buf is not installed (make install puts it in .venv/npm when npm is available)")
+    return found
 
 
 def free_port() -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from paygate import protogen
 from paygate.v1 import payment_gateway_pb2 as pb
+from tests.support import buf_binary
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
@@ -93,3 +95,15 @@ def test_service_and_enums() -> None:
         "PAYMENT_STATUS_PARTIALLY_REFUNDED": 5,
         "PAYMENT_STATUS_REFUNDED": 6,
     }
+
+
+def test_protos_pass_buf_lint() -> None:
+    result = subprocess.run(
+        [buf_binary(), "lint", "protos"],
+        cwd=protogen.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
