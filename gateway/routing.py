@@ -149,6 +149,9 @@ class WorkerPool:
         ]
         for gone in set(current) - {e.address for e in endpoints}:
             await current[gone].channel.close()
+            if self._metrics is not None:
+                # Drop the series, or a stale 1 for a scaled-away worker would mask a "no healthy worker" alert.
+                self._metrics.worker_healthy.remove(gone)
         self._endpoints = endpoints
         await asyncio.gather(*(self._check(e) for e in endpoints))
         any_healthy = any(e.healthy for e in endpoints)
