@@ -22,18 +22,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
+from gateway.nonces import NonceStore
 from paygate.errors import PermissionDenied, Unauthenticated
 from paygate.scopes import allows
 from paygate.signing import MalformedSignature, parse_signed_headers, signature_matches
-
-_NONCE_AND_GENERATION = """
-local fresh = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
-local generation = redis.call('GET', KEYS[2])
-if fresh then
-  return {1, generation or '0'}
-end
-return {0, generation or '0'}
-"""
 
 
 @dataclass(frozen=True)
@@ -101,8 +93,7 @@ class Authenticator:
         self._skew_s = timestamp_skew_s
         self._nonce_ttl_s = nonce_ttl_s
         self._clock = clock
-        self._generation_key = f"{prefix}{KEYS_GENERATION}"
-        self._nonce_script = client.register_script(_NONCE_AND_GENERATION)
+        self._nonces = NonceStore(client, f"{prefix}{KEYS_GENERATION}", nonce_ttl_s)
 
     async def authenticate(
         self, path: str, metadata: Iterable[tuple[str, str | bytes]], body: bytes
@@ -129,10 +120,10 @@ class Authenticator:
             )
 
         nonce_key = f"{self._prefix}nonce:{headers.key_id}:{headers.nonce}"
-        fresh, generation = await self._nonce_script(keys=[nonce_key, self._generation_key], args=[self._nonce_ttl_s])
-        if self._keys.observe_generation(generation.decode() if isinstance(generation, bytes) else str(generation)):
+        nonce = await self._nonces.check(nonce_key)
+        if self._keys.observe_generation(nonce.generation):
             entry = await self._usable_key(headers.key_id)  # keys changed: re-check revocation now
-        if not int(fresh):
+        if not nonce.fresh:
             raise AuthFailure(
                 "replayed_nonce",
                 f"nonce already used within the last {self._nonce_ttl_s} s; every call needs a new nonce",

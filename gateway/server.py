@@ -16,27 +16,29 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.auth import Authenticator, AuthFailure, KeyCache
 from gateway.keystore import KeyStore, load_master_key
 from gateway.routing import WorkerPool, never_delivered
 from paygate import logs
 from paygate.db import Database
-from paygate.errors import PaygateError, Unavailable, to_rpc_status
+from paygate.errors import ConfigurationError, PaygateError, Unavailable, to_rpc_status
 from paygate.grpc_support import SERVER_OPTIONS, bind
 from paygate.ids import new_id
 from paygate.metrics import GatewayMetrics, process_registry, serve_metrics
 from paygate.redis_support import connect_async
-from paygate.scopes import METHOD_PATHS, SERVICE_NAME
+from paygate.scopes import METHOD_PATHS, READ_ONLY_PATHS, SERVICE_NAME
 from paygate.settings import Settings
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, REQUEST_ID_PATTERN, WORKER_HEADER
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 30.0
-# Trailing metadata that gRPC itself manages; everything else from the worker is passed back as is.
-_RESERVED_TRAILERS = frozenset({"grpc-status", "grpc-message"})
+# Trailing metadata that gRPC itself manages or that we set; everything else from the worker passes back as is.
+_RELAYED_OURSELVES = frozenset({"grpc-status", "grpc-message", REQUEST_ID_HEADER})
 
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
@@ -72,6 +74,8 @@ class Forwarder:
             except PaygateError as denied:  # PERMISSION_DENIED
                 self._metrics.auth_failures.labels(denied.reason.lower()).inc()
                 raise
+            except Exception as error:  # Redis or the key store: the one boundary for foreign errors here
+                raise _translate(error, request_id) from None
             forward_metadata = (
                 (OWNER_HEADER, caller.owner),
                 (CALLER_KEY_HEADER, caller.key_id),
@@ -88,13 +92,19 @@ class Forwarder:
                         self._pool.mark_unhealthy(endpoint, "connect failed")
                         self._metrics.forwarded.labels(endpoint.address, "not_delivered").inc()
                         continue  # provably never reached a worker: safe to try the next one
+                    if _transport_failure(error):
+                        self._pool.mark_unhealthy(endpoint, "connection lost")
+                        if path in READ_ONLY_PATHS:
+                            # A read changes nothing, so even a maybe-delivered one is safe to send again.
+                            self._metrics.forwarded.labels(endpoint.address, "read_retried").inc()
+                            continue
                     self._metrics.forwarded.labels(endpoint.address, "error").inc()
                     code = error.code()
                     await self._relay_error(error, request_id, context)
                     raise  # unreachable: abort raises
                 self._metrics.forwarded.labels(endpoint.address, "ok").inc()
-                worker = _first(await call.initial_metadata(), WORKER_HEADER) or endpoint.address
-                await context.send_initial_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
+                worker = _first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
+                context.set_trailing_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
                 return response
             raise Unavailable("no worker can serve right now; retry shortly (the call was not applied)")
         except PaygateError as error:
@@ -111,17 +121,29 @@ class Forwarder:
     @staticmethod
     async def _relay_error(error: grpc.aio.AioRpcError, request_id: str, context: grpc.aio.ServicerContext) -> None:
         """Pass a worker's status through unchanged, rich details (grpc-status-details-bin) included."""
-        trailers = [(k, v) for k, v in (error.trailing_metadata() or ()) if k not in _RESERVED_TRAILERS]
-        if not any(k == WORKER_HEADER for k, _ in trailers):
-            worker = _first(error.initial_metadata(), WORKER_HEADER)
-            if worker:
-                trailers.append((WORKER_HEADER, worker))
+        trailers = [(k, v) for k, v in (error.trailing_metadata() or ()) if k not in _RELAYED_OURSELVES]
         trailers.append((REQUEST_ID_HEADER, request_id))
         details = error.details() or ""
-        if error.code() == grpc.StatusCode.UNAVAILABLE and not _first(trailers, WORKER_HEADER):
+        if _transport_failure(error):
             # The connection broke after the call was sent: it may or may not have been applied.
             details = "the worker connection was lost mid-call; retry with the same idempotency key"
         await context.abort(error.code(), details, tuple(trailers))
+
+
+def _transport_failure(error: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE that no worker answered (workers stamp every status they send with x-paygate-worker)."""
+    return error.code() == grpc.StatusCode.UNAVAILABLE and _first(error.trailing_metadata(), WORKER_HEADER) is None
+
+
+def _translate(error: Exception, request_id: str) -> PaygateError:
+    if isinstance(error, redis.RedisError):
+        log.warning("redis unavailable: %s", type(error).__name__)
+        return Unavailable("the nonce store (Redis) is unreachable; the call was not applied — retry shortly")
+    if isinstance(error, (SQLAlchemyError, ConfigurationError)):
+        log.error("key store unavailable: %s", error)
+        return Unavailable("the key store is unavailable; the call was not applied — retry shortly")
+    log.exception("unexpected gateway failure")
+    return PaygateError(f"internal error; report request id {request_id}")
 
 
 def _first(metadata: Any, key: str) -> str | None:

@@ -107,11 +107,12 @@ class PaygateClient:
         response, call = callable_.with_call(
             body, metadata=metadata, timeout=self.timeout_s if timeout_s is None else timeout_s
         )
-        headers = call.initial_metadata()
+        # The gateway sends both in the trailing metadata (cheaper than a separate headers frame).
+        response_metadata = (*(call.trailing_metadata() or ()), *(call.initial_metadata() or ()))
         return CallResult(
             response=response,
-            worker=_metadata_value(headers, WORKER_HEADER),
-            request_id=_metadata_value(headers, REQUEST_ID_HEADER),
+            worker=_metadata_value(response_metadata, WORKER_HEADER),
+            request_id=_metadata_value(response_metadata, REQUEST_ID_HEADER),
         )
 
     # -- one method per RPC -------------------------------------------------------------------------------

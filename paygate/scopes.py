@@ -24,6 +24,8 @@ def method_path(method: str) -> str:
 
 
 METHOD_PATHS: dict[str, str] = {method_path(name): scope for name, scope in METHOD_SCOPES.items()}
+# Methods that change nothing: the gateway may resend them to another worker after a lost connection.
+READ_ONLY_PATHS = frozenset(path for path, scope in METHOD_PATHS.items() if scope.endswith(":read"))
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,16 @@ class Stack:
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
+    def healthy_workers(self) -> int:
+        """How many workers the gateway has in its rotation, read from /metrics as an operator would."""
+        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return sum(
+            1
+            for line in text.splitlines()
+            if line.startswith("paygate_worker_healthy{") and float(line.rsplit(" ", 1)[1]) == 1.0
+        )
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -186,4 +197,6 @@ def start_stack(
         return ready.exists()
 
     wait_until(is_ready, attempts=600, what="paygate serve ready")
+    # Ready means "can take calls" (one healthy worker); tests about rotation want every worker in it.
+    wait_until(lambda: stack.healthy_workers() == workers, attempts=600, what=f"{workers} healthy workers")
     return stack

@@ -5,7 +5,7 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers.domain import Method, PaymentRecord, PaymentStatus, PaymentType
+from workers.domain import BalanceQuery, Method, PaymentRecord, PaymentStatus, PaymentType
 from workers.validation import METHODS_BY_PROTO
 
 PROTO_METHODS: dict[Method, int] = {method: number for number, method in METHODS_BY_PROTO.items()}
@@ -45,3 +45,7 @@ def payment(record: PaymentRecord) -> pb.Payment:
         update_time=update_time,
         entry_id=record.entry_id or "",
     )
+
+
+def balance(query: BalanceQuery, available_minor: int) -> pb.Balance:
+    return pb.Balance(user_id=query.user_id, currency=query.currency, available_minor=available_minor)

@@ -15,11 +15,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from paygate.db import Database
 from paygate.errors import AlreadyExists, RequestInFlight
 from paygate.schema import idempotency_records
+
+# Built once, bound per call (see workers/ledger.py for why).
+_FIND = select(
+    idempotency_records.c.request_hash,
+    idempotency_records.c.resource_id,
+    idempotency_records.c.response,
+).where(
+    idempotency_records.c.owner == bindparam("owner"),
+    idempotency_records.c.scope == bindparam("scope"),
+    idempotency_records.c.idempotency_key == bindparam("key"),
+)
+_INSERT = idempotency_records.insert()
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -59,17 +71,7 @@ class Idempotency:
         self._release = client.register_script(_RELEASE)
 
     def find(self, connection: Connection, owner: str, scope: str, key: str) -> StoredResult | None:
-        row = connection.execute(
-            select(
-                idempotency_records.c.request_hash,
-                idempotency_records.c.resource_id,
-                idempotency_records.c.response,
-            ).where(
-                idempotency_records.c.owner == owner,
-                idempotency_records.c.scope == scope,
-                idempotency_records.c.idempotency_key == key,
-            )
-        ).first()
+        row = connection.execute(_FIND, {"owner": owner, "scope": scope, "key": key}).first()
         return None if row is None else StoredResult(row.request_hash, row.resource_id, bytes(row.response))
 
     def replay(self, stored: StoredResult, claim_hash: str, scope: str, key: str) -> bytes:
@@ -108,14 +110,15 @@ class Idempotency:
     def record(self, connection: Connection, claim: Claim, resource_id: str, response: bytes, now: datetime) -> None:
         """Store the result inside the operation's own transaction (unique on owner, scope, key)."""
         connection.execute(
-            idempotency_records.insert().values(
-                owner=claim.owner,
-                scope=claim.scope,
-                idempotency_key=claim.key,
-                request_hash=claim.request_hash,
-                resource_id=resource_id,
-                response=response,
-                created_at=now,
-                expires_at=now + self._retention,
-            )
+            _INSERT,
+            {
+                "owner": claim.owner,
+                "scope": claim.scope,
+                "idempotency_key": claim.key,
+                "request_hash": claim.request_hash,
+                "resource_id": resource_id,
+                "response": response,
+                "created_at": now,
+                "expires_at": now + self._retention,
+            },
         )

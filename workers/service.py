@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from paygate.db import Database
@@ -46,6 +46,13 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 ORDER_SCOPE = "order"
+
+# Built once, bound per call (see workers/ledger.py for why).
+_PAYMENT_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
+_PAYMENT_BY_ORDER = select(payments).where(
+    payments.c.owner == bindparam("owner"), payments.c.order_id == bindparam("order_id")
+)
+_INSERT_PAYMENT = payments.insert()
 
 
 class StaleFence(Exception):
@@ -179,15 +186,15 @@ class PaymentService:
         return self._keyed(caller, command.order_id, request_hash(command), attempt)
 
     def get_payment(self, caller: Caller, lookup: PaymentLookup) -> PaymentRecord:
-        query = select(payments)
-        if lookup.payment_id:
-            query = query.where(payments.c.payment_id == lookup.payment_id)
-            missing = f"no payment with payment_id {lookup.payment_id!r}"
-        else:
-            query = query.where(payments.c.owner == caller.owner, payments.c.order_id == lookup.order_id)
-            missing = f"no payment with order_id {lookup.order_id!r} for this caller"
         with self._db.read() as connection:
-            row = connection.execute(query).first()
+            if lookup.payment_id:
+                row = connection.execute(_PAYMENT_BY_ID, {"payment_id": lookup.payment_id}).first()
+                missing = f"no payment with payment_id {lookup.payment_id!r}"
+            else:
+                row = connection.execute(
+                    _PAYMENT_BY_ORDER, {"owner": caller.owner, "order_id": lookup.order_id}
+                ).first()
+                missing = f"no payment with order_id {lookup.order_id!r} for this caller"
         if row is None:
             raise NotFound(missing)
         return PaymentRecord.from_row(row)
@@ -311,24 +318,25 @@ class PaymentService:
             updated_at=now,
         )
         connection.execute(
-            payments.insert().values(
-                payment_id=record.payment_id,
-                owner=record.owner,
-                order_id=record.order_id,
-                payment_type=record.payment_type.value,
-                user_id=record.user_id,
-                payee_id=record.payee_id,
-                amount_minor=record.amount_minor,
-                currency=record.currency,
-                method=record.method.value,
-                status=record.status.value,
-                refunded_minor=0,
-                failure_reason="",
-                description=record.description,
-                entry_id=entry_id,
-                created_at=now,
-                updated_at=now,
-            )
+            _INSERT_PAYMENT,
+            {
+                "payment_id": record.payment_id,
+                "owner": record.owner,
+                "order_id": record.order_id,
+                "payment_type": record.payment_type.value,
+                "user_id": record.user_id,
+                "payee_id": record.payee_id,
+                "amount_minor": record.amount_minor,
+                "currency": record.currency,
+                "method": record.method.value,
+                "status": record.status.value,
+                "refunded_minor": 0,
+                "failure_reason": "",
+                "description": record.description,
+                "entry_id": entry_id,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
         self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
         return record
