@@ -188,10 +188,27 @@ class Supervisor:
                     self.spawn(child, env)
                     child.restarts += 1
                     changed = True
+            if self._embedded_redis_died():
+                changed = True
             if changed:
                 self.write_state()
             time.sleep(POLL_INTERVAL_S)
         return 0
+
+    def _embedded_redis_died(self) -> bool:
+        """Restart the private redis-server if it died. It kept nothing, and nothing needs it to: nonces start
+        afresh (keyed calls stay idempotent in the database) and lock fences heal from the ledger (docs/ledger.md).
+        """
+        if self.redis is None or self.redis.process is None or self.redis.process.poll() is None:
+            return False
+        log.warning(
+            "embedded redis-server exited; restarting", extra={"fields": {"exit_code": self.redis.process.returncode}}
+        )
+        try:
+            self.redis.start()
+        except ConfigurationError as error:
+            log.error("embedded redis-server could not restart: %s", error)
+        return True
 
     def _on_exit(self, child: Child, process: subprocess.Popen[bytes], now: float) -> None:
         lived_s = now - child.started_at
@@ -236,6 +253,7 @@ class Supervisor:
             "supervisor_pid": os.getpid(),
             "listen": self.settings.listen,
             "metrics_listen": self.settings.metrics_listen,
+            "redis_pid": self.redis.process.pid if self.redis and self.redis.process else None,
             "children": {
                 c.name: {
                     "pid": c.process.pid if c.process else None,

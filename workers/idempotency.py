@@ -8,6 +8,7 @@ The Redis guard (SET NX PX) only turns a concurrent duplicate into a fast ABORTE
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,8 @@ _FIND = select(
     idempotency_records.c.idempotency_key == bindparam("key"),
 )
 _INSERT = idempotency_records.insert()
+
+log = logging.getLogger(__name__)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -105,7 +108,11 @@ class Idempotency:
             earlier = self.lookup(owner, scope, key, request_hash)
             yield Claim(owner, scope, key, request_hash, replay=earlier)
         finally:
-            self._release(keys=[guard_key], args=[token])
+            try:
+                self._release(keys=[guard_key], args=[token])
+            except redis.RedisError:
+                # The work's outcome stands; the guard expires by itself after lease_ms.
+                log.warning("in-flight guard release failed; it will expire")
 
     def record(self, connection: Connection, claim: Claim, resource_id: str, response: bytes, now: datetime) -> None:
         """Store the result inside the operation's own transaction (unique on owner, scope, key)."""

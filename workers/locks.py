@@ -11,6 +11,7 @@ value, so the next attempt succeeds. Correctness never depends on Redis remember
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import redis
 
 from paygate.errors import LockContention
+
+log = logging.getLogger(__name__)
 
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -103,6 +106,14 @@ class FencedLocks:
     def release(self, lease: LockLease) -> bool:
         """Release only if we still hold it (compare-and-delete); False when the lease had already expired."""
         return bool(self._release(keys=[self._keys(lease.resource)[0]], args=[lease.token]))
+
+    def release_quietly(self, lease: LockLease) -> None:
+        """Release after the work is done, whatever Redis says: the work's outcome must not turn into an error
+        because Redis vanished afterwards (the lease then simply expires)."""
+        try:
+            self.release(lease)
+        except redis.RedisError as error:
+            log.warning("lock release failed; the lease will expire", extra={"fields": {"error": type(error).__name__}})
 
     def raise_fence(self, resource: str, at_least: int) -> None:
         self._raise_fence(keys=[self._keys(resource)[1]], args=[at_least])
