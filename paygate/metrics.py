@@ -98,6 +98,7 @@ class WorkerMetrics:
     lock_wait_seconds: Histogram
     payments: Counter
     money_moved_minor: Counter
+    ledger_retries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -132,6 +133,12 @@ class WorkerMetrics:
                 "paygate_money_moved_minor_total",
                 "Minor units moved by successful payments, by type and currency.",
                 ("payment_type", "currency"),
+                registry=registry,
+            ),
+            ledger_retries=Counter(
+                "paygate_ledger_retries_total",
+                "Ledger transactions rolled back and retried, by reason (stale_fence, deadlock).",
+                ("reason",),
                 registry=registry,
             ),
         )

@@ -130,10 +130,13 @@ class Stack:
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             return None
 
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
     def healthy_workers(self) -> int:
         """How many workers the gateway has in its rotation, read from /metrics as an operator would."""
-        with urllib.request.urlopen(f"http://{self.metrics_listen}/metrics", timeout=10) as response:
-            text = response.read().decode()
+        text = self.metrics_text()
         return sum(
             1
             for line in text.splitlines()

@@ -20,7 +20,8 @@ def translate(error: Exception, request_id: str) -> PaygateError:
         log.warning("redis unavailable: %s", type(error).__name__)
         return Unavailable("the lock store (Redis) is unreachable; retry with the same idempotency key")
     if isinstance(error, DBAPIError) and (error.connection_invalidated or _is_unavailable(error)):
-        log.warning("database unavailable: %s", type(error.orig).__name__)
+        code = getattr(error.orig, "sqlstate", None) or next(iter(getattr(error.orig, "args", ())), None)
+        log.warning("database unavailable: %s (%s)", type(error.orig).__name__, code)
         return Unavailable("the ledger database is unavailable; retry with the same idempotency key")
     if isinstance(error, (SQLAlchemyError, LedgerInvariantError)):
         log.exception("ledger failure")

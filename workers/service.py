@@ -287,6 +287,16 @@ class PaymentService:
                 raise StaleFence(change.lease.resource, current.fence if current else change.lease.fence)
             if outcome is ledger.DebitOutcome.INSUFFICIENT_FUNDS:
                 raise on_insufficient() if on_insufficient else InsufficientFunds("insufficient funds")
+        credits = sorted((c for c in changes if c.lease is None), key=lambda c: c.account.account_id)
+        # Unfenced increments hold their row lock until commit, and hot accounts (platform revenue, a best-selling
+        # creator) are shared by every purchase, so they go as late as the database allows. On PostgreSQL that is
+        # after the inserts: the foreign-key check on postings takes FOR KEY SHARE, which does not block our later
+        # UPDATE. On MySQL/MariaDB the foreign-key check takes a shared lock that two transactions could then
+        # both try to upgrade (a deadlock on every contended hot row), so there the increments come first.
+        credits_last = connection.dialect.name == "postgresql"
+        if not credits_last:
+            for change in credits:
+                ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
         entry_id = new_id("je")
         ledger.post_entry(
             connection,
@@ -337,12 +347,9 @@ class PaymentService:
             },
         )
         self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
-        # Unfenced increments last, in account-id order: on PostgreSQL and MySQL each holds its row lock until
-        # commit, and hot accounts (platform revenue, a best-selling creator) are shared by every purchase, so
-        # they are locked for the shortest possible time. Rare lock-order cycles with the debits above are
-        # deadlocks that the database breaks and `_keyed` retries.
-        for change in sorted((c for c in changes if c.lease is None), key=lambda c: c.account.account_id):
-            ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
+        if credits_last:
+            for change in credits:
+                ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
         return record
 
     def _keyed(
@@ -356,6 +363,7 @@ class PaymentService:
                     record = attempt(claim)
                 except StaleFence as stale:
                     log.warning("stale lock fence; retrying", extra={"fields": {"resource": stale.resource}})
+                    self._count_retry("stale_fence")
                     self._locks.raise_fence(stale.resource, stale.database_fence)
                     continue
                 except IntegrityError:
@@ -365,9 +373,11 @@ class PaymentService:
                         return PaymentRecord.from_json(earlier)
                     raise
                 except DBAPIError as error:
-                    if not is_transient(error) or attempt_number == MAX_ATTEMPTS:
+                    if not is_transient(error):
                         raise
-                    time.sleep(random.uniform(0.005, 0.05) * attempt_number)
+                    self._count_retry("deadlock")  # rolled back by the database: nothing was written
+                    if attempt_number < MAX_ATTEMPTS:
+                        time.sleep(random.uniform(0.005, 0.05) * attempt_number)
                     continue
                 self._count(record)
                 return record
@@ -375,6 +385,10 @@ class PaymentService:
             f"order {order_id!r} could not be applied after {MAX_ATTEMPTS} attempts under contention; "
             "nothing was charged — retry with the same order_id"
         )
+
+    def _count_retry(self, reason: str) -> None:
+        if self._metrics is not None:
+            self._metrics.ledger_retries.labels(reason).inc()
 
     def _count(self, record: PaymentRecord) -> None:
         if self._metrics is None:
