@@ -1,9 +1,9 @@
 """A worker process: a grpc.aio server for `paygate.v1.PaymentGateway` behind the gateway.
 
-Servicers are thin: decode (validation) → one service function → encode. Service functions are synchronous
-(SQLAlchemy + redis-py) and run on a bounded thread pool so the event loop keeps accepting calls. Workers trust
-the caller identity the gateway forwards (`x-paygate-owner`), so they listen on Unix sockets or on addresses
-reachable only from the gateway.
+Servicers are thin: decode (parse the bytes, validate) → one service function → encode. Service functions are
+synchronous (SQLAlchemy + redis-py) and run on a bounded thread pool so the event loop keeps accepting calls.
+Workers trust the caller identity the gateway forwards (`x-paygate-owner`), so they listen on Unix sockets or on
+addresses reachable only from the gateway.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from paygate import logs
 from paygate.db import Database
-from paygate.errors import Unauthenticated, Unimplemented, to_rpc_status
+from paygate.errors import FieldViolation, InvalidArgument, Unauthenticated, Unimplemented, to_rpc_status
 from paygate.grpc_support import SERVER_OPTIONS, bind
 from paygate.metrics import WorkerMetrics, process_registry, serve_metrics
 from paygate.redis_support import connect
@@ -32,7 +32,6 @@ from paygate.scopes import SERVICE_NAME
 from paygate.settings import Settings
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from paygate.v1 import payment_gateway_pb2 as pb
-from paygate.v1 import payment_gateway_pb2_grpc as pb_grpc
 from workers import encoding, validation
 from workers.boundary import translate
 from workers.channels import Channels
@@ -43,8 +42,7 @@ from workers.service import PaymentService
 
 log = logging.getLogger(__name__)
 
-ResponseT = TypeVar("ResponseT", bound=Message)
-CommandT = TypeVar("CommandT")
+RequestT = TypeVar("RequestT", bound=Message)
 
 
 def caller_from(context: grpc.aio.ServicerContext) -> Caller:
@@ -61,7 +59,13 @@ def caller_from(context: grpc.aio.ServicerContext) -> Caller:
     )
 
 
-class WorkerServicer(pb_grpc.PaymentGatewayServicer):
+class WorkerServicer:
+    """`paygate.v1.PaymentGateway` as a table of methods: raw request bytes in, a response message out.
+
+    Requests arrive as bytes (no deserializer registered), so a body that is not a valid message for the method
+    — truncated, corrupt, bad UTF-8 — is the caller's INVALID_ARGUMENT, not an UNKNOWN error from inside gRPC.
+    """
+
     def __init__(
         self, service: PaymentService, worker_id: str, executor: ThreadPoolExecutor, metrics: WorkerMetrics
     ) -> None:
@@ -69,17 +73,63 @@ class WorkerServicer(pb_grpc.PaymentGatewayServicer):
         self._worker_id = worker_id
         self._executor = executor
         self._metrics = metrics
+        # method → (request type, validation, work on the thread pool or None while not built yet)
+        self._methods: dict[str, tuple[type[Message], Callable[[Any], Any], Callable[[Caller, Any], Message] | None]]
+        self._methods = {
+            "TopUp": (
+                pb.TopUpRequest,
+                validation.top_up,
+                lambda caller, command: encoding.payment(service.top_up(caller, command)),
+            ),
+            "CreatePayment": (
+                pb.CreatePaymentRequest,
+                validation.create_payment,
+                lambda caller, command: encoding.payment(service.create_payment(caller, command)),
+            ),
+            "GetPayment": (
+                pb.GetPaymentRequest,
+                validation.get_payment,
+                lambda caller, lookup: encoding.payment(service.get_payment(caller, lookup)),
+            ),
+            "GetBalance": (
+                pb.GetBalanceRequest,
+                validation.get_balance,
+                lambda caller, query: encoding.balance(query, service.get_balance(query)),
+            ),
+            "RefundPayment": (pb.RefundPaymentRequest, _no_validation, None),
+            "Transfer": (pb.TransferRequest, _no_validation, None),
+            "ListTransactions": (pb.ListTransactionsRequest, _no_validation, None),
+            "QuotePrice": (pb.QuotePriceRequest, _no_validation, None),
+        }
+
+    def generic_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self._handler(name),
+                response_serializer=_serialize,  # no request_deserializer: bytes in
+            )
+            for name in self._methods
+        }
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    def _handler(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
+        request_type, decode, work = self._methods[method]
+
+        async def handle(body: bytes, context: grpc.aio.ServicerContext) -> Message:
+            return await self._serve(method, context, lambda: decode(_parse(request_type, body)), work)
+
+        return handle
 
     async def _serve(
         self,
         method: str,
         context: grpc.aio.ServicerContext,
-        decode: Callable[[], CommandT],
-        work: Callable[[Caller, CommandT], ResponseT] | None,
-    ) -> ResponseT:
-        """decode (validation, on the event loop) → work (service + encode, on the thread pool).
+        decode: Callable[[], Any],
+        work: Callable[[Caller, Any], Message] | None,
+    ) -> Message:
+        """decode (parse + validate, on the event loop) → work (service + encode, on the thread pool).
 
-        Validation is cheap and pure, so bad input is refused without a thread hop (which costs ~0.15 ms of CPU,
+        Decoding is cheap and pure, so bad input is refused without a thread hop (which costs ~0.15 ms of CPU,
         docs/benchmarks.md); only work that touches the database or Redis goes to the pool.
         """
         started = time.perf_counter()
@@ -107,51 +157,23 @@ class WorkerServicer(pb_grpc.PaymentGatewayServicer):
             self._metrics.requests.labels(self._worker_id, method, code.name).inc()
             self._metrics.handling_seconds.labels(self._worker_id, method).observe(time.perf_counter() - started)
 
-    async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
-        return await self._serve(
-            "TopUp",
-            context,
-            lambda: validation.top_up(request),
-            lambda caller, command: encoding.payment(self._service.top_up(caller, command)),
-        )
 
-    async def CreatePayment(self, request: pb.CreatePaymentRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
-        return await self._serve(
-            "CreatePayment",
-            context,
-            lambda: validation.create_payment(request),
-            lambda caller, command: encoding.payment(self._service.create_payment(caller, command)),
-        )
+def _parse(request_type: type[RequestT], body: bytes) -> RequestT:
+    try:
+        return request_type.FromString(body)
+    except DecodeError:
+        name = request_type.DESCRIPTOR.full_name
+        raise InvalidArgument(
+            [FieldViolation("request", f"the body is not a valid {name} message (corrupt bytes or invalid UTF-8)")]
+        ) from None
 
-    async def GetPayment(self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext) -> pb.Payment:
-        return await self._serve(
-            "GetPayment",
-            context,
-            lambda: validation.get_payment(request),
-            lambda caller, lookup: encoding.payment(self._service.get_payment(caller, lookup)),
-        )
 
-    async def GetBalance(self, request: pb.GetBalanceRequest, context: grpc.aio.ServicerContext) -> pb.Balance:
-        return await self._serve(
-            "GetBalance",
-            context,
-            lambda: validation.get_balance(request),
-            lambda caller, query: encoding.balance(query, self._service.get_balance(query)),
-        )
+def _no_validation(request: Message) -> Message:
+    return request
 
-    async def RefundPayment(self, request: pb.RefundPaymentRequest, context: grpc.aio.ServicerContext) -> pb.Refund:
-        return await self._serve("RefundPayment", context, lambda: None, None)
 
-    async def Transfer(self, request: pb.TransferRequest, context: grpc.aio.ServicerContext) -> pb.Transfer:
-        return await self._serve("Transfer", context, lambda: None, None)
-
-    async def ListTransactions(
-        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ListTransactionsResponse:
-        return await self._serve("ListTransactions", context, lambda: None, None)
-
-    async def QuotePrice(self, request: pb.QuotePriceRequest, context: grpc.aio.ServicerContext) -> pb.PriceQuote:
-        return await self._serve("QuotePrice", context, lambda: None, None)
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
 
 
 def build_service(settings: Settings, database: Database, metrics: WorkerMetrics | None) -> PaymentService:
@@ -190,7 +212,7 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     service = build_service(settings, database, metrics)
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
-    pb_grpc.add_PaymentGatewayServicer_to_server(WorkerServicer(service, worker_id, executor, metrics), server)
+    server.add_generic_rpc_handlers((WorkerServicer(service, worker_id, executor, metrics).generic_handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, address)

@@ -9,7 +9,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from paygate import signing
 from paygate.client import PaygateClient, SigningInterceptor
+from paygate.scopes import method_path
 from paygate.v1 import payment_gateway_pb2 as pb
 from paygate.v1 import payment_gateway_pb2_grpc as pb_grpc
 
@@ -158,3 +160,17 @@ def test_generated_stubs_work_through_the_signing_interceptor(stack, credentials
         stub = pb_grpc.PaymentGatewayStub(grpc.intercept_channel(channel, SigningInterceptor(key_id, secret)))
         balance = stub.GetBalance(pb.GetBalanceRequest(user_id="u-stub", currency="CNY"), timeout=10)
     assert balance.available_minor == 0 and balance.user_id == "u-stub"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xff\xff\xff", b"\x0a\x05ab", b"\x08" + b"\x80" * 11, b"\x12\x02\xc3\x28"],
+    ids=["garbage", "truncated", "overlong-varint", "bad-utf8"],
+)
+def test_a_signed_body_that_is_not_a_message_is_invalid_argument(stack, credentials, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    key_id, secret = credentials
+    path = method_path("GetBalance")
+    with grpc.insecure_channel(stack.listen) as channel, pytest.raises(grpc.RpcError) as error:
+        channel.unary_unary(path)(body, metadata=signing.signed_metadata(key_id, secret, path, body), timeout=10)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid paygate.v1.GetBalanceRequest" in error.value.details()
