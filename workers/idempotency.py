@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, select
 from paygate.db import Database
 from paygate.errors import AlreadyExists, RequestInFlight
 from paygate.schema import idempotency_records
+from workers.locks import COMPARE_AND_DELETE
 
 # Built once, bound per call (see workers/ledger.py for why).
 _FIND = select(
@@ -35,13 +36,6 @@ _FIND = select(
 _INSERT = idempotency_records.insert()
 
 log = logging.getLogger(__name__)
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,7 @@ class Idempotency:
         self._prefix = prefix
         self._lease_ms = lease_ms
         self._retention = retention
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(COMPARE_AND_DELETE)
 
     def find(self, connection: Connection, owner: str, scope: str, key: str) -> StoredResult | None:
         row = connection.execute(_FIND, {"owner": owner, "scope": scope, "key": key}).first()

@@ -30,7 +30,8 @@ end
 return 0
 """
 
-_RELEASE = """
+# Compare-and-delete: only the holder of `token` may remove the key (shared with the idempotency guard).
+COMPARE_AND_DELETE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -70,7 +71,7 @@ class FencedLocks:
         self._client = client
         self._prefix = prefix
         self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(COMPARE_AND_DELETE)
         self._raise_fence = client.register_script(_RAISE_FENCE)
         self._observe_wait = observe_wait or (lambda outcome, seconds: None)
 
