@@ -68,7 +68,7 @@ class TopUpRequest(_message.Message):
     def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description")
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description", "price")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class CreatePaymentRequest(_message.Message):
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PAYEE_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: str
     amount_minor: int
@@ -83,7 +84,18 @@ class CreatePaymentRequest(_message.Message):
     method: PaymentMethod
     payee_id: str
     description: str
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    price: PriceInputs
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[_Union[PriceInputs, _Mapping]] = ...) -> None: ...
+
+class PriceInputs(_message.Message):
+    __slots__ = ("list_price_minor", "discount_rate", "tax_rate")
+    LIST_PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_RATE_FIELD_NUMBER: _ClassVar[int]
+    TAX_RATE_FIELD_NUMBER: _ClassVar[int]
+    list_price_minor: int
+    discount_rate: str
+    tax_rate: str
+    def __init__(self, list_price_minor: _Optional[int] = ..., discount_rate: _Optional[str] = ..., tax_rate: _Optional[str] = ...) -> None: ...
 
 class GetPaymentRequest(_message.Message):
     __slots__ = ("payment_id", "order_id")
@@ -94,7 +106,7 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id")
+    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +122,11 @@ class Payment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    LIST_PRICE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     order_id: str
     user_id: str
@@ -125,7 +142,12 @@ class Payment(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     entry_id: str
-    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ...) -> None: ...
+    list_price_minor: int
+    discount_minor: int
+    tax_minor: int
+    creator_amount_minor: int
+    platform_fee_minor: int
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("user_id", "currency")
@@ -172,28 +194,46 @@ class TransferRequest(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Refund(_message.Message):
-    __slots__ = ("refund_id", "payment_id", "amount_minor")
+    __slots__ = ("refund_id", "payment_id", "amount_minor", "reason", "currency", "creator_amount_minor", "platform_fee_minor", "entry_id", "create_time", "payment_status")
     REFUND_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     refund_id: str
     payment_id: str
     amount_minor: int
-    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount_minor: _Optional[int] = ...) -> None: ...
+    reason: str
+    currency: str
+    creator_amount_minor: int
+    platform_fee_minor: int
+    entry_id: str
+    create_time: _timestamp_pb2.Timestamp
+    payment_status: PaymentStatus
+    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., entry_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[_Union[PaymentStatus, str]] = ...) -> None: ...
 
 class Transfer(_message.Message):
-    __slots__ = ("transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency")
+    __slots__ = ("transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency", "entry_id", "create_time")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_USER_ID_FIELD_NUMBER: _ClassVar[int]
     TO_USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     from_user_id: str
     to_user_id: str
     amount_minor: int
     currency: str
-    def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+    entry_id: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., entry_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListTransactionsRequest(_message.Message):
     __slots__ = ("user_id", "page_size", "page_token")
@@ -214,14 +254,20 @@ class ListTransactionsResponse(_message.Message):
     def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Transaction(_message.Message):
-    __slots__ = ("entry_id", "amount_minor", "currency")
+    __slots__ = ("entry_id", "amount_minor", "currency", "kind", "reference_id", "create_time")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     amount_minor: int
     currency: str
-    def __init__(self, entry_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
+    kind: str
+    reference_id: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, entry_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., kind: _Optional[str] = ..., reference_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class QuotePriceRequest(_message.Message):
     __slots__ = ("list_price_minor", "discount_rate", "tax_rate", "currency")
