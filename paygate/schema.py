@@ -78,6 +78,8 @@ journal_entries = Table(
     Column("payment_id", String(ID_LENGTH), nullable=True, index=True),
     Column("owner", String(NAME_LENGTH), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # What the entry belongs to, as callers know it: a payment id, a refund id or a transfer id.
+    Column("reference_id", String(NAME_LENGTH), nullable=True),
 )
 
 postings = Table(
@@ -114,7 +116,45 @@ payments = Table(
     Column("entry_id", String(ID_LENGTH), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Price breakdown (list price - discount + tax = amount) and purchase split (creator + platform = amount).
+    Column("list_price_minor", BigInteger, nullable=False, server_default="0"),
+    Column("discount_minor", BigInteger, nullable=False, server_default="0"),
+    Column("tax_minor", BigInteger, nullable=False, server_default="0"),
+    Column("creator_amount_minor", BigInteger, nullable=False, server_default="0"),
+    Column("platform_fee_minor", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("owner", "order_id"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("record_id", AutoId, primary_key=True, autoincrement=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("refund_id", String(NAME_LENGTH), nullable=False),
+    Column("payment_id", String(ID_LENGTH), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("creator_amount_minor", BigInteger, nullable=False),
+    Column("platform_fee_minor", BigInteger, nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("entry_id", String(ID_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("owner", "refund_id"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("record_id", AutoId, primary_key=True, autoincrement=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("transfer_id", String(NAME_LENGTH), nullable=False),
+    Column("from_user_id", String(NAME_LENGTH), nullable=False),
+    Column("to_user_id", String(NAME_LENGTH), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("entry_id", String(ID_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("owner", "transfer_id"),
 )
 
 idempotency_records = Table(
@@ -145,4 +185,6 @@ __all__ = [
     "metadata",
     "payments",
     "postings",
+    "refunds",
+    "transfers",
 ]

@@ -76,8 +76,59 @@ class CreatePaymentCommand:
     method: Method
     payee_id: str
     description: str
+    # The price breakdown: given as PriceInputs, or else list price = amount with no discount or tax.
+    list_price_minor: int = 0
+    discount_minor: int = 0
+    tax_minor: int = 0
+    discount_rate: str = ""
+    tax_rate: str = ""
 
     operation = "CreatePayment"
+
+
+@dataclass(frozen=True)
+class RefundCommand:
+    payment_id: str
+    refund_id: str
+    amount_minor: int  # 0: everything not yet refunded
+    reason: str
+
+    operation = "RefundPayment"
+
+
+@dataclass(frozen=True)
+class TransferCommand:
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+
+    operation = "Transfer"
+
+
+@dataclass(frozen=True)
+class TransactionsQuery:
+    user_id: str
+    page_size: int
+    after_posting_id: int | None  # from the page token: list postings older than this one
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    posting_id: int
+    entry_id: str
+    amount_minor: int
+    currency: str
+    kind: str
+    reference_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TransactionsPage:
+    transactions: list[TransactionRecord]
+    next_after_posting_id: int | None
 
 
 @dataclass(frozen=True)
@@ -92,7 +143,10 @@ class BalanceQuery:
     currency: str
 
 
-def request_hash(command: TopUpCommand | CreatePaymentCommand) -> str:
+Command = TopUpCommand | CreatePaymentCommand | RefundCommand | TransferCommand
+
+
+def request_hash(command: Command) -> str:
     """sha256 over the operation and every field: the fingerprint an idempotency key is bound to."""
     canonical = json.dumps({"operation": command.operation, **asdict(command)}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -116,6 +170,11 @@ class PaymentRecord:
     entry_id: str | None
     created_at: datetime
     updated_at: datetime
+    list_price_minor: int = 0
+    discount_minor: int = 0
+    tax_minor: int = 0
+    creator_amount_minor: int = 0
+    platform_fee_minor: int = 0
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
@@ -147,3 +206,47 @@ def _json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    refund_id: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    creator_amount_minor: int
+    platform_fee_minor: int
+    reason: str
+    entry_id: str
+    created_at: datetime
+    payment_status: PaymentStatus
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RefundRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        data["payment_status"] = PaymentStatus(data["payment_status"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+    entry_id: str
+    created_at: datetime
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TransferRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return cls(**data)
