@@ -49,6 +49,8 @@ class Settings:
     lock_lease_ms: int = 5000
     lock_wait_ms: int = 2000
     idempotency_lease_ms: int = 30000
+    # The platform's share of a course purchase, in basis points (2000 = 20 %); the creator gets the rest.
+    platform_fee_bps: int = 2000
     # Keys are kept for as long as channels may re-deliver notifications: days, not hours.
     idempotency_retention_s: int = 30 * 86400
     # How long the gateway trusts a cached API key before re-reading it (revocations also announce themselves).
@@ -79,6 +81,8 @@ class Settings:
         if self.nonce_ttl_s < 2 * self.timestamp_skew_s:
             # A nonce must be remembered for as long as its timestamp can still be accepted (± skew).
             raise ConfigurationError("nonce_ttl_s must be at least twice timestamp_skew_s")
+        if not 0 <= self.platform_fee_bps <= 10_000:
+            raise ConfigurationError(f"platform_fee_bps must be between 0 and 10000, got {self.platform_fee_bps}")
         if not 1 <= self.worker_threads <= 256:
             raise ConfigurationError("worker_threads must be between 1 and 256")
         if self.mode == "production":

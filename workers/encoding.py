@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers.domain import BalanceQuery, Method, PaymentRecord, PaymentStatus, PaymentType
-from workers.validation import METHODS_BY_PROTO
+from workers import validation
+from workers.domain import (
+    BalanceQuery,
+    Method,
+    PaymentRecord,
+    PaymentStatus,
+    PaymentType,
+    RefundRecord,
+    TransactionsPage,
+    TransferRecord,
+)
+from workers.pricing import Quote
 
-PROTO_METHODS: dict[Method, int] = {method: number for number, method in METHODS_BY_PROTO.items()}
+PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
 PROTO_STATUSES: dict[PaymentStatus, int] = {
     PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
     PaymentStatus.SUCCEEDED: pb.PAYMENT_STATUS_SUCCEEDED,
@@ -24,10 +36,6 @@ PROTO_TYPES: dict[PaymentType, int] = {
 
 
 def payment(record: PaymentRecord) -> pb.Payment:
-    create_time = Timestamp()
-    create_time.FromDatetime(record.created_at)
-    update_time = Timestamp()
-    update_time.FromDatetime(record.updated_at)
     return pb.Payment(
         payment_id=record.payment_id,
         order_id=record.order_id,
@@ -41,11 +49,74 @@ def payment(record: PaymentRecord) -> pb.Payment:
         payee_id=record.payee_id,
         description=record.description,
         type=PROTO_TYPES[record.payment_type],  # type: ignore[arg-type]
-        create_time=create_time,
-        update_time=update_time,
+        create_time=_timestamp(record.created_at),
+        update_time=_timestamp(record.updated_at),
         entry_id=record.entry_id or "",
+        list_price_minor=record.list_price_minor,
+        discount_minor=record.discount_minor,
+        tax_minor=record.tax_minor,
+        creator_amount_minor=record.creator_amount_minor,
+        platform_fee_minor=record.platform_fee_minor,
     )
 
 
 def balance(query: BalanceQuery, available_minor: int) -> pb.Balance:
     return pb.Balance(user_id=query.user_id, currency=query.currency, available_minor=available_minor)
+
+
+def refund(record: RefundRecord) -> pb.Refund:
+    return pb.Refund(
+        refund_id=record.refund_id,
+        payment_id=record.payment_id,
+        amount_minor=record.amount_minor,
+        reason=record.reason,
+        currency=record.currency,
+        creator_amount_minor=record.creator_amount_minor,
+        platform_fee_minor=record.platform_fee_minor,
+        entry_id=record.entry_id,
+        create_time=_timestamp(record.created_at),
+        payment_status=PROTO_STATUSES[record.payment_status],  # type: ignore[arg-type]
+    )
+
+
+def transfer(record: TransferRecord) -> pb.Transfer:
+    return pb.Transfer(
+        transfer_id=record.transfer_id,
+        from_user_id=record.from_user_id,
+        to_user_id=record.to_user_id,
+        amount_minor=record.amount_minor,
+        currency=record.currency,
+        entry_id=record.entry_id,
+        create_time=_timestamp(record.created_at),
+    )
+
+
+def transactions(page: TransactionsPage) -> pb.ListTransactionsResponse:
+    return pb.ListTransactionsResponse(
+        transactions=[
+            pb.Transaction(
+                entry_id=t.entry_id,
+                amount_minor=t.amount_minor,
+                currency=t.currency,
+                kind=t.kind,
+                reference_id=t.reference_id,
+                create_time=_timestamp(t.created_at),
+            )
+            for t in page.transactions
+        ],
+        next_page_token=(
+            "" if page.next_after_posting_id is None else validation.encode_page_token(page.next_after_posting_id)
+        ),
+    )
+
+
+def quote(result: Quote) -> pb.PriceQuote:
+    return pb.PriceQuote(
+        amount_minor=result.amount_minor, discount_minor=result.discount_minor, tax_minor=result.tax_minor
+    )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

@@ -139,11 +139,20 @@ def post_entry(
     payment_id: str | None,
     entry_postings: Sequence[Posting],
     now: datetime,
+    reference_id: str | None = None,
 ) -> None:
     """Write one journal entry; refuses (as a bug) any entry whose postings do not sum to zero per currency."""
     check_balanced(entry_postings)
     connection.execute(
-        _INSERT_ENTRY, {"entry_id": entry_id, "kind": kind, "payment_id": payment_id, "owner": owner, "created_at": now}
+        _INSERT_ENTRY,
+        {
+            "entry_id": entry_id,
+            "kind": kind,
+            "payment_id": payment_id,
+            "owner": owner,
+            "created_at": now,
+            "reference_id": reference_id,
+        },
     )
     connection.execute(
         _INSERT_POSTING,

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from paygate import logs
 from paygate.db import Database
-from paygate.errors import FieldViolation, InvalidArgument, Unauthenticated, Unimplemented, to_rpc_status
+from paygate.errors import FieldViolation, InvalidArgument, Unauthenticated, to_rpc_status
 from paygate.grpc_support import SERVER_OPTIONS, bind
 from paygate.metrics import WorkerMetrics, process_registry, serve_metrics
 from paygate.redis_support import connect
@@ -73,7 +73,8 @@ class WorkerServicer:
         self._worker_id = worker_id
         self._executor = executor
         self._metrics = metrics
-        # method → (request type, validation, work on the thread pool or None while not built yet)
+        # method → (request type, decode: parse result → command, work on the thread pool or None when the
+        # decoded value is already the response: pure computations need no thread hop)
         self._methods: dict[str, tuple[type[Message], Callable[[Any], Any], Callable[[Caller, Any], Message] | None]]
         self._methods = {
             "TopUp": (
@@ -96,10 +97,22 @@ class WorkerServicer:
                 validation.get_balance,
                 lambda caller, query: encoding.balance(query, service.get_balance(query)),
             ),
-            "RefundPayment": (pb.RefundPaymentRequest, _no_validation, None),
-            "Transfer": (pb.TransferRequest, _no_validation, None),
-            "ListTransactions": (pb.ListTransactionsRequest, _no_validation, None),
-            "QuotePrice": (pb.QuotePriceRequest, _no_validation, None),
+            "RefundPayment": (
+                pb.RefundPaymentRequest,
+                validation.refund_payment,
+                lambda caller, command: encoding.refund(service.refund_payment(caller, command)),
+            ),
+            "Transfer": (
+                pb.TransferRequest,
+                validation.transfer,
+                lambda caller, command: encoding.transfer(service.transfer(caller, command)),
+            ),
+            "ListTransactions": (
+                pb.ListTransactionsRequest,
+                validation.list_transactions,
+                lambda caller, query: encoding.transactions(service.list_transactions(query)),
+            ),
+            "QuotePrice": (pb.QuotePriceRequest, lambda request: encoding.quote(validation.quote_price(request)), None),
         }
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
@@ -142,7 +155,7 @@ class WorkerServicer:
             context.set_trailing_metadata(((WORKER_HEADER, self._worker_id), (REQUEST_ID_HEADER, request_id)))
             command = decode()
             if work is None:
-                raise Unimplemented(f"{method} is not available yet on this deployment")
+                return command  # a pure method: decoding computed the response
             run = contextvars.copy_context().run
             return await asyncio.get_running_loop().run_in_executor(self._executor, run, work, caller, command)
         except Exception as error:  # the wire boundary: everything leaves as a mapped status
@@ -166,10 +179,6 @@ def _parse(request_type: type[RequestT], body: bytes) -> RequestT:
         raise InvalidArgument(
             [FieldViolation("request", f"the body is not a valid {name} message (corrupt bytes or invalid UTF-8)")]
         ) from None
-
-
-def _no_validation(request: Message) -> Message:
-    return request
 
 
 def _serialize(message: Message) -> bytes:
@@ -198,6 +207,7 @@ def build_service(settings: Settings, database: Database, metrics: WorkerMetrics
         Channels(),
         lock_lease_ms=settings.lock_lease_ms,
         lock_wait_ms=settings.lock_wait_ms,
+        platform_fee_bps=settings.platform_fee_bps,
         metrics=metrics,
     )
 

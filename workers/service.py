@@ -1,9 +1,10 @@
 """Service functions: one per operation, each owning its database transaction (DESIGN.md §3-4).
 
-A keyed operation runs as: claim the idempotency key → (for a wallet debit) take the account's fenced Redis
-lock → one write transaction that applies every balance change in account-id order, writes the balanced journal
-entry, the payment and the idempotency record → commit → release. Retries of a whole attempt happen only for
-reasons that prove nothing was committed (a stale fence, a deadlock, a lost race on the unique key).
+A keyed operation runs as: claim the idempotency key → take the fenced Redis locks of the accounts it debits
+(sorted, so two operations never wait on each other in a cycle) → one write transaction: fenced debits, the
+balanced journal entry, the operation's own rows and the idempotency record, atomic credits → commit → release.
+A whole attempt is retried only for reasons that prove nothing was committed: a stale fence, a deadlock or
+serialization failure, a concurrent change to the same payment, a lost race on a unique key.
 """
 
 from __future__ import annotations
@@ -11,19 +12,21 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from paygate.db import Database
-from paygate.errors import InsufficientFunds, NotFound, Unavailable
+from paygate.errors import FailedPrecondition, InsufficientFunds, NotFound, Unavailable
 from paygate.ids import new_id
 from paygate.metrics import WorkerMetrics
-from paygate.schema import payments
-from workers import ledger
+from paygate.schema import accounts, journal_entries, payments, postings, refunds, transfers
+from workers import ledger, states
 from workers.channels import ChannelOutcome, Channels
 from workers.domain import (
     PLATFORM_SUBJECT,
@@ -36,16 +39,27 @@ from workers.domain import (
     PaymentRecord,
     PaymentStatus,
     PaymentType,
+    RefundCommand,
+    RefundRecord,
     TopUpCommand,
+    TransactionRecord,
+    TransactionsPage,
+    TransactionsQuery,
+    TransferCommand,
+    TransferRecord,
     request_hash,
 )
 from workers.idempotency import Claim, Idempotency
 from workers.locks import FencedLocks, LockLease
+from workers.pricing import allocate_refund, split_fee
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
 ORDER_SCOPE = "order"
+REFUND_SCOPE = "refund"
+TRANSFER_SCOPE = "transfer"
+T = TypeVar("T")
 
 # Built once, bound per call (see workers/ledger.py for why).
 _PAYMENT_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
@@ -53,6 +67,43 @@ _PAYMENT_BY_ORDER = select(payments).where(
     payments.c.owner == bindparam("owner"), payments.c.order_id == bindparam("order_id")
 )
 _INSERT_PAYMENT = payments.insert()
+_INSERT_REFUND = refunds.insert()
+_INSERT_TRANSFER = transfers.insert()
+# The guarded transition of a refund: only from the status and refunded total this attempt read.
+_RECORD_REFUND = (
+    update(payments)
+    .where(
+        payments.c.payment_id == bindparam("target_payment_id"),
+        payments.c.status == bindparam("expected_status"),
+        payments.c.refunded_minor == bindparam("expected_refunded"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        refunded_minor=bindparam("new_refunded"),
+        updated_at=bindparam("now"),
+    )
+)
+_WALLET_POSTINGS = (
+    select(
+        postings.c.posting_id,
+        postings.c.entry_id,
+        postings.c.amount_minor,
+        postings.c.currency,
+        postings.c.created_at,
+        journal_entries.c.kind,
+        journal_entries.c.reference_id,
+    )
+    .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
+    .join(accounts, accounts.c.account_id == postings.c.account_id)
+    .where(
+        accounts.c.kind == AccountKind.WALLET.value,
+        accounts.c.subject == bindparam("user_id"),
+        postings.c.posting_id < bindparam("before_posting_id"),
+    )
+    .order_by(postings.c.posting_id.desc())
+    .limit(bindparam("limit"))
+)
+NEWEST = 2**62  # "before" bound of the first page
 
 
 class StaleFence(Exception):
@@ -62,6 +113,10 @@ class StaleFence(Exception):
         super().__init__(f"stale fence on {resource}")
         self.resource = resource
         self.database_fence = database_fence
+
+
+class ConcurrentChange(Exception):
+    """The payment changed between our read and our guarded update (another refund won): read again."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +140,11 @@ def is_transient(error: DBAPIError) -> bool:
     return bool(args) and args[0] in {1213, 1205}  # MySQL: deadlock, lock wait timeout
 
 
+def lock_resource(kind: AccountKind, subject: str, currency: str) -> str:
+    """Locks are named by account, not by row id, so they can be taken before the account exists."""
+    return f"account:{kind.value}:{subject}:{currency}"
+
+
 class PaymentService:
     def __init__(
         self,
@@ -95,6 +155,7 @@ class PaymentService:
         *,
         lock_lease_ms: int,
         lock_wait_ms: int,
+        platform_fee_bps: int = 0,
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -104,51 +165,34 @@ class PaymentService:
         self._channels = channels
         self._lock_lease_ms = lock_lease_ms
         self._lock_wait_ms = lock_wait_ms
+        self._platform_fee_bps = platform_fee_bps
         self._metrics = metrics
         self._clock = clock
 
-    # -- operations -----------------------------------------------------------------------------------
+    # -- payments --------------------------------------------------------------------------------------
 
     def top_up(self, caller: Caller, command: TopUpCommand) -> PaymentRecord:
-        def wallet(connection: Connection, now: datetime) -> ledger.Account:
-            return ledger.ensure_account(connection, AccountKind.WALLET, command.user_id, command.currency, now)
-
-        return self._channel_payment(
-            caller, command, PaymentType.TOP_UP, payee_id="", description="", credit_account=wallet
-        )
+        return self._channel_payment(caller, command, PaymentType.TOP_UP)
 
     def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
         if command.method is Method.WALLET:
-            return self._keyed(
+            record = self._keyed(
                 caller,
+                ORDER_SCOPE,
                 command.order_id,
                 request_hash(command),
                 lambda claim: self._wallet_purchase(caller, command, claim),
+                PaymentRecord.from_json,
+                self._count_payment,
             )
-
-        def payee(connection: Connection, now: datetime) -> ledger.Account:
-            return self._payee_account(connection, command, now)
-
-        return self._channel_payment(
-            caller,
-            command,
-            PaymentType.PURCHASE,
-            payee_id=command.payee_id,
-            description=command.description,
-            credit_account=payee,
-        )
+        else:
+            record = self._channel_payment(caller, command, PaymentType.PURCHASE)
+        return record
 
     def _channel_payment(
-        self,
-        caller: Caller,
-        command: TopUpCommand | CreatePaymentCommand,
-        payment_type: PaymentType,
-        *,
-        payee_id: str,
-        description: str,
-        credit_account: Callable[[Connection, datetime], ledger.Account],
+        self, caller: Caller, command: TopUpCommand | CreatePaymentCommand, payment_type: PaymentType
     ) -> PaymentRecord:
-        """Money in from a channel: debit its clearing account, credit `credit_account`."""
+        """Money in from a channel: its clearing account pays a wallet (top-up) or the creator and platform."""
         channel = self._channels.get(command.method)
         collected: list[tuple[str, ChannelOutcome]] = []
 
@@ -164,26 +208,153 @@ class PaymentService:
                 clearing = ledger.ensure_account(
                     connection, AccountKind.CLEARING, command.method.value, command.currency, now
                 )
-                return self._settle(
+                changes = [BalanceChange(clearing, -command.amount_minor)]
+                if isinstance(command, TopUpCommand):
+                    wallet = ledger.ensure_account(
+                        connection, AccountKind.WALLET, command.user_id, command.currency, now
+                    )
+                    changes.append(BalanceChange(wallet, command.amount_minor))
+                else:
+                    changes.extend(self._purchase_credits(connection, command, now))
+                return self._record_payment(connection, claim, caller, payment_id, payment_type, command, changes, now)
+
+        return self._keyed(
+            caller,
+            ORDER_SCOPE,
+            command.order_id,
+            request_hash(command),
+            attempt,
+            PaymentRecord.from_json,
+            self._count_payment,
+        )
+
+    def _wallet_purchase(self, caller: Caller, command: CreatePaymentCommand, claim: Claim) -> PaymentRecord:
+        with self._db.read() as connection:
+            wallet = ledger.find_account(connection, AccountKind.WALLET, command.user_id, command.currency)
+        if wallet is None or wallet.balance_minor < command.amount_minor:
+            # A fast answer without taking the lock; the fenced write below is what actually guarantees it.
+            raise self._insufficient(command.user_id, command.amount_minor, command.currency, wallet)
+        resource = lock_resource(AccountKind.WALLET, command.user_id, command.currency)
+        with self._leases(resource) as leases:
+            now = self._clock()
+            with self._db.write() as connection:
+                changes = [
+                    BalanceChange(wallet, -command.amount_minor, leases[resource]),
+                    *self._purchase_credits(connection, command, now),
+                ]
+                return self._record_payment(
                     connection,
                     claim,
                     caller,
-                    payment_id=payment_id,
-                    payment_type=payment_type,
-                    changes=[
-                        BalanceChange(clearing, -command.amount_minor),
-                        BalanceChange(credit_account(connection, now), command.amount_minor),
-                    ],
-                    user_id=command.user_id,
-                    payee_id=payee_id,
-                    amount_minor=command.amount_minor,
-                    currency=command.currency,
-                    method=command.method,
-                    description=description,
-                    now=now,
+                    new_id("pay"),
+                    PaymentType.PURCHASE,
+                    command,
+                    changes,
+                    now,
+                    on_insufficient=lambda: self._insufficient(
+                        command.user_id, command.amount_minor, command.currency, None
+                    ),
                 )
 
-        return self._keyed(caller, command.order_id, request_hash(command), attempt)
+    def _purchase_credits(
+        self, connection: Connection, command: CreatePaymentCommand, now: datetime
+    ) -> list[BalanceChange]:
+        """The creator's share and the platform's fee (all to the platform when there is no creator)."""
+        creator_minor, fee_minor = self._split(command)
+        revenue = ledger.ensure_account(connection, AccountKind.REVENUE, PLATFORM_SUBJECT, command.currency, now)
+        changes = [BalanceChange(revenue, fee_minor)]
+        if command.payee_id:
+            payable = ledger.ensure_account(connection, AccountKind.PAYABLE, command.payee_id, command.currency, now)
+            changes.append(BalanceChange(payable, creator_minor))
+        return changes
+
+    def _split(self, command: CreatePaymentCommand) -> tuple[int, int]:
+        if not command.payee_id:
+            return 0, command.amount_minor
+        return split_fee(command.amount_minor, self._platform_fee_bps)
+
+    def _record_payment(
+        self,
+        connection: Connection,
+        claim: Claim,
+        caller: Caller,
+        payment_id: str,
+        payment_type: PaymentType,
+        command: TopUpCommand | CreatePaymentCommand,
+        changes: list[BalanceChange],
+        now: datetime,
+        on_insufficient: Callable[[], Exception] | None = None,
+    ) -> PaymentRecord:
+        purchase = command if isinstance(command, CreatePaymentCommand) else None
+        creator_minor, fee_minor = self._split(purchase) if purchase else (0, 0)
+        holder: list[PaymentRecord] = []
+
+        def write_rows(entry_id: str) -> None:
+            record = PaymentRecord(
+                payment_id=payment_id,
+                owner=caller.owner,
+                order_id=claim.key,
+                payment_type=payment_type,
+                user_id=command.user_id,
+                payee_id=purchase.payee_id if purchase else "",
+                amount_minor=command.amount_minor,
+                currency=command.currency,
+                method=command.method,
+                status=PaymentStatus.SUCCEEDED,
+                refunded_minor=0,
+                failure_reason="",
+                description=purchase.description if purchase else "",
+                entry_id=entry_id,
+                created_at=now,
+                updated_at=now,
+                list_price_minor=purchase.list_price_minor if purchase else command.amount_minor,
+                discount_minor=purchase.discount_minor if purchase else 0,
+                tax_minor=purchase.tax_minor if purchase else 0,
+                creator_amount_minor=creator_minor,
+                platform_fee_minor=fee_minor,
+            )
+            connection.execute(
+                _INSERT_PAYMENT,
+                {
+                    "payment_id": record.payment_id,
+                    "owner": record.owner,
+                    "order_id": record.order_id,
+                    "payment_type": record.payment_type.value,
+                    "user_id": record.user_id,
+                    "payee_id": record.payee_id,
+                    "amount_minor": record.amount_minor,
+                    "currency": record.currency,
+                    "method": record.method.value,
+                    "status": record.status.value,
+                    "refunded_minor": 0,
+                    "failure_reason": "",
+                    "description": record.description,
+                    "entry_id": entry_id,
+                    "created_at": now,
+                    "updated_at": now,
+                    "list_price_minor": record.list_price_minor,
+                    "discount_minor": record.discount_minor,
+                    "tax_minor": record.tax_minor,
+                    "creator_amount_minor": record.creator_amount_minor,
+                    "platform_fee_minor": record.platform_fee_minor,
+                },
+            )
+            self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
+            holder.append(record)
+
+        self._move_money(
+            connection,
+            changes,
+            currency=command.currency,
+            kind=payment_type.value,
+            owner=caller.owner,
+            payment_id=payment_id,
+            reference_id=payment_id,
+            now=now,
+            write_rows=write_rows,
+            on_insufficient=on_insufficient,
+        )
+        return holder[0]
 
     def get_payment(self, caller: Caller, lookup: PaymentLookup) -> PaymentRecord:
         with self._db.read() as connection:
@@ -204,76 +375,289 @@ class PaymentService:
             account = ledger.find_account(connection, AccountKind.WALLET, query.user_id, query.currency)
         return 0 if account is None else account.balance_minor
 
-    # -- the wallet debit ---------------------------------------------------------------------------------
+    # -- refunds ---------------------------------------------------------------------------------------
 
-    def _wallet_purchase(self, caller: Caller, command: CreatePaymentCommand, claim: Claim) -> PaymentRecord:
-        with self._db.read() as connection:
-            wallet = ledger.find_account(connection, AccountKind.WALLET, command.user_id, command.currency)
-        if wallet is None or wallet.balance_minor < command.amount_minor:
-            # A fast answer without taking the lock; the fenced write below is what actually guarantees it.
-            raise self._insufficient(command, 0 if wallet is None else wallet.balance_minor)
-        lease = self._locks.acquire(f"account:{wallet.account_id}", self._lock_lease_ms, self._lock_wait_ms)
-        try:
-            now = self._clock()
-            with self._db.write() as connection:
-                payee = self._payee_account(connection, command, now)
-                return self._settle(
-                    connection,
-                    claim,
-                    caller,
-                    payment_id=new_id("pay"),
-                    payment_type=PaymentType.PURCHASE,
-                    changes=[
-                        BalanceChange(wallet, -command.amount_minor, lease),
-                        BalanceChange(payee, command.amount_minor),
-                    ],
-                    user_id=command.user_id,
-                    payee_id=command.payee_id,
-                    amount_minor=command.amount_minor,
-                    currency=command.currency,
-                    method=command.method,
-                    description=command.description,
-                    now=now,
-                    on_insufficient=lambda: self._insufficient(command, None),
-                )
-        finally:
-            self._locks.release_quietly(lease)
-
-    @staticmethod
-    def _insufficient(command: CreatePaymentCommand, available_minor: int | None) -> InsufficientFunds:
-        detail = "" if available_minor is None else f" (available {available_minor})"
-        return InsufficientFunds(
-            f"wallet of {command.user_id!r} holds less than {command.amount_minor} {command.currency}{detail}; "
-            "top up first — this order_id may be retried afterwards"
+    def refund_payment(self, caller: Caller, command: RefundCommand) -> RefundRecord:
+        return self._keyed(
+            caller,
+            REFUND_SCOPE,
+            command.refund_id,
+            request_hash(command),
+            lambda claim: self._refund_once(caller, command, claim),
+            RefundRecord.from_json,
         )
 
+    def _refund_once(self, caller: Caller, command: RefundCommand, claim: Claim) -> RefundRecord:
+        with self._db.read() as connection:
+            row = connection.execute(_PAYMENT_BY_ID, {"payment_id": command.payment_id}).first()
+        if row is None:
+            raise NotFound(f"no payment with payment_id {command.payment_id!r}")
+        payment = PaymentRecord.from_row(row)
+        if payment.status not in states.REFUNDABLE:
+            raise FailedPrecondition(
+                f"payment {payment.payment_id} is {payment.status.name}; only SUCCEEDED or PARTIALLY_REFUNDED "
+                "payments can be refunded",
+                reason="PAYMENT_NOT_REFUNDABLE",
+            )
+        remaining = payment.amount_minor - payment.refunded_minor
+        amount = command.amount_minor or remaining
+        if amount > remaining:
+            raise FailedPrecondition(
+                f"refund of {amount} exceeds the {remaining} {payment.currency} still refundable on "
+                f"{payment.payment_id} (paid {payment.amount_minor}, refunded {payment.refunded_minor})",
+                reason="REFUND_EXCEEDS_PAYMENT",
+            )
+        new_refunded = payment.refunded_minor + amount
+        new_status = (
+            PaymentStatus.REFUNDED if new_refunded == payment.amount_minor else PaymentStatus.PARTIALLY_REFUNDED
+        )
+        states.check(payment.status, new_status)
+        if payment.payment_type is PaymentType.TOP_UP:
+            creator_minor, fee_minor = 0, 0
+        else:
+            creator_minor, fee_minor = allocate_refund(
+                payment.amount_minor, payment.creator_amount_minor, payment.refunded_minor, amount
+            )
+
+        # What is debited: the wallet a top-up filled, or the creator's payable (fenced, never negative) and the
+        # platform's revenue (may go negative). What is credited: the payer's wallet, or the channel's clearing.
+        # A top-up is refunded out of the wallet it filled (fenced: never below zero) back to the channel. A
+        # purchase is refunded out of the creator's payable (fenced) and the platform's revenue (may go negative)
+        # back to the payer's wallet, or to the channel's clearing account for a channel payment.
+        if payment.payment_type is PaymentType.TOP_UP:
+            sources = [(AccountKind.WALLET, payment.user_id, -amount, True)]
+            destination = (AccountKind.CLEARING, payment.method.value)
+        else:
+            sources = [
+                (AccountKind.PAYABLE, payment.payee_id, -creator_minor, True),
+                (AccountKind.REVENUE, PLATFORM_SUBJECT, -fee_minor, False),
+            ]
+            sources = [source for source in sources if source[2] != 0]
+            if payment.method is Method.WALLET:
+                destination = (AccountKind.WALLET, payment.user_id)
+            else:
+                destination = (AccountKind.CLEARING, payment.method.value)
+        resources = [lock_resource(kind, subject, payment.currency) for kind, subject, _, fenced in sources if fenced]
+        with self._leases(*resources) as leases:
+            now = self._clock()
+            with self._db.write() as connection:
+                changes = [
+                    BalanceChange(
+                        ledger.ensure_account(connection, kind, subject, payment.currency, now),
+                        delta,
+                        leases[lock_resource(kind, subject, payment.currency)] if fenced else None,
+                    )
+                    for kind, subject, delta, fenced in sources
+                ]
+                changes.append(
+                    BalanceChange(ledger.ensure_account(connection, *destination, payment.currency, now), amount)
+                )
+                guarded = connection.execute(
+                    _RECORD_REFUND,
+                    {
+                        "target_payment_id": payment.payment_id,
+                        "expected_status": payment.status.value,
+                        "expected_refunded": payment.refunded_minor,
+                        "new_status": new_status.value,
+                        "new_refunded": new_refunded,
+                        "now": now,
+                    },
+                )
+                if guarded.rowcount != 1:
+                    raise ConcurrentChange(payment.payment_id)
+                holder: list[RefundRecord] = []
+
+                def write_rows(entry_id: str) -> None:
+                    record = RefundRecord(
+                        refund_id=command.refund_id,
+                        payment_id=payment.payment_id,
+                        amount_minor=amount,
+                        currency=payment.currency,
+                        creator_amount_minor=creator_minor,
+                        platform_fee_minor=fee_minor,
+                        reason=command.reason,
+                        entry_id=entry_id,
+                        created_at=now,
+                        payment_status=new_status,
+                    )
+                    connection.execute(
+                        _INSERT_REFUND,
+                        {
+                            "owner": caller.owner,
+                            "refund_id": record.refund_id,
+                            "payment_id": record.payment_id,
+                            "amount_minor": amount,
+                            "currency": record.currency,
+                            "creator_amount_minor": creator_minor,
+                            "platform_fee_minor": fee_minor,
+                            "reason": record.reason,
+                            "entry_id": entry_id,
+                            "created_at": now,
+                        },
+                    )
+                    self._idempotency.record(connection, claim, command.refund_id, record.to_json(), now)
+                    holder.append(record)
+
+                self._move_money(
+                    connection,
+                    changes,
+                    currency=payment.currency,
+                    kind="refund",
+                    owner=caller.owner,
+                    payment_id=payment.payment_id,
+                    reference_id=command.refund_id,
+                    now=now,
+                    write_rows=write_rows,
+                    on_insufficient=lambda: FailedPrecondition(
+                        f"cannot take the refund back from {payment.payee_id or payment.user_id}: its balance is "
+                        "lower than its share of the refund (already paid out or spent)",
+                        reason="INSUFFICIENT_FUNDS",
+                    ),
+                )
+                return holder[0]
+
+    # -- transfers -------------------------------------------------------------------------------------
+
+    def transfer(self, caller: Caller, command: TransferCommand) -> TransferRecord:
+        return self._keyed(
+            caller,
+            TRANSFER_SCOPE,
+            command.transfer_id,
+            request_hash(command),
+            lambda claim: self._transfer_once(caller, command, claim),
+            TransferRecord.from_json,
+        )
+
+    def _transfer_once(self, caller: Caller, command: TransferCommand, claim: Claim) -> TransferRecord:
+        with self._db.read() as connection:
+            source = ledger.find_account(connection, AccountKind.WALLET, command.from_user_id, command.currency)
+        if source is None or source.balance_minor < command.amount_minor:
+            raise self._insufficient(command.from_user_id, command.amount_minor, command.currency, source)
+        source_lock = lock_resource(AccountKind.WALLET, command.from_user_id, command.currency)
+        target_lock = lock_resource(AccountKind.WALLET, command.to_user_id, command.currency)
+        # Both wallets, in canonical order: two opposite transfers between the same users cannot deadlock.
+        with self._leases(source_lock, target_lock) as leases:
+            lease = leases[source_lock]
+            now = self._clock()
+            with self._db.write() as connection:
+                target = ledger.ensure_account(
+                    connection, AccountKind.WALLET, command.to_user_id, command.currency, now
+                )
+                holder: list[TransferRecord] = []
+
+                def write_rows(entry_id: str) -> None:
+                    record = TransferRecord(
+                        transfer_id=command.transfer_id,
+                        from_user_id=command.from_user_id,
+                        to_user_id=command.to_user_id,
+                        amount_minor=command.amount_minor,
+                        currency=command.currency,
+                        entry_id=entry_id,
+                        created_at=now,
+                    )
+                    connection.execute(
+                        _INSERT_TRANSFER,
+                        {
+                            "owner": caller.owner,
+                            "transfer_id": record.transfer_id,
+                            "from_user_id": record.from_user_id,
+                            "to_user_id": record.to_user_id,
+                            "amount_minor": record.amount_minor,
+                            "currency": record.currency,
+                            "entry_id": entry_id,
+                            "created_at": now,
+                        },
+                    )
+                    self._idempotency.record(connection, claim, command.transfer_id, record.to_json(), now)
+                    holder.append(record)
+
+                self._move_money(
+                    connection,
+                    [BalanceChange(source, -command.amount_minor, lease), BalanceChange(target, command.amount_minor)],
+                    currency=command.currency,
+                    kind="transfer",
+                    owner=caller.owner,
+                    payment_id=None,
+                    reference_id=command.transfer_id,
+                    now=now,
+                    write_rows=write_rows,
+                    on_insufficient=lambda: self._insufficient(
+                        command.from_user_id, command.amount_minor, command.currency, None
+                    ),
+                )
+                return holder[0]
+
+    # -- history ---------------------------------------------------------------------------------------
+
+    def list_transactions(self, query: TransactionsQuery) -> TransactionsPage:
+        """The user's wallet postings, newest first. The cursor is a posting id, so entries written while a
+        caller pages (all newer, higher ids) never shift or repeat the pages still to come."""
+        with self._db.read() as connection:
+            rows = connection.execute(
+                _WALLET_POSTINGS,
+                {
+                    "user_id": query.user_id,
+                    "before_posting_id": query.after_posting_id or NEWEST,
+                    "limit": query.page_size + 1,
+                },
+            ).all()
+        page = rows[: query.page_size]
+        transactions = [
+            TransactionRecord(
+                posting_id=row.posting_id,
+                entry_id=row.entry_id,
+                amount_minor=row.amount_minor,
+                currency=row.currency,
+                kind=row.kind,
+                reference_id=row.reference_id or "",
+                created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+            )
+            for row in page
+        ]
+        more = len(rows) > query.page_size
+        return TransactionsPage(transactions, page[-1].posting_id if more and page else None)
+
+    # -- shared machinery ------------------------------------------------------------------------------
+
     @staticmethod
-    def _payee_account(connection: Connection, command: CreatePaymentCommand, now: datetime) -> ledger.Account:
-        if command.payee_id:
-            return ledger.ensure_account(connection, AccountKind.PAYABLE, command.payee_id, command.currency, now)
-        return ledger.ensure_account(connection, AccountKind.REVENUE, PLATFORM_SUBJECT, command.currency, now)
+    def _insufficient(
+        user_id: str, amount_minor: int, currency: str, wallet: ledger.Account | None
+    ) -> InsufficientFunds:
+        detail = "" if wallet is None else f" (available {wallet.balance_minor})"
+        return InsufficientFunds(
+            f"wallet of {user_id!r} holds less than {amount_minor} {currency}{detail}; "
+            "top up first — the same id may be retried afterwards"
+        )
 
-    # -- shared machinery --------------------------------------------------------------------------------
+    @contextmanager
+    def _leases(self, *resources: str) -> Iterator[dict[str, LockLease]]:
+        """Fenced leases on `resources`, taken in canonical (sorted) order so that two operations locking the
+        same accounts never wait on each other in a cycle; always released, newest first."""
+        taken: dict[str, LockLease] = {}
+        try:
+            for resource in sorted(set(resources)):
+                taken[resource] = self._locks.acquire(resource, self._lock_lease_ms, self._lock_wait_ms)
+            yield taken
+        finally:
+            for lease in reversed(list(taken.values())):
+                self._locks.release_quietly(lease)
 
-    def _settle(
+    def _move_money(
         self,
         connection: Connection,
-        claim: Claim,
-        caller: Caller,
-        *,
-        payment_id: str,
-        payment_type: PaymentType,
         changes: list[BalanceChange],
-        user_id: str,
-        payee_id: str,
-        amount_minor: int,
+        *,
         currency: str,
-        method: Method,
-        description: str,
+        kind: str,
+        owner: str,
+        payment_id: str | None,
+        reference_id: str,
         now: datetime,
+        write_rows: Callable[[str], None],
         on_insufficient: Callable[[], Exception] | None = None,
-    ) -> PaymentRecord:
-        """Apply balance changes, write the entry, the SUCCEEDED payment and the idempotency record."""
+    ) -> str:
+        """Apply `changes` as one balanced journal entry and call `write_rows(entry_id)` for the caller's rows."""
+        changes = [c for c in changes if c.amount_minor != 0]
         # Fenced debits first: they decide whether the operation happens at all, before anything is written.
         for change in sorted((c for c in changes if c.lease is not None), key=lambda c: c.account.account_id):
             assert change.lease is not None
@@ -301,76 +685,49 @@ class PaymentService:
         ledger.post_entry(
             connection,
             entry_id=entry_id,
-            kind=payment_type.value,
-            owner=caller.owner,
+            kind=kind,
+            owner=owner,
             payment_id=payment_id,
+            reference_id=reference_id,
             entry_postings=[ledger.Posting(c.account.account_id, c.amount_minor, currency) for c in changes],
             now=now,
         )
-        record = PaymentRecord(
-            payment_id=payment_id,
-            owner=caller.owner,
-            order_id=claim.key,
-            payment_type=payment_type,
-            user_id=user_id,
-            payee_id=payee_id,
-            amount_minor=amount_minor,
-            currency=currency,
-            method=method,
-            status=PaymentStatus.SUCCEEDED,
-            refunded_minor=0,
-            failure_reason="",
-            description=description,
-            entry_id=entry_id,
-            created_at=now,
-            updated_at=now,
-        )
-        connection.execute(
-            _INSERT_PAYMENT,
-            {
-                "payment_id": record.payment_id,
-                "owner": record.owner,
-                "order_id": record.order_id,
-                "payment_type": record.payment_type.value,
-                "user_id": record.user_id,
-                "payee_id": record.payee_id,
-                "amount_minor": record.amount_minor,
-                "currency": record.currency,
-                "method": record.method.value,
-                "status": record.status.value,
-                "refunded_minor": 0,
-                "failure_reason": "",
-                "description": record.description,
-                "entry_id": entry_id,
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
-        self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
+        write_rows(entry_id)
         if credits_last:
             for change in credits:
                 ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
-        return record
+        return entry_id
 
     def _keyed(
-        self, caller: Caller, order_id: str, fingerprint: str, attempt: Callable[[Claim], PaymentRecord]
-    ) -> PaymentRecord:
-        with self._idempotency.claim(caller.owner, ORDER_SCOPE, order_id, fingerprint) as claim:
+        self,
+        caller: Caller,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        attempt: Callable[[Claim], T],
+        replay: Callable[[bytes], T],
+        on_committed: Callable[[T], None] | None = None,
+    ) -> T:
+        with self._idempotency.claim(caller.owner, scope, key, fingerprint) as claim:
             if claim.replay is not None:
-                return PaymentRecord.from_json(claim.replay)
+                return replay(claim.replay)
             for attempt_number in range(1, MAX_ATTEMPTS + 1):
                 try:
-                    record = attempt(claim)
+                    result = attempt(claim)  # returns after its transaction committed
+                    if on_committed is not None:
+                        on_committed(result)
+                    return result
                 except StaleFence as stale:
                     log.warning("stale lock fence; retrying", extra={"fields": {"resource": stale.resource}})
                     self._count_retry("stale_fence")
                     self._locks.raise_fence(stale.resource, stale.database_fence)
-                    continue
+                except ConcurrentChange:
+                    self._count_retry("concurrent_change")  # another refund of the same payment committed first
                 except IntegrityError:
-                    # Lost a race on the unique (owner, order) key: the winner's result is the answer.
-                    earlier = self._idempotency.lookup(caller.owner, ORDER_SCOPE, order_id, fingerprint)
+                    # Lost a race on a unique key: the winner's result is the answer.
+                    earlier = self._idempotency.lookup(caller.owner, scope, key, fingerprint)
                     if earlier is not None:
-                        return PaymentRecord.from_json(earlier)
+                        return replay(earlier)
                     raise
                 except DBAPIError as error:
                     if not is_transient(error):
@@ -378,19 +735,16 @@ class PaymentService:
                     self._count_retry("deadlock")  # rolled back by the database: nothing was written
                     if attempt_number < MAX_ATTEMPTS:
                         time.sleep(random.uniform(0.005, 0.05) * attempt_number)
-                    continue
-                self._count(record)
-                return record
         raise Unavailable(
-            f"order {order_id!r} could not be applied after {MAX_ATTEMPTS} attempts under contention; "
-            "nothing was charged — retry with the same order_id"
+            f"{scope} {key!r} could not be applied after {MAX_ATTEMPTS} attempts under contention; "
+            f"nothing was moved — retry with the same {scope} id"
         )
 
     def _count_retry(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.ledger_retries.labels(reason).inc()
 
-    def _count(self, record: PaymentRecord) -> None:
+    def _count_payment(self, record: PaymentRecord) -> None:
         if self._metrics is None:
             return
         self._metrics.payments.labels(record.payment_type.value, record.method.value, record.status.value).inc()

@@ -119,21 +119,6 @@ def test_unknown_payment_is_not_found(client: PaygateClient) -> None:
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-@pytest.mark.parametrize(
-    ("method", "request_", "response"),
-    [
-        ("RefundPayment", pb.RefundPaymentRequest(payment_id="p", refund_id="r", amount_minor=1), pb.Refund),
-        ("Transfer", pb.TransferRequest(transfer_id="t"), pb.Transfer),
-        ("ListTransactions", pb.ListTransactionsRequest(user_id="u"), pb.ListTransactionsResponse),
-        ("QuotePrice", pb.QuotePriceRequest(list_price_minor=1), pb.PriceQuote),
-    ],
-)
-def test_later_rpcs_answer_unimplemented(client: PaygateClient, method: str, request_, response) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.RpcError) as error:
-        client.call(method, request_, response)
-    assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_responses_carry_worker_and_request_id(client: PaygateClient) -> None:
     result = client.call(
         "GetBalance", pb.GetBalanceRequest(user_id="u-meta", currency="CNY"), pb.Balance, request_id="trace-abc-123"

@@ -66,7 +66,9 @@ def test_top_up_then_wallet_purchase_moves_money(service: PaymentService, databa
         entry_total = connection.execute(
             select(func.sum(postings.c.amount_minor)).where(postings.c.entry_id == bought.entry_id)
         ).scalar_one()
-    assert payable == 2_500
+    # The default platform fee is 20 %: the creator gets 2,000 and the platform 500 (three postings, sum zero).
+    assert payable == 2_000
+    assert (bought.creator_amount_minor, bought.platform_fee_minor) == (2_000, 500)
     assert entry_total == 0
 
 
