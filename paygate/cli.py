@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(revoke)
     revoke.add_argument("key_id")
 
+    ledger = commands.add_parser("ledger", help="the double-entry ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_commands.add_parser("verify", help="check every ledger invariant; exit 1 on any breach")
+    _common(verify)
+
     database = commands.add_parser("db", help="database schema")
     db_commands = database.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest schema")
@@ -109,6 +114,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "keys":
         return _keys(args, settings)
+    if args.command == "ledger":
+        from paygate import db  # noqa: PLC0415
+        from workers.verify import verify  # noqa: PLC0415
+
+        database = db.Database(settings.effective_database_url(), pool_size=1)
+        try:
+            db.require_current_schema(database)
+            report = verify(database)
+        finally:
+            database.dispose()
+        print(report.render())
+        return 0 if report.ok else 1
     if args.command == "db":
         from paygate import db  # noqa: PLC0415
 

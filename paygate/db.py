@@ -16,8 +16,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+from paygate.errors import ConfigurationError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -118,3 +121,16 @@ def upgrade(database: Database, revision: str = "head") -> None:
 def current_revision(database: Database) -> str | None:
     with database.reader.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def require_current_schema(database: Database) -> None:
+    """Refuse to read a database whose schema is not the one this code was written for."""
+    current, head = current_revision(database), head_revision()
+    if current != head:
+        raise ConfigurationError(
+            f"the database schema is at revision {current or 'none'}, this code needs {head}: run `paygate db upgrade`"
+        )

@@ -104,6 +104,9 @@ def check_ledger(database_url: str, stack: Stack, users: list[str], totals: dict
             assert available == load.top_up_minor - PRICE_MINOR * totals[user]
             # Demand exceeded supply, so each wallet was drained as far as the price allows.
             assert available < PRICE_MINOR
+    verified = stack.cli("ledger", "verify")  # the operator's tool agrees
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "ledger verify: OK" in verified.stdout
     engine = create_engine(database_url)
     with engine.connect() as connection:
         for account_id, balance in connection.execute(select(accounts.c.account_id, accounts.c.balance_minor)):

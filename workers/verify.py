@@ -1,0 +1,260 @@
+"""`paygate ledger verify`: prove the ledger's invariants from the database alone (DESIGN.md §3).
+
+Every check is one aggregate query run by the database, reporting at most MAX_EXAMPLES offenders each:
+
+1. every journal entry has at least two postings and sums to zero per currency;
+2. every posting is in its account's currency;
+3. every account's balance equals the sum of its postings;
+4. no account that must stay non-negative (wallets, creator payables) is negative;
+5. every SUCCEEDED / PARTIALLY_REFUNDED / REFUNDED payment has exactly one entry of its own kind, moving exactly
+   its amount, and no other payment has one;
+6. every payment's refunded total equals the sum of its refunds, each refund has its entry, and the status
+   matches the refunded total;
+7. every transfer has its entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
+
+from paygate.db import Database
+from paygate.schema import accounts, journal_entries, payments, postings, refunds, transfers
+
+MAX_EXAMPLES = 20
+MONEY_MOVED = ("succeeded", "partially_refunded", "refunded")
+
+
+@dataclass
+class Check:
+    name: str
+    offenders: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.offenders
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+    entries: int
+    postings: int
+    accounts: int
+    payments: int
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def render(self) -> str:
+        lines = [
+            f"ledger verify: {self.entries} entries, {self.postings} postings, {self.accounts} accounts, "
+            f"{self.payments} payments"
+        ]
+        for check in self.checks:
+            lines.append(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}")
+            lines.extend(f"       {offender}" for offender in check.offenders)
+            if len(check.offenders) >= MAX_EXAMPLES:
+                lines.append(f"       (first {MAX_EXAMPLES} shown)")
+        lines.append("ledger verify: OK" if self.ok else "ledger verify: BREACHED")
+        return "\n".join(lines)
+
+
+def verify(database: Database) -> Report:
+    with _snapshot(database) as connection:
+        checks = [
+            Check("every entry balances per currency", _unbalanced_entries(connection)),
+            Check("every posting is in its account's currency", _foreign_currency_postings(connection)),
+            Check("every balance equals the sum of its postings", _drifted_balances(connection)),
+            Check("no wallet or creator payable is negative", _negative_accounts(connection)),
+            Check("every settled payment has exactly its own entry", _payment_entries(connection)),
+            Check("refunds match their payments", _refund_totals(connection)),
+            Check("every transfer has its entry", _transfer_entries(connection)),
+        ]
+        counts = [
+            connection.execute(select(func.count()).select_from(table)).scalar_one()
+            for table in (journal_entries, postings, accounts, payments)
+        ]
+    return Report(checks, *counts)
+
+
+@contextmanager
+def _snapshot(database: Database) -> Iterator[Connection]:
+    """All checks read one consistent snapshot, so a verify that runs beside live traffic reports no phantoms."""
+    with database.reader.connect() as connection:
+        if database.dialect == "sqlite":
+            connection.exec_driver_sql("BEGIN")  # a deferred read transaction: one WAL snapshot
+            try:
+                yield connection
+            finally:
+                connection.exec_driver_sql("ROLLBACK")
+        else:
+            with connection.execution_options(isolation_level="REPEATABLE READ").begin():
+                yield connection
+
+
+def _unbalanced_entries(connection: Connection) -> list[str]:
+    per_currency = (
+        select(postings.c.entry_id, postings.c.currency, func.sum(postings.c.amount_minor).label("total"))
+        .group_by(postings.c.entry_id, postings.c.currency)
+        .having(func.sum(postings.c.amount_minor) != 0)
+        .limit(MAX_EXAMPLES)
+    )
+    offenders = [
+        f"entry {r.entry_id}: {r.currency} postings sum to {r.total}" for r in connection.execute(per_currency)
+    ]
+    counted = (
+        select(journal_entries.c.entry_id, func.count(postings.c.posting_id).label("n"))
+        .select_from(journal_entries.outerjoin(postings, postings.c.entry_id == journal_entries.c.entry_id))
+        .group_by(journal_entries.c.entry_id)
+        .having(func.count(postings.c.posting_id) < 2)
+        .limit(MAX_EXAMPLES)
+    )
+    offenders += [f"entry {r.entry_id}: {r.n} posting(s)" for r in connection.execute(counted)]
+    return offenders[:MAX_EXAMPLES]
+
+
+def _foreign_currency_postings(connection: Connection) -> list[str]:
+    query = (
+        select(postings.c.posting_id, postings.c.currency, accounts.c.currency.label("account_currency"))
+        .join(accounts, accounts.c.account_id == postings.c.account_id)
+        .where(postings.c.currency != accounts.c.currency)
+        .limit(MAX_EXAMPLES)
+    )
+    return [
+        f"posting {r.posting_id}: {r.currency} on a {r.account_currency} account" for r in connection.execute(query)
+    ]
+
+
+def _drifted_balances(connection: Connection) -> list[str]:
+    sums = (
+        select(postings.c.account_id, func.sum(postings.c.amount_minor).label("total"))
+        .group_by(postings.c.account_id)
+        .subquery()
+    )
+    query = (
+        select(
+            accounts.c.account_id,
+            accounts.c.kind,
+            accounts.c.subject,
+            accounts.c.currency,
+            accounts.c.balance_minor,
+            func.coalesce(sums.c.total, 0).label("total"),
+        )
+        .select_from(accounts.outerjoin(sums, sums.c.account_id == accounts.c.account_id))
+        .where(accounts.c.balance_minor != func.coalesce(sums.c.total, 0))
+        .limit(MAX_EXAMPLES)
+    )
+    return [
+        f"account {r.kind}:{r.subject}:{r.currency}: balance {r.balance_minor}, postings sum to {r.total}"
+        for r in connection.execute(query)
+    ]
+
+
+def _negative_accounts(connection: Connection) -> list[str]:
+    query = (
+        select(accounts.c.kind, accounts.c.subject, accounts.c.currency, accounts.c.balance_minor)
+        .where(accounts.c.non_negative.is_(True), accounts.c.balance_minor < 0)
+        .limit(MAX_EXAMPLES)
+    )
+    return [f"account {r.kind}:{r.subject}:{r.currency}: balance {r.balance_minor}" for r in connection.execute(query)]
+
+
+def _payment_entries(connection: Connection) -> list[str]:
+    # Per payment: its own entries (kind = its type) and what they moved in (the sum of their positive postings).
+    own = (
+        select(
+            journal_entries.c.payment_id,
+            func.count(func.distinct(journal_entries.c.entry_id)).label("entries"),
+            func.sum(case((postings.c.amount_minor > 0, postings.c.amount_minor), else_=0)).label("moved"),
+        )
+        .join(postings, postings.c.entry_id == journal_entries.c.entry_id)
+        .where(journal_entries.c.kind.in_(("top_up", "purchase")))
+        .group_by(journal_entries.c.payment_id)
+        .subquery()
+    )
+    query = (
+        select(
+            payments.c.payment_id,
+            payments.c.status,
+            payments.c.amount_minor,
+            func.coalesce(own.c.entries, 0).label("entries"),
+            func.coalesce(own.c.moved, 0).label("moved"),
+        )
+        .select_from(payments.outerjoin(own, own.c.payment_id == payments.c.payment_id))
+        .where(
+            or_(
+                and_(
+                    payments.c.status.in_(MONEY_MOVED),
+                    or_(func.coalesce(own.c.entries, 0) != 1, func.coalesce(own.c.moved, 0) != payments.c.amount_minor),
+                ),
+                and_(payments.c.status.not_in(MONEY_MOVED), func.coalesce(own.c.entries, 0) != 0),
+            )
+        )
+        .limit(MAX_EXAMPLES)
+    )
+    return [
+        f"payment {r.payment_id} ({r.status}, {r.amount_minor}): {r.entries} entr{'y' if r.entries == 1 else 'ies'} "
+        f"moving {r.moved}"
+        for r in connection.execute(query)
+    ]
+
+
+def _refund_totals(connection: Connection) -> list[str]:
+    totals = (
+        select(refunds.c.payment_id, func.sum(refunds.c.amount_minor).label("total"))
+        .group_by(refunds.c.payment_id)
+        .subquery()
+    )
+    refunded = func.coalesce(totals.c.total, 0)
+    expected_status = case(
+        (refunded == 0, literal("succeeded")),
+        (refunded == payments.c.amount_minor, literal("refunded")),
+        else_=literal("partially_refunded"),
+    )
+    query = (
+        select(
+            payments.c.payment_id,
+            payments.c.status,
+            payments.c.amount_minor,
+            payments.c.refunded_minor,
+            refunded.label("total"),
+        )
+        .select_from(payments.outerjoin(totals, totals.c.payment_id == payments.c.payment_id))
+        .where(
+            payments.c.status.in_(MONEY_MOVED),
+            or_(
+                refunded != payments.c.refunded_minor,
+                refunded > payments.c.amount_minor,
+                payments.c.status != expected_status,
+            ),
+        )
+        .limit(MAX_EXAMPLES)
+    )
+    offenders = [
+        f"payment {r.payment_id} ({r.status}, paid {r.amount_minor}): refunded_minor {r.refunded_minor}, "
+        f"refunds sum to {r.total}"
+        for r in connection.execute(query)
+    ]
+    orphans = (
+        select(refunds.c.refund_id, refunds.c.entry_id)
+        .select_from(refunds.outerjoin(journal_entries, journal_entries.c.entry_id == refunds.c.entry_id))
+        .where(journal_entries.c.entry_id.is_(None))
+        .limit(MAX_EXAMPLES)
+    )
+    offenders += [f"refund {r.refund_id}: entry {r.entry_id} is missing" for r in connection.execute(orphans)]
+    return offenders[:MAX_EXAMPLES]
+
+
+def _transfer_entries(connection: Connection) -> list[str]:
+    query = (
+        select(transfers.c.transfer_id, transfers.c.entry_id)
+        .select_from(transfers.outerjoin(journal_entries, journal_entries.c.entry_id == transfers.c.entry_id))
+        .where(journal_entries.c.entry_id.is_(None))
+        .limit(MAX_EXAMPLES)
+    )
+    return [f"transfer {r.transfer_id}: entry {r.entry_id} is missing" for r in connection.execute(query)]
