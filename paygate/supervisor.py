@@ -49,7 +49,8 @@ class Child:
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    quick_exits: int = 0
+    quick_exits: int = 0  # consecutive quick exits with an error code: a crash loop
+    quick_deaths: int = 0  # consecutive quick ends of any kind: the restart back-off
     restart_at: float = 0.0
     restarts: int = 0
     extra: dict[str, str] = field(default_factory=dict)
@@ -212,8 +213,13 @@ class Supervisor:
 
     def _on_exit(self, child: Child, process: subprocess.Popen[bytes], now: float) -> None:
         lived_s = now - child.started_at
-        child.quick_exits = child.quick_exits + 1 if lived_s < QUICK_EXIT_S else 0
-        delay = min(MAX_RESTART_DELAY_S, 0.2 * (2 ** max(0, child.quick_exits - 1)))
+        quick = lived_s < QUICK_EXIT_S
+        # Only a child that *exits by itself* with an error soon after starting is in a crash loop (bad
+        # configuration, a port in use); one killed by a signal (OOM killer, an operator, a chaos test) is
+        # restarted however often it happens, with the same back-off.
+        child.quick_exits = child.quick_exits + 1 if quick and process.returncode > 0 else 0
+        child.quick_deaths = child.quick_deaths + 1 if quick else 0
+        delay = min(MAX_RESTART_DELAY_S, 0.2 * (2 ** max(0, child.quick_deaths - 1)))
         log.warning(
             "child exited; restarting",
             extra={"fields": {"child": child.name, "exit_code": process.returncode, "restart_in_s": delay}},
