@@ -11,8 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from google.protobuf.json_format import MessageToJson
+
 from paygate import logs
-from paygate.errors import ConfigurationError
+from paygate.errors import ConfigurationError, PaygateError
 from paygate.settings import Settings
 
 
@@ -64,6 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check every ledger invariant; exit 1 on any breach")
     _common(verify)
+
+    sandbox = commands.add_parser("sandbox", help="the SANDBOX payment channel")
+    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
+    confirm = sandbox_commands.add_parser(
+        "confirm",
+        help="deliver the channel's confirmation of a PENDING payment (PAYGATE_SANDBOX_CONFIRMATION=deferred)",
+    )
+    _common(confirm)
+    confirm.add_argument("payment_id")
 
     database = commands.add_parser("db", help="database schema")
     db_commands = database.add_subparsers(dest="db_command", required=True)
@@ -126,6 +137,23 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             database.dispose()
         print(report.render())
         return 0 if report.ok else 1
+    if args.command == "sandbox":
+        from paygate import db  # noqa: PLC0415
+        from workers.encoding import payment as encode_payment  # noqa: PLC0415
+        from workers.server import build_service  # noqa: PLC0415
+
+        settings = _running_stack_redis(settings)
+        database = db.Database(settings.effective_database_url(), pool_size=1)
+        try:
+            db.require_current_schema(database)
+            confirmed = build_service(settings, database, metrics=None).confirm_payment(args.payment_id)
+        except PaygateError as error:
+            print(f"paygate: {error.message}", file=sys.stderr)
+            return 1
+        finally:
+            database.dispose()
+        print(MessageToJson(encode_payment(confirmed), preserving_proto_field_name=True, indent=None))
+        return 0
     if args.command == "db":
         from paygate import db  # noqa: PLC0415
 
@@ -207,6 +235,14 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         database.dispose()
     raise AssertionError(args.keys_command)
+
+
+def _running_stack_redis(settings: Settings) -> Settings:
+    """The Redis of the `serve` stack using this data dir, when no PAYGATE_REDIS_URL names one."""
+    marker = settings.run_dir / "redis.url"
+    if not settings.redis_url and marker.exists():
+        return settings.replace(redis_url=marker.read_text().strip())
+    return settings
 
 
 def _announce(settings: Settings, announce: Callable[[str, str], bool]) -> None:

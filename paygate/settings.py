@@ -49,6 +49,11 @@ class Settings:
     lock_lease_ms: int = 5000
     lock_wait_ms: int = 2000
     idempotency_lease_ms: int = 30000
+    # SANDBOX payments: "immediate" (succeed at once) or "deferred" (PENDING until `paygate sandbox confirm`).
+    sandbox_confirmation: str = "immediate"
+    # PENDING payments older than this are CLOSED by the sweeper that runs in every worker (one at a time).
+    payment_ttl_s: int = 900
+    sweep_interval_s: float = 5.0
     # The platform's share of a course purchase, in basis points (2000 = 20 %); the creator gets the rest.
     platform_fee_bps: int = 2000
     # Keys are kept for as long as channels may re-deliver notifications: days, not hours.
@@ -81,6 +86,10 @@ class Settings:
         if self.nonce_ttl_s < 2 * self.timestamp_skew_s:
             # A nonce must be remembered for as long as its timestamp can still be accepted (± skew).
             raise ConfigurationError("nonce_ttl_s must be at least twice timestamp_skew_s")
+        if self.sandbox_confirmation not in ("immediate", "deferred"):
+            raise ConfigurationError("PAYGATE_SANDBOX_CONFIRMATION must be immediate or deferred")
+        if self.payment_ttl_s <= 0 or self.sweep_interval_s <= 0:
+            raise ConfigurationError("payment_ttl_s and sweep_interval_s must be positive")
         if not 0 <= self.platform_fee_bps <= 10_000:
             raise ConfigurationError(f"platform_fee_bps must be between 0 and 10000, got {self.platform_fee_bps}")
         if not 1 <= self.worker_threads <= 256:

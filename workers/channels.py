@@ -19,6 +19,8 @@ class ChannelOutcome:
     succeeded: bool
     reference: str
     failure_reason: str = ""
+    # The channel accepted the payment but confirms it later (a notification): the payment stays PENDING.
+    pending: bool = False
 
 
 class Channel(Protocol):
@@ -30,9 +32,17 @@ class Channel(Protocol):
 
 
 class SandboxChannel:
+    """Succeeds at once, or (deferred) leaves the payment PENDING until `paygate sandbox confirm` delivers the
+    confirmation the way Alipay's or WeChat Pay's asynchronous notification would."""
+
     method = Method.SANDBOX
 
+    def __init__(self, *, deferred: bool = False) -> None:
+        self.deferred = deferred
+
     def collect(self, payment_id: str, amount_minor: int, currency: str) -> ChannelOutcome:
+        if self.deferred:
+            return ChannelOutcome(succeeded=False, reference=new_id("sbx"), pending=True)
         return ChannelOutcome(succeeded=True, reference=new_id("sbx"))
 
 

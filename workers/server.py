@@ -34,7 +34,7 @@ from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, 
 from paygate.v1 import payment_gateway_pb2 as pb
 from workers import encoding, validation
 from workers.boundary import translate
-from workers.channels import Channels
+from workers.channels import Channels, SandboxChannel
 from workers.domain import Caller
 from workers.idempotency import Idempotency
 from workers.locks import FencedLocks
@@ -185,6 +185,27 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
+async def sweep_expired(
+    settings: Settings, service: PaymentService, executor: ThreadPoolExecutor, stopping: asyncio.Event
+) -> None:
+    """Close PENDING payments past their time-to-live. Every worker runs this loop; a Redis lease lets only one
+    sweep at a time, and the guarded update makes a double sweep harmless anyway."""
+    loop = asyncio.get_running_loop()
+    while not stopping.is_set():
+        try:
+            await asyncio.wait_for(stopping.wait(), timeout=settings.sweep_interval_s)
+            return
+        except TimeoutError:
+            pass
+        try:
+            closed = await loop.run_in_executor(executor, service.sweep_once, settings.payment_ttl_s)
+        except Exception:  # a failed round (database or Redis down) must not end the loop
+            log.exception("expiry sweep failed")
+            continue
+        if closed:
+            log.info("closed expired payments", extra={"fields": {"closed": closed}})
+
+
 def build_service(settings: Settings, database: Database, metrics: WorkerMetrics | None) -> PaymentService:
     """Wire the service from settings; shared by the worker process and the integration tests."""
     client = connect(settings.effective_redis_url())
@@ -204,7 +225,7 @@ def build_service(settings: Settings, database: Database, metrics: WorkerMetrics
         database,
         locks,
         idempotency,
-        Channels(),
+        Channels([SandboxChannel(deferred=settings.sandbox_confirmation == "deferred")]),
         lock_lease_ms=settings.lock_lease_ms,
         lock_wait_ms=settings.lock_wait_ms,
         platform_fee_bps=settings.platform_fee_bps,
@@ -235,7 +256,9 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    sweeper = asyncio.create_task(sweep_expired(settings, service, executor, stopping), name="expiry-sweeper")
     await stopping.wait()
+    await sweeper
     log.info("worker draining", extra={"fields": {"worker": worker_id}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_s)

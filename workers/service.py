@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -82,6 +82,24 @@ _RECORD_REFUND = (
         refunded_minor=bindparam("new_refunded"),
         updated_at=bindparam("now"),
     )
+)
+# A status change guarded by the status it was read in (DESIGN.md §3: transitions are guarded updates).
+_TRANSITION = (
+    update(payments)
+    .where(payments.c.payment_id == bindparam("target_payment_id"), payments.c.status == bindparam("expected_status"))
+    .values(
+        status=bindparam("new_status"),
+        entry_id=bindparam("entry_id"),
+        failure_reason=bindparam("failure_reason"),
+        refunded_minor=bindparam("refunded_minor"),
+        updated_at=bindparam("now"),
+    )
+)
+_EXPIRED = (
+    select(payments.c.payment_id)
+    .where(payments.c.status == PaymentStatus.PENDING.value, payments.c.created_at < bindparam("cutoff"))
+    .order_by(payments.c.created_at)
+    .limit(bindparam("limit"))
 )
 _WALLET_POSTINGS = (
     select(
@@ -201,21 +219,14 @@ class PaymentService:
                 payment_id = new_id("pay")
                 collected.append((payment_id, channel.collect(payment_id, command.amount_minor, command.currency)))
             payment_id, outcome = collected[0]
+            now = self._clock()
+            if outcome.pending:  # confirmed later by the channel's notification (confirm_payment)
+                with self._db.write() as connection:
+                    return self._record_payment(connection, claim, caller, payment_id, payment_type, command, None, now)
             if not outcome.succeeded:
                 raise Unavailable(f"the {command.method.name} channel declined: {outcome.failure_reason}")
-            now = self._clock()
             with self._db.write() as connection:
-                clearing = ledger.ensure_account(
-                    connection, AccountKind.CLEARING, command.method.value, command.currency, now
-                )
-                changes = [BalanceChange(clearing, -command.amount_minor)]
-                if isinstance(command, TopUpCommand):
-                    wallet = ledger.ensure_account(
-                        connection, AccountKind.WALLET, command.user_id, command.currency, now
-                    )
-                    changes.append(BalanceChange(wallet, command.amount_minor))
-                else:
-                    changes.extend(self._purchase_credits(connection, command, now))
+                changes = self._money_in(connection, command, now)
                 return self._record_payment(connection, claim, caller, payment_id, payment_type, command, changes, now)
 
         return self._keyed(
@@ -256,6 +267,19 @@ class PaymentService:
                     ),
                 )
 
+    def _money_in(
+        self, connection: Connection, command: TopUpCommand | CreatePaymentCommand, now: datetime
+    ) -> list[BalanceChange]:
+        """Channel money arriving: its clearing account pays the wallet (top-up) or the creator and platform."""
+        clearing = ledger.ensure_account(connection, AccountKind.CLEARING, command.method.value, command.currency, now)
+        changes = [BalanceChange(clearing, -command.amount_minor)]
+        if isinstance(command, TopUpCommand):
+            wallet = ledger.ensure_account(connection, AccountKind.WALLET, command.user_id, command.currency, now)
+            changes.append(BalanceChange(wallet, command.amount_minor))
+        else:
+            changes.extend(self._purchase_credits(connection, command, now))
+        return changes
+
     def _purchase_credits(
         self, connection: Connection, command: CreatePaymentCommand, now: datetime
     ) -> list[BalanceChange]:
@@ -281,15 +305,16 @@ class PaymentService:
         payment_id: str,
         payment_type: PaymentType,
         command: TopUpCommand | CreatePaymentCommand,
-        changes: list[BalanceChange],
+        changes: list[BalanceChange] | None,
         now: datetime,
         on_insufficient: Callable[[], Exception] | None = None,
     ) -> PaymentRecord:
+        """The payment row and its idempotency record; SUCCEEDED with its entry, or PENDING (changes None)."""
         purchase = command if isinstance(command, CreatePaymentCommand) else None
         creator_minor, fee_minor = self._split(purchase) if purchase else (0, 0)
         holder: list[PaymentRecord] = []
 
-        def write_rows(entry_id: str) -> None:
+        def write_rows(entry_id: str | None) -> None:
             record = PaymentRecord(
                 payment_id=payment_id,
                 owner=caller.owner,
@@ -300,7 +325,7 @@ class PaymentService:
                 amount_minor=command.amount_minor,
                 currency=command.currency,
                 method=command.method,
-                status=PaymentStatus.SUCCEEDED,
+                status=PaymentStatus.SUCCEEDED if entry_id else PaymentStatus.PENDING,
                 refunded_minor=0,
                 failure_reason="",
                 description=purchase.description if purchase else "",
@@ -342,6 +367,9 @@ class PaymentService:
             self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
             holder.append(record)
 
+        if changes is None:
+            write_rows(None)
+            return holder[0]
         self._move_money(
             connection,
             changes,
@@ -374,6 +402,182 @@ class PaymentService:
         with self._db.read() as connection:
             account = ledger.find_account(connection, AccountKind.WALLET, query.user_id, query.currency)
         return 0 if account is None else account.balance_minor
+
+    # -- asynchronous confirmation and expiry -------------------------------------------------------------
+
+    def confirm_payment(self, payment_id: str) -> PaymentRecord:
+        """The channel confirms a PENDING payment (its notification). Idempotent: a repeated notification
+        changes nothing. A confirmation that arrives after the sweeper CLOSED the payment means the payer was
+        charged for an order we gave up on: the money is recorded coming in and goes straight back out through the
+        channel (an automatic refund), and the payment stays CLOSED, saying so."""
+        for _attempt in range(MAX_ATTEMPTS):
+            payment = self.get_payment(Caller("", "", ""), PaymentLookup(payment_id, ""))
+            try:
+                if payment.status is PaymentStatus.PENDING:
+                    return self._settle_pending(payment)
+                if payment.status is PaymentStatus.CLOSED and payment.refunded_minor == 0:
+                    return self._refund_late_confirmation(payment)
+            except ConcurrentChange:
+                continue  # closed or confirmed meanwhile: look again
+            if payment.status is PaymentStatus.FAILED:
+                states.check(payment.status, PaymentStatus.SUCCEEDED)
+            return payment  # already confirmed (or already refunded after closing): a duplicate notification
+        raise Unavailable(f"payment {payment_id} kept changing; deliver the confirmation again")
+
+    def _command_of(self, payment: PaymentRecord) -> TopUpCommand | CreatePaymentCommand:
+        if payment.payment_type is PaymentType.TOP_UP:
+            return TopUpCommand(
+                payment.order_id, payment.user_id, payment.amount_minor, payment.currency, payment.method
+            )
+        return CreatePaymentCommand(
+            payment.order_id,
+            payment.user_id,
+            payment.amount_minor,
+            payment.currency,
+            payment.method,
+            payment.payee_id,
+            payment.description,
+        )
+
+    def _settle_pending(self, payment: PaymentRecord) -> PaymentRecord:
+        states.check(payment.status, PaymentStatus.SUCCEEDED)
+        now = self._clock()
+        with self._db.write() as connection:
+
+            def write_rows(entry_id: str) -> None:
+                moved = connection.execute(
+                    _TRANSITION,
+                    {
+                        "target_payment_id": payment.payment_id,
+                        "expected_status": PaymentStatus.PENDING.value,
+                        "new_status": PaymentStatus.SUCCEEDED.value,
+                        "entry_id": entry_id,
+                        "failure_reason": "",
+                        "refunded_minor": 0,
+                        "now": now,
+                    },
+                )
+                if moved.rowcount != 1:
+                    raise ConcurrentChange(payment.payment_id)
+
+            self._move_money(
+                connection,
+                self._money_in(connection, self._command_of(payment), now),
+                currency=payment.currency,
+                kind=payment.payment_type.value,
+                owner=payment.owner,
+                payment_id=payment.payment_id,
+                reference_id=payment.payment_id,
+                now=now,
+                write_rows=write_rows,
+            )
+        return self.get_payment(Caller("", "", ""), PaymentLookup(payment.payment_id, ""))
+
+    def _refund_late_confirmation(self, payment: PaymentRecord) -> PaymentRecord:
+        now = self._clock()
+        refund_id = f"auto-{payment.payment_id}"
+        reason = "confirmed by the channel after the payment was closed; refunded automatically"
+        with self._db.write() as connection:
+            clearing = ledger.ensure_account(
+                connection, AccountKind.CLEARING, payment.method.value, payment.currency, now
+            )
+            wallet = ledger.ensure_account(connection, AccountKind.WALLET, payment.user_id, payment.currency, now)
+
+            def record_late(entry_id: str) -> None:
+                moved = connection.execute(
+                    _TRANSITION,
+                    {
+                        "target_payment_id": payment.payment_id,
+                        "expected_status": PaymentStatus.CLOSED.value,
+                        "new_status": PaymentStatus.CLOSED.value,
+                        "entry_id": entry_id,
+                        "failure_reason": reason,
+                        "refunded_minor": payment.amount_minor,
+                        "now": now,
+                    },
+                )
+                if moved.rowcount != 1:
+                    raise ConcurrentChange(payment.payment_id)
+
+            # In: the channel's money reaches the payer's wallet ...
+            self._move_money(
+                connection,
+                [BalanceChange(clearing, -payment.amount_minor), BalanceChange(wallet, payment.amount_minor)],
+                currency=payment.currency,
+                kind="late_payment",
+                owner=payment.owner,
+                payment_id=payment.payment_id,
+                reference_id=payment.payment_id,
+                now=now,
+                write_rows=record_late,
+            )
+
+            def record_refund(entry_id: str) -> None:
+                connection.execute(
+                    _INSERT_REFUND,
+                    {
+                        "owner": payment.owner,
+                        "refund_id": refund_id,
+                        "payment_id": payment.payment_id,
+                        "amount_minor": payment.amount_minor,
+                        "currency": payment.currency,
+                        "creator_amount_minor": 0,
+                        "platform_fee_minor": 0,
+                        "reason": reason,
+                        "entry_id": entry_id,
+                        "created_at": now,
+                    },
+                )
+
+            # ... and straight back out through the channel. The wallet debit needs no lock: the credit above,
+            # in this same transaction, covers it, so the wallet can never dip below its previous balance.
+            self._move_money(
+                connection,
+                [BalanceChange(wallet, -payment.amount_minor), BalanceChange(clearing, payment.amount_minor)],
+                currency=payment.currency,
+                kind="refund",
+                owner=payment.owner,
+                payment_id=payment.payment_id,
+                reference_id=refund_id,
+                now=now,
+                write_rows=record_refund,
+            )
+        log.warning("late confirmation refunded", extra={"fields": {"payment_id": payment.payment_id}})
+        return self.get_payment(Caller("", "", ""), PaymentLookup(payment.payment_id, ""))
+
+    def sweep_once(self, ttl_s: int) -> int:
+        """One sweeper round, if no other worker is sweeping right now."""
+        lease = self._locks.try_acquire("sweeper:expiry", lease_ms=60_000)
+        if lease is None:
+            return 0
+        try:
+            return self.close_expired(ttl_s)
+        finally:
+            self._locks.release_quietly(lease)
+
+    def close_expired(self, ttl_s: int, limit: int = 500) -> int:
+        """CLOSE PENDING payments older than `ttl_s` (at most `limit` per call); returns how many closed."""
+        now = self._clock()
+        cutoff = now - timedelta(seconds=ttl_s)
+        with self._db.read() as connection:
+            expired = [row.payment_id for row in connection.execute(_EXPIRED, {"cutoff": cutoff, "limit": limit})]
+        closed = 0
+        for payment_id in expired:
+            states.check(PaymentStatus.PENDING, PaymentStatus.CLOSED)
+            with self._db.write() as connection:
+                closed += connection.execute(
+                    _TRANSITION,
+                    {
+                        "target_payment_id": payment_id,
+                        "expected_status": PaymentStatus.PENDING.value,
+                        "new_status": PaymentStatus.CLOSED.value,
+                        "entry_id": None,
+                        "failure_reason": f"not confirmed by the channel within {ttl_s} s; closed",
+                        "refunded_minor": 0,
+                        "now": now,
+                    },
+                ).rowcount
+        return closed
 
     # -- refunds ---------------------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ Every check is one aggregate query run by the database, reporting at most MAX_EX
    its amount, and no other payment has one;
 6. every payment's refunded total equals the sum of its refunds, each refund has its entry, and the status
    matches the refunded total;
-7. every transfer has its entry.
+7. every transfer has its entry;
+8. a CLOSED payment moved no money, unless it was confirmed late, in which case it has exactly one late_payment
+   entry and was refunded in full.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def verify(database: Database) -> Report:
             Check("every settled payment has exactly its own entry", _payment_entries(connection)),
             Check("refunds match their payments", _refund_totals(connection)),
             Check("every transfer has its entry", _transfer_entries(connection)),
+            Check("closed payments moved nothing, or were refunded in full", _closed_payments(connection)),
         ]
         counts = [
             connection.execute(select(func.count()).select_from(table)).scalar_one()
@@ -258,3 +261,50 @@ def _transfer_entries(connection: Connection) -> list[str]:
         .limit(MAX_EXAMPLES)
     )
     return [f"transfer {r.transfer_id}: entry {r.entry_id} is missing" for r in connection.execute(query)]
+
+
+def _closed_payments(connection: Connection) -> list[str]:
+    late = (
+        select(journal_entries.c.payment_id, func.count().label("late"))
+        .where(journal_entries.c.kind == "late_payment")
+        .group_by(journal_entries.c.payment_id)
+        .subquery()
+    )
+    totals = (
+        select(refunds.c.payment_id, func.sum(refunds.c.amount_minor).label("total"))
+        .group_by(refunds.c.payment_id)
+        .subquery()
+    )
+    late_count = func.coalesce(late.c.late, 0)
+    refunded = func.coalesce(totals.c.total, 0)
+    query = (
+        select(
+            payments.c.payment_id,
+            payments.c.amount_minor,
+            payments.c.refunded_minor,
+            late_count.label("late"),
+            refunded.label("total"),
+        )
+        .select_from(
+            payments.outerjoin(late, late.c.payment_id == payments.c.payment_id).outerjoin(
+                totals, totals.c.payment_id == payments.c.payment_id
+            )
+        )
+        .where(
+            payments.c.status == "closed",
+            or_(
+                refunded != payments.c.refunded_minor,
+                and_(payments.c.refunded_minor == 0, late_count != 0),
+                and_(
+                    payments.c.refunded_minor != 0,
+                    or_(payments.c.refunded_minor != payments.c.amount_minor, late_count != 1),
+                ),
+            ),
+        )
+        .limit(MAX_EXAMPLES)
+    )
+    return [
+        f"closed payment {r.payment_id} ({r.amount_minor}): refunded_minor {r.refunded_minor}, refunds {r.total}, "
+        f"{r.late} late confirmation(s)"
+        for r in connection.execute(query)
+    ]

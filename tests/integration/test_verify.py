@@ -57,6 +57,17 @@ def test_a_ledger_written_by_the_services_verifies(fresh_database: Database, red
     assert "ledger verify: OK" in report.render()
 
 
+def test_late_confirmations_verify(fresh_database: Database, redis_url: str, redis_prefix: str) -> None:
+    settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred")
+    service = build_service(settings, fresh_database, metrics=None)
+    tag = uuid.uuid4().hex[:8]
+    pending = service.top_up(CALLER, TopUpCommand(f"lt-{tag}", f"u-{tag}", 900, "CNY", Method.SANDBOX))
+    assert service.close_expired(ttl_s=0) == 1
+    service.confirm_payment(pending.payment_id)
+    report = verify(fresh_database)
+    assert report.ok, report.render()
+
+
 @pytest.fixture
 def scratch(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[tuple[Database, dict[str, str]]]:
     database = Database(f"sqlite:///{tmp_path / 'scratch.sqlite3'}")
@@ -87,6 +98,9 @@ BREACHES = {
     ),
     "refunds match their payments": _sql(
         "UPDATE payments SET refunded_minor = 0, status = 'succeeded' WHERE payment_id = :payment"
+    ),
+    "closed payments moved nothing, or were refunded in full": _sql(
+        "UPDATE payments SET status = 'closed' WHERE payment_id = :payment"
     ),
     "every posting is in its account's currency": _sql(
         "UPDATE postings SET currency = 'USD' WHERE posting_id = (SELECT MIN(posting_id) FROM postings)"
