@@ -862,29 +862,34 @@ class PaymentService:
     ) -> str:
         """Apply `changes` as one balanced journal entry and call `write_rows(entry_id)` for the caller's rows."""
         changes = [c for c in changes if c.amount_minor != 0]
-        # Fenced debits first: they decide whether the operation happens at all, before anything is written.
-        for change in sorted((c for c in changes if c.lease is not None), key=lambda c: c.account.account_id):
-            assert change.lease is not None
-            outcome = ledger.debit_fenced(
-                connection, change.account.account_id, -change.amount_minor, change.lease.fence
-            )
-            if outcome is ledger.DebitOutcome.STALE_FENCE:
-                current = ledger.find_account(
-                    connection, change.account.kind, change.account.subject, change.account.currency
+        # Every balance row is updated in one pass in account-id order, so two transactions can never hold one
+        # account row each while waiting for the other's (a deadlock the database would break after a timeout).
+        # Row locks last until commit, and hot accounts (platform revenue, a best-selling creator) are shared by
+        # every purchase, so the updates go as late as the database allows. On PostgreSQL that is after the
+        # inserts: the foreign-key check on postings takes FOR KEY SHARE, which does not block the UPDATE. On
+        # MySQL/MariaDB that check takes a shared lock that two transactions could then both try to upgrade, so
+        # there the updates come first. A refused debit raises and the whole transaction rolls back.
+        ordered = sorted(changes, key=lambda c: c.account.account_id)
+
+        def update_balances() -> None:
+            for change in ordered:
+                if change.lease is None:
+                    ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
+                    continue
+                outcome = ledger.debit_fenced(
+                    connection, change.account.account_id, -change.amount_minor, change.lease.fence
                 )
-                raise StaleFence(change.lease.resource, current.fence if current else change.lease.fence)
-            if outcome is ledger.DebitOutcome.INSUFFICIENT_FUNDS:
-                raise on_insufficient() if on_insufficient else InsufficientFunds("insufficient funds")
-        credits = sorted((c for c in changes if c.lease is None), key=lambda c: c.account.account_id)
-        # Unfenced increments hold their row lock until commit, and hot accounts (platform revenue, a best-selling
-        # creator) are shared by every purchase, so they go as late as the database allows. On PostgreSQL that is
-        # after the inserts: the foreign-key check on postings takes FOR KEY SHARE, which does not block our later
-        # UPDATE. On MySQL/MariaDB the foreign-key check takes a shared lock that two transactions could then
-        # both try to upgrade (a deadlock on every contended hot row), so there the increments come first.
-        credits_last = connection.dialect.name == "postgresql"
-        if not credits_last:
-            for change in credits:
-                ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
+                if outcome is ledger.DebitOutcome.STALE_FENCE:
+                    current = ledger.find_account(
+                        connection, change.account.kind, change.account.subject, change.account.currency
+                    )
+                    raise StaleFence(change.lease.resource, current.fence if current else change.lease.fence)
+                if outcome is ledger.DebitOutcome.INSUFFICIENT_FUNDS:
+                    raise on_insufficient() if on_insufficient else InsufficientFunds("insufficient funds")
+
+        updates_last = connection.dialect.name == "postgresql"
+        if not updates_last:
+            update_balances()
         entry_id = new_id("je")
         ledger.post_entry(
             connection,
@@ -897,9 +902,8 @@ class PaymentService:
             now=now,
         )
         write_rows(entry_id)
-        if credits_last:
-            for change in credits:
-                ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
+        if updates_last:
+            update_balances()
         return entry_id
 
     def _keyed(
