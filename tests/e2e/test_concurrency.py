@@ -188,12 +188,10 @@ HOT_BUYERS = 1_000
 HOT_PRICE_MINOR = 4_990
 
 
-def hot_buyers(
-    target: str, key_id: str, secret: str, users: list[str], creators: list[str]
-) -> tuple[float, float, int]:
-    """Top up then buy once per user; returns (first purchase start, last purchase end, purchases OK)."""
+def hot_buyers(target: str, key_id: str, secret: str, buyers: list[tuple[str, str]]) -> tuple[float, float, int]:
+    """Each (user, creator): top up, then buy once; returns (first purchase start, last purchase end, OK count)."""
     with PaygateClient(target, key_id, secret) as client:
-        for user in users:
+        for user, _ in buyers:
             client.top_up(
                 pb.TopUpRequest(
                     order_id=f"t-{user}",
@@ -205,14 +203,14 @@ def hot_buyers(
             )
         started = time.time()
         done = 0
-        for index, user in enumerate(users):
+        for user, creator in buyers:
             request = pb.CreatePaymentRequest(
                 order_id=f"o-{user}",
                 user_id=user,
                 amount_minor=HOT_PRICE_MINOR,
                 currency="CNY",
                 method=pb.PAYMENT_METHOD_WALLET,
-                payee_id=creators[index % len(creators)],
+                payee_id=creator,
             )
             for _ in range(50):
                 try:
@@ -228,11 +226,11 @@ def hot_buyers(
 def run_hot(stack: Stack, creators: list[str], processes: int = 8) -> tuple[float, int]:
     key_id, secret = stack.create_key("hot")
     run = uuid.uuid4().hex[:6]
-    users = [f"h{run}-{n}" for n in range(HOT_BUYERS)]
-    shards = [users[n::processes] for n in range(processes)]
+    buyers = [(f"h{run}-{n}", creators[n % len(creators)]) for n in range(HOT_BUYERS)]
+    shards = [buyers[n::processes] for n in range(processes)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
-        results = pool.starmap(hot_buyers, [(stack.listen, key_id, secret, shard, creators) for shard in shards])
+        results = pool.starmap(hot_buyers, [(stack.listen, key_id, secret, shard) for shard in shards])
     elapsed = max(r[1] for r in results) - min(r[0] for r in results)
     return sum(r[2] for r in results) / elapsed, sum(r[2] for r in results)
 
