@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 ERROR_DOMAIN = "paygate.v1"
@@ -148,20 +148,9 @@ class Unimplemented(PaygateError):
 
 def to_rpc_status(error: PaygateError) -> grpc.Status:
     """The wire form of a domain error: code, message and rich details (google.rpc.Status)."""
-    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message, details=error.details())
+    status = status_pb2.Status(
+        code=error.code.value[0],  # StatusCode.value is (number, name)
+        message=error.message,
+        details=error.details(),
+    )
     return rpc_status.to_status(status)
-
-
-_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
-    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
-    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
-    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
-}

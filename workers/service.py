@@ -398,6 +398,10 @@ class PaymentService:
             raise NotFound(missing)
         return PaymentRecord.from_row(row)
 
+    def _payment(self, payment_id: str) -> PaymentRecord:
+        """By its global id (no caller scope): what refunds and channel confirmations address."""
+        return self.get_payment(Caller("", "", ""), PaymentLookup(payment_id, ""))
+
     def get_balance(self, query: BalanceQuery) -> int:
         with self._db.read() as connection:
             account = ledger.find_account(connection, AccountKind.WALLET, query.user_id, query.currency)
@@ -411,7 +415,7 @@ class PaymentService:
         charged for an order we gave up on: the money is recorded coming in and goes straight back out through the
         channel (an automatic refund), and the payment stays CLOSED, saying so."""
         for _attempt in range(MAX_ATTEMPTS):
-            payment = self.get_payment(Caller("", "", ""), PaymentLookup(payment_id, ""))
+            payment = self._payment(payment_id)
             try:
                 if payment.status is PaymentStatus.PENDING:
                     return self._settle_pending(payment)
@@ -471,7 +475,7 @@ class PaymentService:
                 now=now,
                 write_rows=write_rows,
             )
-        return self.get_payment(Caller("", "", ""), PaymentLookup(payment.payment_id, ""))
+        return self._payment(payment.payment_id)
 
     def _refund_late_confirmation(self, payment: PaymentRecord) -> PaymentRecord:
         now = self._clock()
@@ -543,7 +547,7 @@ class PaymentService:
                 write_rows=record_refund,
             )
         log.warning("late confirmation refunded", extra={"fields": {"payment_id": payment.payment_id}})
-        return self.get_payment(Caller("", "", ""), PaymentLookup(payment.payment_id, ""))
+        return self._payment(payment.payment_id)
 
     def sweep_once(self, ttl_s: int) -> int:
         """One sweeper round, if no other worker is sweeping right now."""
@@ -592,11 +596,7 @@ class PaymentService:
         )
 
     def _refund_once(self, caller: Caller, command: RefundCommand, claim: Claim) -> RefundRecord:
-        with self._db.read() as connection:
-            row = connection.execute(_PAYMENT_BY_ID, {"payment_id": command.payment_id}).first()
-        if row is None:
-            raise NotFound(f"no payment with payment_id {command.payment_id!r}")
-        payment = PaymentRecord.from_row(row)
+        payment = self._payment(command.payment_id)
         if payment.status not in states.REFUNDABLE:
             raise FailedPrecondition(
                 f"payment {payment.payment_id} is {payment.status.name}; only SUCCEEDED or PARTIALLY_REFUNDED "

@@ -102,7 +102,7 @@ def test_expired_pending_payments_are_closed_and_late_confirmations_refunded(
     assert balance(service, user) == 300
 
 
-def test_only_one_sweeper_runs_at_a_time(service: PaymentService, redis_client, redis_prefix: str) -> None:  # type: ignore[no-untyped-def]
+def test_only_one_sweeper_runs_at_a_time(service: PaymentService) -> None:
     held = service._locks.try_acquire("sweeper:expiry", lease_ms=10_000)
     assert held is not None
     assert service.sweep_once(ttl_s=1) == 0
