@@ -90,6 +90,11 @@ class Aborted(PaygateError):
     reason = "CONFLICT"
     retry_after_ms = 100
 
+    def __init__(self, message: str, *, reason: str | None = None, retry_after_ms: int | None = None) -> None:
+        super().__init__(message, reason=reason)
+        if retry_after_ms is not None:
+            self.retry_after_ms = max(1, retry_after_ms)
+
     def details(self) -> list[any_pb2.Any]:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(self.retry_after_ms)
