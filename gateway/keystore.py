@@ -6,11 +6,9 @@ file generated in the data directory with mode 0600). The clear secret is printe
 
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import redis
 from cryptography.fernet import Fernet, InvalidToken
@@ -18,52 +16,12 @@ from sqlalchemy import select, update
 
 from paygate.db import Database
 from paygate.errors import ConfigurationError
+from paygate.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
 from paygate.schema import api_keys
 from paygate.scopes import ALL_SCOPES, parse_scopes
-from paygate.settings import Settings
 
-MASTER_KEY_FILE = "master.key"
+__all__ = ["MASTER_KEY_FILE", "ApiKey", "KeyStore", "KeyWithSecret", "announce_key_change", "load_master_key"]
 OWNER_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def load_master_key(settings: Settings, *, create: bool = True) -> Fernet:
-    """The Fernet key that encrypts API secrets at rest."""
-    raw = settings.master_key
-    if not raw:
-        if settings.mode != "dev":
-            raise ConfigurationError("PAYGATE_MASTER_KEY is required outside dev mode")
-        path = settings.data_dir / MASTER_KEY_FILE
-        if not path.exists():
-            if not create:
-                raise ConfigurationError(f"no master key at {path}; run a `paygate keys create` first")
-            _write_private_file(path, Fernet.generate_key())
-        raw = path.read_text().strip()
-    try:
-        return Fernet(raw.encode() if isinstance(raw, str) else raw)
-    except (ValueError, TypeError):
-        raise ConfigurationError(
-            "the master key must be 32 url-safe base64-encoded bytes (python -c "
-            "'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
-        ) from None
-
-
-def _write_private_file(path: Path, content: bytes) -> None:
-    """Create `path` readable by its owner only; if another process won the race, keep theirs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, path)  # atomic, and fails if the file exists: first writer wins
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
-
-
 KEYS_GENERATION = "keys:generation"
 
 

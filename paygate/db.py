@@ -113,9 +113,24 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def upgrade(database: Database, revision: str = "head") -> None:
-    """Bring the schema to `revision` (idempotent; run once at start by `serve` and by `paygate db upgrade`)."""
-    with database.writer.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
+    """Bring the schema to `revision` (idempotent; run once at start by `serve` and by `paygate db upgrade`).
+
+    On SQLite, adding a constraint rebuilds the table (copy, drop, rename), which foreign-key enforcement would
+    refuse while other tables reference it; so migrations run with enforcement off (it can only be switched
+    outside a transaction) and must leave `PRAGMA foreign_key_check` empty before they commit.
+    """
+    with database.writer.connect() as connection:
+        driver = connection.connection.driver_connection if database.dialect == "sqlite" else None
+        if driver is not None:
+            driver.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                command.upgrade(alembic_config(connection), revision)
+                if driver is not None and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise ConfigurationError("the migration left rows that break a foreign key; nothing was changed")
+        finally:
+            if driver is not None:
+                driver.execute("PRAGMA foreign_keys = ON")
 
 
 def current_revision(database: Database) -> str | None:

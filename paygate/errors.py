@@ -124,6 +124,12 @@ class IllegalTransition(FailedPrecondition):
     reason = "ILLEGAL_STATE_TRANSITION"
 
 
+class BalanceLimitExceeded(FailedPrecondition):
+    """The movement would take an account past its documented balance ceiling (docs/api.md); nothing moved."""
+
+    reason = "BALANCE_LIMIT_EXCEEDED"
+
+
 class ResourceExhausted(PaygateError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RATE_LIMITED"

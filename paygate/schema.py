@@ -7,9 +7,12 @@ A unit test checks that the migrations produce exactly this schema.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -31,6 +34,12 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+# MySQL/MariaDB compare text case-insensitively by default; identifiers are case-sensitive (docs/api.md).
+BINARY_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+# The limits of paygate/limits.py as CHECK constraints (migration 0003). The service refuses anything beyond them
+# first, with a clear status; these are the last line, so no bug can store a value later sums could overflow.
+_AMOUNT = "amount_minor >= 1 AND amount_minor <= 1000000000000000"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; everywhere else the key is a 64-bit integer.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -49,6 +58,7 @@ api_keys = Table(
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    **BINARY_TEXT,
 )
 
 accounts = Table(
@@ -67,6 +77,12 @@ accounts = Table(
     Column("non_negative", Boolean, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("kind", "subject", "currency"),
+    CheckConstraint(
+        "balance_minor >= -4000000000000000000 AND balance_minor <= 4000000000000000000 "
+        "AND (NOT non_negative OR (balance_minor >= 0 AND balance_minor <= 100000000000000000))",
+        name="balance_range",
+    ),
+    **BINARY_TEXT,
 )
 
 journal_entries = Table(
@@ -80,6 +96,7 @@ journal_entries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     # What the entry belongs to, as callers know it: a payment id, a refund id or a transfer id.
     Column("reference_id", String(NAME_LENGTH), nullable=True),
+    **BINARY_TEXT,
 )
 
 postings = Table(
@@ -94,6 +111,11 @@ postings = Table(
     Column("currency", String(3), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index(None, "account_id", "posting_id"),
+    CheckConstraint(
+        "amount_minor <> 0 AND amount_minor >= -1000000000000000 AND amount_minor <= 1000000000000000",
+        name="amount_range",
+    ),
+    **BINARY_TEXT,
 )
 
 payments = Table(
@@ -123,6 +145,19 @@ payments = Table(
     Column("creator_amount_minor", BigInteger, nullable=False, server_default="0"),
     Column("platform_fee_minor", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("owner", "order_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded_range"),
+    CheckConstraint(
+        "list_price_minor >= 0 AND list_price_minor <= 1000000000000000 AND discount_minor >= 0 "
+        "AND discount_minor <= list_price_minor AND tax_minor >= 0 AND tax_minor <= 1000000000000000",
+        name="price_range",
+    ),
+    CheckConstraint(
+        "creator_amount_minor >= 0 AND platform_fee_minor >= 0 "
+        "AND creator_amount_minor + platform_fee_minor <= amount_minor",
+        name="split_range",
+    ),
+    **BINARY_TEXT,
 )
 
 refunds = Table(
@@ -140,6 +175,8 @@ refunds = Table(
     Column("entry_id", String(ID_LENGTH), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("owner", "refund_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    **BINARY_TEXT,
 )
 
 transfers = Table(
@@ -155,6 +192,8 @@ transfers = Table(
     Column("entry_id", String(ID_LENGTH), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("owner", "transfer_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    **BINARY_TEXT,
 )
 
 idempotency_records = Table(
@@ -173,6 +212,7 @@ idempotency_records = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
     UniqueConstraint("owner", "scope", "idempotency_key"),
+    **BINARY_TEXT,
 )
 
 __all__ = [

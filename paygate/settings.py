@@ -16,12 +16,12 @@ from typing import Any
 
 from paygate.errors import ConfigurationError
 
-_HOST_PORT = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})$")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
 
 
 def parse_host_port(value: str, what: str) -> tuple[str, int]:
-    match = _HOST_PORT.match(value)
+    match = _HOST_PORT.fullmatch(value)
     if not match or not 0 <= int(match["port"]) <= 65535:
         raise ConfigurationError(f"{what} must be HOST:PORT (for example 127.0.0.1:50051), got {value!r}")
     return match["host"], int(match["port"])

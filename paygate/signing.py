@@ -28,11 +28,12 @@ OWNER_HEADER = "x-paygate-owner"
 CALLER_KEY_HEADER = "x-paygate-caller-key-id"
 SIGNED_HEADERS = (KEY_ID_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
-NONCE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-TIMESTAMP_PATTERN = re.compile(r"^[0-9]{1,12}$")
-SIGNATURE_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+# \A...\Z, ASCII only: `$` would also match before a final newline, and these are applied with fullmatch.
+NONCE_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{16,64}\Z", re.ASCII)
+KEY_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z", re.ASCII)
+TIMESTAMP_PATTERN = re.compile(r"\A[0-9]{1,12}\Z", re.ASCII)
+SIGNATURE_PATTERN = re.compile(r"\A[0-9a-f]{64}\Z", re.ASCII)
+REQUEST_ID_PATTERN = re.compile(r"\A[A-Za-z0-9_.:-]{1,128}\Z", re.ASCII)
 
 
 def string_to_sign(method: str, timestamp: str, nonce: str, body: bytes) -> bytes:
@@ -109,7 +110,7 @@ def parse_signed_headers(metadata: Iterable[tuple[str, str | bytes]]) -> SignedH
         (SIGNATURE_HEADER, SIGNATURE_PATTERN, "64 lowercase hex digits"),
     )
     for header, pattern, shape in checks:
-        if not pattern.match(found[header]):
+        if not pattern.fullmatch(found[header]):
             raise MalformedSignature("malformed", f"metadata {header} is malformed: expected {shape}")
     return SignedHeaders(
         key_id=found[KEY_ID_HEADER],

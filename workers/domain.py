@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from paygate.limits import MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
+
 
 class Method(enum.StrEnum):
     WALLET = "wallet"
@@ -42,6 +44,22 @@ class AccountKind(enum.StrEnum):
     @property
     def non_negative(self) -> bool:
         return self in (AccountKind.WALLET, AccountKind.PAYABLE)
+
+    @property
+    def balance_range(self) -> tuple[int, int]:
+        """(lowest, highest) balance the account may hold (docs/api.md, "Limits")."""
+        if self.non_negative:
+            return 0, MAX_USER_BALANCE_MINOR
+        return -MAX_SYSTEM_BALANCE_MINOR, MAX_SYSTEM_BALANCE_MINOR
+
+    def describe(self, subject: str) -> str:
+        """How an error message names an account of this kind."""
+        return {
+            AccountKind.WALLET: f"the wallet of {subject!r}",
+            AccountKind.PAYABLE: f"the payable of creator {subject!r}",
+            AccountKind.REVENUE: "the platform's revenue account",
+            AccountKind.CLEARING: f"the clearing account of the {subject} channel",
+        }[self]
 
 
 PLATFORM_SUBJECT = "platform"
@@ -111,7 +129,7 @@ class TransferCommand:
 class TransactionsQuery:
     user_id: str
     page_size: int
-    after_posting_id: int | None  # from the page token: list postings older than this one
+    page_token: str  # as the caller sent it (shape-checked); the service verifies it for this owner and user
 
 
 @dataclass(frozen=True)
@@ -128,7 +146,7 @@ class TransactionRecord:
 @dataclass(frozen=True)
 class TransactionsPage:
     transactions: list[TransactionRecord]
-    next_after_posting_id: int | None
+    next_page_token: str  # empty on the last page
 
 
 @dataclass(frozen=True)

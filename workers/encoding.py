@@ -104,9 +104,7 @@ def transactions(page: TransactionsPage) -> pb.ListTransactionsResponse:
             )
             for t in page.transactions
         ],
-        next_page_token=(
-            "" if page.next_after_posting_id is None else validation.encode_page_token(page.next_after_posting_id)
-        ),
+        next_page_token=page.next_page_token,
     )
 
 

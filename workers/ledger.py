@@ -41,9 +41,16 @@ _FENCED_DEBIT = (
     )
     .values(balance_minor=accounts.c.balance_minor - bindparam("amount"), fence=bindparam("new_fence"))
 )
+# An atomic increment that keeps the balance inside its kind's range (paygate/limits.py): the bounds on the *old*
+# balance are computed in Python (lowest - amount, highest - amount), so the database never evaluates a sum that
+# could leave int64 (SQLite would silently turn it into a floating-point REAL) and a refused update matches no row.
 _INCREMENT = (
     update(accounts)
-    .where(accounts.c.account_id == bindparam("target_id"))
+    .where(
+        accounts.c.account_id == bindparam("target_id"),
+        accounts.c.balance_minor >= bindparam("lowest_before"),
+        accounts.c.balance_minor <= bindparam("highest_before"),
+    )
     .values(balance_minor=accounts.c.balance_minor + bindparam("amount"))
 )
 _FENCE_OF = select(accounts.c.fence).where(accounts.c.account_id == bindparam("target_id"))
@@ -120,14 +127,28 @@ def debit_fenced(connection: Connection, account_id: int, amount_minor: int, fen
     return DebitOutcome.STALE_FENCE if current_fence >= fence else DebitOutcome.INSUFFICIENT_FUNDS
 
 
-def apply_unfenced(connection: Connection, account_id: int, amount_minor: int) -> None:
+def apply_unfenced(connection: Connection, account: Account, amount_minor: int) -> bool:
     """An atomic increment: credits to any account, and debits of accounts allowed to go negative.
 
     These need no lock (a credit cannot overdraw), which is what keeps hot accounts like platform revenue fast.
+    False, with nothing changed, when the new balance would leave the account's range (its balance ceiling, or
+    the floor of an account that may go negative); the caller refuses the whole operation.
     """
-    result = connection.execute(_INCREMENT, {"target_id": account_id, "amount": amount_minor})
-    if result.rowcount != 1:
-        raise LedgerInvariantError(f"account {account_id} does not exist")
+    lowest, highest = account.kind.balance_range
+    result = connection.execute(
+        _INCREMENT,
+        {
+            "target_id": account.account_id,
+            "amount": amount_minor,
+            "lowest_before": lowest - amount_minor,
+            "highest_before": highest - amount_minor,
+        },
+    )
+    if result.rowcount == 1:
+        return True
+    if connection.execute(_FENCE_OF, {"target_id": account.account_id}).first() is None:
+        raise LedgerInvariantError(f"account {account.account_id} does not exist")
+    return False
 
 
 def post_entry(

@@ -11,12 +11,8 @@ that is a whole number), and the parts add up to the total by construction.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-
-RATE_PATTERN = re.compile(r"^[0-9]{1,6}(\.[0-9]{1,6})?$")
-MAX_RATE_DECIMALS = 6
 
 
 @dataclass(frozen=True)
@@ -25,15 +21,6 @@ class Quote:
     discount_minor: int
     tax_minor: int
     amount_minor: int
-
-
-def parse_rate(text: str) -> Decimal | None:
-    """A rate from its decimal string ('' is 0); None when it is not a plain decimal of at most 6 places."""
-    if text == "":
-        return Decimal(0)
-    if not RATE_PATTERN.match(text):
-        return None
-    return Decimal(text)
 
 
 def round_half_up(value: Decimal) -> int:

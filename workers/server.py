@@ -19,25 +19,27 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from paygate import logs
 from paygate.db import Database
-from paygate.errors import FieldViolation, InvalidArgument, Unauthenticated, to_rpc_status
+from paygate.errors import Unauthenticated, to_rpc_status
 from paygate.grpc_support import SERVER_OPTIONS, bind
+from paygate.master_key import derive_key
 from paygate.metrics import WorkerMetrics, process_registry, serve_metrics
 from paygate.redis_support import connect
 from paygate.scopes import SERVICE_NAME
 from paygate.settings import Settings
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers import encoding, validation
+from workers import encoding, validation, wire
 from workers.boundary import translate
 from workers.channels import Channels, SandboxChannel
 from workers.domain import Caller
 from workers.idempotency import Idempotency
 from workers.locks import FencedLocks
+from workers.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
 from workers.service import PaymentService
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ class WorkerServicer:
             "ListTransactions": (
                 pb.ListTransactionsRequest,
                 validation.list_transactions,
-                lambda caller, query: encoding.transactions(service.list_transactions(query)),
+                lambda caller, query: encoding.transactions(service.list_transactions(caller, query)),
             ),
             "QuotePrice": (pb.QuotePriceRequest, lambda request: encoding.quote(validation.quote_price(request)), None),
         }
@@ -129,7 +131,7 @@ class WorkerServicer:
         request_type, decode, work = self._methods[method]
 
         async def handle(body: bytes, context: grpc.aio.ServicerContext) -> Message:
-            return await self._serve(method, context, lambda: decode(_parse(request_type, body)), work)
+            return await self._serve(method, context, lambda: decode(wire.parse(request_type, body)), work)
 
         return handle
 
@@ -169,16 +171,6 @@ class WorkerServicer:
         finally:
             self._metrics.requests.labels(self._worker_id, method, code.name).inc()
             self._metrics.handling_seconds.labels(self._worker_id, method).observe(time.perf_counter() - started)
-
-
-def _parse(request_type: type[RequestT], body: bytes) -> RequestT:
-    try:
-        return request_type.FromString(body)
-    except DecodeError:
-        name = request_type.DESCRIPTOR.full_name
-        raise InvalidArgument(
-            [FieldViolation("request", f"the body is not a valid {name} message (corrupt bytes or invalid UTF-8)")]
-        ) from None
 
 
 def _serialize(message: Message) -> bytes:
@@ -229,6 +221,7 @@ def build_service(settings: Settings, database: Database, metrics: WorkerMetrics
         lock_lease_ms=settings.lock_lease_ms,
         lock_wait_ms=settings.lock_wait_ms,
         platform_fee_bps=settings.platform_fee_bps,
+        page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
         metrics=metrics,
     )
 

@@ -18,15 +18,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from paygate.db import Database
-from paygate.errors import FailedPrecondition, InsufficientFunds, NotFound, Unavailable
+from paygate.errors import (
+    BalanceLimitExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    InsufficientFunds,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 from paygate.ids import new_id
 from paygate.metrics import WorkerMetrics
-from paygate.schema import accounts, journal_entries, payments, postings, refunds, transfers
-from workers import ledger, states
+from workers import ledger, states, store
 from workers.channels import ChannelOutcome, Channels
 from workers.domain import (
     PLATFORM_SUBJECT,
@@ -42,7 +49,6 @@ from workers.domain import (
     RefundCommand,
     RefundRecord,
     TopUpCommand,
-    TransactionRecord,
     TransactionsPage,
     TransactionsQuery,
     TransferCommand,
@@ -51,7 +57,9 @@ from workers.domain import (
 )
 from workers.idempotency import Claim, Idempotency
 from workers.locks import FencedLocks, LockLease
+from workers.page_tokens import PageTokens
 from workers.pricing import allocate_refund, split_fee
+from workers.validation import PAGE_TOKEN_RULE
 
 log = logging.getLogger(__name__)
 
@@ -61,66 +69,6 @@ REFUND_SCOPE = "refund"
 TRANSFER_SCOPE = "transfer"
 T = TypeVar("T")
 
-# Built once, bound per call (see workers/ledger.py for why).
-_PAYMENT_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
-_PAYMENT_BY_ORDER = select(payments).where(
-    payments.c.owner == bindparam("owner"), payments.c.order_id == bindparam("order_id")
-)
-_INSERT_PAYMENT = payments.insert()
-_INSERT_REFUND = refunds.insert()
-_INSERT_TRANSFER = transfers.insert()
-# The guarded transition of a refund: only from the status and refunded total this attempt read.
-_RECORD_REFUND = (
-    update(payments)
-    .where(
-        payments.c.payment_id == bindparam("target_payment_id"),
-        payments.c.status == bindparam("expected_status"),
-        payments.c.refunded_minor == bindparam("expected_refunded"),
-    )
-    .values(
-        status=bindparam("new_status"),
-        refunded_minor=bindparam("new_refunded"),
-        updated_at=bindparam("now"),
-    )
-)
-# A status change guarded by the status it was read in (DESIGN.md §3: transitions are guarded updates).
-_TRANSITION = (
-    update(payments)
-    .where(payments.c.payment_id == bindparam("target_payment_id"), payments.c.status == bindparam("expected_status"))
-    .values(
-        status=bindparam("new_status"),
-        entry_id=bindparam("entry_id"),
-        failure_reason=bindparam("failure_reason"),
-        refunded_minor=bindparam("refunded_minor"),
-        updated_at=bindparam("now"),
-    )
-)
-_EXPIRED = (
-    select(payments.c.payment_id)
-    .where(payments.c.status == PaymentStatus.PENDING.value, payments.c.created_at < bindparam("cutoff"))
-    .order_by(payments.c.created_at)
-    .limit(bindparam("limit"))
-)
-_WALLET_POSTINGS = (
-    select(
-        postings.c.posting_id,
-        postings.c.entry_id,
-        postings.c.amount_minor,
-        postings.c.currency,
-        postings.c.created_at,
-        journal_entries.c.kind,
-        journal_entries.c.reference_id,
-    )
-    .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
-    .join(accounts, accounts.c.account_id == postings.c.account_id)
-    .where(
-        accounts.c.kind == AccountKind.WALLET.value,
-        accounts.c.subject == bindparam("user_id"),
-        postings.c.posting_id < bindparam("before_posting_id"),
-    )
-    .order_by(postings.c.posting_id.desc())
-    .limit(bindparam("limit"))
-)
 NEWEST = 2**62  # "before" bound of the first page
 
 
@@ -146,6 +94,20 @@ class BalanceChange:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def balance_limit_exceeded(account: ledger.Account, amount_minor: int) -> BalanceLimitExceeded:
+    lowest, highest = account.kind.balance_range
+    bound = f"its ceiling of {highest}" if amount_minor > 0 else f"its floor of {lowest}"
+    return BalanceLimitExceeded(
+        f"refused: this would take {account.kind.describe(account.subject)} past {bound} {account.currency} minor "
+        "units (docs/api.md, Limits); nothing was moved"
+    )
+
+
+def payment_not_found(field: str) -> NotFound:
+    """One message whether the payment does not exist or belongs to another owner: the two must look the same."""
+    return NotFound(f"no payment with this {field} exists for this API key's owner; check the {field}")
 
 
 def is_transient(error: DBAPIError) -> bool:
@@ -174,6 +136,7 @@ class PaymentService:
         lock_lease_ms: int,
         lock_wait_ms: int,
         platform_fee_bps: int = 0,
+        page_tokens: PageTokens,
         metrics: WorkerMetrics | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -186,6 +149,7 @@ class PaymentService:
         self._platform_fee_bps = platform_fee_bps
         self._metrics = metrics
         self._clock = clock
+        self._page_tokens = page_tokens
 
     # -- payments --------------------------------------------------------------------------------------
 
@@ -338,32 +302,7 @@ class PaymentService:
                 creator_amount_minor=creator_minor,
                 platform_fee_minor=fee_minor,
             )
-            connection.execute(
-                _INSERT_PAYMENT,
-                {
-                    "payment_id": record.payment_id,
-                    "owner": record.owner,
-                    "order_id": record.order_id,
-                    "payment_type": record.payment_type.value,
-                    "user_id": record.user_id,
-                    "payee_id": record.payee_id,
-                    "amount_minor": record.amount_minor,
-                    "currency": record.currency,
-                    "method": record.method.value,
-                    "status": record.status.value,
-                    "refunded_minor": 0,
-                    "failure_reason": "",
-                    "description": record.description,
-                    "entry_id": entry_id,
-                    "created_at": now,
-                    "updated_at": now,
-                    "list_price_minor": record.list_price_minor,
-                    "discount_minor": record.discount_minor,
-                    "tax_minor": record.tax_minor,
-                    "creator_amount_minor": record.creator_amount_minor,
-                    "platform_fee_minor": record.platform_fee_minor,
-                },
-            )
+            store.insert_payment(connection, record)
             self._idempotency.record(connection, claim, payment_id, record.to_json(), now)
             holder.append(record)
 
@@ -385,22 +324,23 @@ class PaymentService:
         return holder[0]
 
     def get_payment(self, caller: Caller, lookup: PaymentLookup) -> PaymentRecord:
+        """A payment of the caller's owner. Another owner's payment is answered exactly like a missing one."""
         with self._db.read() as connection:
             if lookup.payment_id:
-                row = connection.execute(_PAYMENT_BY_ID, {"payment_id": lookup.payment_id}).first()
-                missing = f"no payment with payment_id {lookup.payment_id!r}"
+                found = store.payment_by_id(connection, caller.owner, lookup.payment_id)
             else:
-                row = connection.execute(
-                    _PAYMENT_BY_ORDER, {"owner": caller.owner, "order_id": lookup.order_id}
-                ).first()
-                missing = f"no payment with order_id {lookup.order_id!r} for this caller"
-        if row is None:
-            raise NotFound(missing)
-        return PaymentRecord.from_row(row)
+                found = store.payment_by_order(connection, caller.owner, lookup.order_id)
+        if found is None:
+            raise payment_not_found("order_id" if lookup.order_id else "payment_id")
+        return found
 
-    def _payment(self, payment_id: str) -> PaymentRecord:
-        """By its global id (no caller scope): what refunds and channel confirmations address."""
-        return self.get_payment(Caller("", "", ""), PaymentLookup(payment_id, ""))
+    def _payment_for_channel(self, payment_id: str) -> PaymentRecord:
+        """By our id alone: what a channel's confirmation addresses (never reachable from a caller's RPC)."""
+        with self._db.read() as connection:
+            found = store.payment_for_channel_notification(connection, payment_id)
+        if found is None:
+            raise payment_not_found("payment_id")
+        return found
 
     def get_balance(self, query: BalanceQuery) -> int:
         with self._db.read() as connection:
@@ -415,7 +355,7 @@ class PaymentService:
         charged for an order we gave up on: the money is recorded coming in and goes straight back out through the
         channel (an automatic refund), and the payment stays CLOSED, saying so."""
         for _attempt in range(MAX_ATTEMPTS):
-            payment = self._payment(payment_id)
+            payment = self._payment_for_channel(payment_id)
             try:
                 if payment.status is PaymentStatus.PENDING:
                     return self._settle_pending(payment)
@@ -449,19 +389,18 @@ class PaymentService:
         with self._db.write() as connection:
 
             def write_rows(entry_id: str) -> None:
-                moved = connection.execute(
-                    _TRANSITION,
-                    {
-                        "target_payment_id": payment.payment_id,
-                        "expected_status": PaymentStatus.PENDING.value,
-                        "new_status": PaymentStatus.SUCCEEDED.value,
-                        "entry_id": entry_id,
-                        "failure_reason": "",
-                        "refunded_minor": 0,
-                        "now": now,
-                    },
+                moved = store.transition_payment(
+                    connection,
+                    payment.owner,
+                    payment.payment_id,
+                    expected=PaymentStatus.PENDING,
+                    new=PaymentStatus.SUCCEEDED,
+                    entry_id=entry_id,
+                    failure_reason="",
+                    refunded_minor=0,
+                    now=now,
                 )
-                if moved.rowcount != 1:
+                if not moved:
                     raise ConcurrentChange(payment.payment_id)
 
             self._move_money(
@@ -475,7 +414,7 @@ class PaymentService:
                 now=now,
                 write_rows=write_rows,
             )
-        return self._payment(payment.payment_id)
+        return self._payment_for_channel(payment.payment_id)
 
     def _refund_late_confirmation(self, payment: PaymentRecord) -> PaymentRecord:
         now = self._clock()
@@ -488,19 +427,18 @@ class PaymentService:
             wallet = ledger.ensure_account(connection, AccountKind.WALLET, payment.user_id, payment.currency, now)
 
             def record_late(entry_id: str) -> None:
-                moved = connection.execute(
-                    _TRANSITION,
-                    {
-                        "target_payment_id": payment.payment_id,
-                        "expected_status": PaymentStatus.CLOSED.value,
-                        "new_status": PaymentStatus.CLOSED.value,
-                        "entry_id": entry_id,
-                        "failure_reason": reason,
-                        "refunded_minor": payment.amount_minor,
-                        "now": now,
-                    },
+                moved = store.transition_payment(
+                    connection,
+                    payment.owner,
+                    payment.payment_id,
+                    expected=PaymentStatus.CLOSED,
+                    new=PaymentStatus.CLOSED,
+                    entry_id=entry_id,
+                    failure_reason=reason,
+                    refunded_minor=payment.amount_minor,
+                    now=now,
                 )
-                if moved.rowcount != 1:
+                if not moved:
                     raise ConcurrentChange(payment.payment_id)
 
             # In: the channel's money reaches the payer's wallet ...
@@ -517,20 +455,21 @@ class PaymentService:
             )
 
             def record_refund(entry_id: str) -> None:
-                connection.execute(
-                    _INSERT_REFUND,
-                    {
-                        "owner": payment.owner,
-                        "refund_id": refund_id,
-                        "payment_id": payment.payment_id,
-                        "amount_minor": payment.amount_minor,
-                        "currency": payment.currency,
-                        "creator_amount_minor": 0,
-                        "platform_fee_minor": 0,
-                        "reason": reason,
-                        "entry_id": entry_id,
-                        "created_at": now,
-                    },
+                store.insert_refund(
+                    connection,
+                    payment.owner,
+                    RefundRecord(
+                        refund_id=refund_id,
+                        payment_id=payment.payment_id,
+                        amount_minor=payment.amount_minor,
+                        currency=payment.currency,
+                        creator_amount_minor=0,
+                        platform_fee_minor=0,
+                        reason=reason,
+                        entry_id=entry_id,
+                        created_at=now,
+                        payment_status=PaymentStatus.CLOSED,
+                    ),
                 )
 
             # ... and straight back out through the channel. The wallet debit needs no lock: the credit above,
@@ -547,7 +486,7 @@ class PaymentService:
                 write_rows=record_refund,
             )
         log.warning("late confirmation refunded", extra={"fields": {"payment_id": payment.payment_id}})
-        return self._payment(payment.payment_id)
+        return self._payment_for_channel(payment.payment_id)
 
     def sweep_once(self, ttl_s: int) -> int:
         """One sweeper round, if no other worker is sweeping right now."""
@@ -564,23 +503,22 @@ class PaymentService:
         now = self._clock()
         cutoff = now - timedelta(seconds=ttl_s)
         with self._db.read() as connection:
-            expired = [row.payment_id for row in connection.execute(_EXPIRED, {"cutoff": cutoff, "limit": limit})]
+            expired = store.expired_pending_payments(connection, cutoff, limit)
         closed = 0
-        for payment_id in expired:
+        for owner, payment_id in expired:
             states.check(PaymentStatus.PENDING, PaymentStatus.CLOSED)
             with self._db.write() as connection:
-                closed += connection.execute(
-                    _TRANSITION,
-                    {
-                        "target_payment_id": payment_id,
-                        "expected_status": PaymentStatus.PENDING.value,
-                        "new_status": PaymentStatus.CLOSED.value,
-                        "entry_id": None,
-                        "failure_reason": f"not confirmed by the channel within {ttl_s} s; closed",
-                        "refunded_minor": 0,
-                        "now": now,
-                    },
-                ).rowcount
+                closed += store.transition_payment(
+                    connection,
+                    owner,
+                    payment_id,
+                    expected=PaymentStatus.PENDING,
+                    new=PaymentStatus.CLOSED,
+                    entry_id=None,
+                    failure_reason=f"not confirmed by the channel within {ttl_s} s; closed",
+                    refunded_minor=0,
+                    now=now,
+                )
         return closed
 
     # -- refunds ---------------------------------------------------------------------------------------
@@ -596,7 +534,10 @@ class PaymentService:
         )
 
     def _refund_once(self, caller: Caller, command: RefundCommand, claim: Claim) -> RefundRecord:
-        payment = self._payment(command.payment_id)
+        with self._db.read() as connection:
+            payment = store.payment_by_id(connection, caller.owner, command.payment_id)
+        if payment is None:
+            raise payment_not_found("payment_id")  # also another owner's payment: it must look missing
         if payment.status not in states.REFUNDABLE:
             raise FailedPrecondition(
                 f"payment {payment.payment_id} is {payment.status.name}; only SUCCEEDED or PARTIALLY_REFUNDED "
@@ -656,18 +597,10 @@ class PaymentService:
                 changes.append(
                     BalanceChange(ledger.ensure_account(connection, *destination, payment.currency, now), amount)
                 )
-                guarded = connection.execute(
-                    _RECORD_REFUND,
-                    {
-                        "target_payment_id": payment.payment_id,
-                        "expected_status": payment.status.value,
-                        "expected_refunded": payment.refunded_minor,
-                        "new_status": new_status.value,
-                        "new_refunded": new_refunded,
-                        "now": now,
-                    },
+                guarded = store.record_refund_on_payment(
+                    connection, payment, new_status=new_status, new_refunded_minor=new_refunded, now=now
                 )
-                if guarded.rowcount != 1:
+                if not guarded:
                     raise ConcurrentChange(payment.payment_id)
                 holder: list[RefundRecord] = []
 
@@ -684,21 +617,7 @@ class PaymentService:
                         created_at=now,
                         payment_status=new_status,
                     )
-                    connection.execute(
-                        _INSERT_REFUND,
-                        {
-                            "owner": caller.owner,
-                            "refund_id": record.refund_id,
-                            "payment_id": record.payment_id,
-                            "amount_minor": amount,
-                            "currency": record.currency,
-                            "creator_amount_minor": creator_minor,
-                            "platform_fee_minor": fee_minor,
-                            "reason": record.reason,
-                            "entry_id": entry_id,
-                            "created_at": now,
-                        },
-                    )
+                    store.insert_refund(connection, caller.owner, record)
                     self._idempotency.record(connection, claim, command.refund_id, record.to_json(), now)
                     holder.append(record)
 
@@ -759,19 +678,7 @@ class PaymentService:
                         entry_id=entry_id,
                         created_at=now,
                     )
-                    connection.execute(
-                        _INSERT_TRANSFER,
-                        {
-                            "owner": caller.owner,
-                            "transfer_id": record.transfer_id,
-                            "from_user_id": record.from_user_id,
-                            "to_user_id": record.to_user_id,
-                            "amount_minor": record.amount_minor,
-                            "currency": record.currency,
-                            "entry_id": entry_id,
-                            "created_at": now,
-                        },
-                    )
+                    store.insert_transfer(connection, caller.owner, record)
                     self._idempotency.record(connection, claim, command.transfer_id, record.to_json(), now)
                     holder.append(record)
 
@@ -793,33 +700,24 @@ class PaymentService:
 
     # -- history ---------------------------------------------------------------------------------------
 
-    def list_transactions(self, query: TransactionsQuery) -> TransactionsPage:
-        """The user's wallet postings, newest first. The cursor is a posting id, so entries written while a
+    def list_transactions(self, caller: Caller, query: TransactionsQuery) -> TransactionsPage:
+        """The caller's own postings to the user's wallets, newest first. The cursor is a posting id inside a
+        signed page token (workers/page_tokens.py) bound to the owner and the user, so entries written while a
         caller pages (all newer, higher ids) never shift or repeat the pages still to come."""
+        before = NEWEST
+        if query.page_token:
+            cursor = self._page_tokens.read(caller.owner, query.user_id, query.page_token)
+            if cursor is None:
+                raise InvalidArgument([FieldViolation("page_token", PAGE_TOKEN_RULE)])
+            before = cursor
         with self._db.read() as connection:
-            rows = connection.execute(
-                _WALLET_POSTINGS,
-                {
-                    "user_id": query.user_id,
-                    "before_posting_id": query.after_posting_id or NEWEST,
-                    "limit": query.page_size + 1,
-                },
-            ).all()
-        page = rows[: query.page_size]
-        transactions = [
-            TransactionRecord(
-                posting_id=row.posting_id,
-                entry_id=row.entry_id,
-                amount_minor=row.amount_minor,
-                currency=row.currency,
-                kind=row.kind,
-                reference_id=row.reference_id or "",
-                created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+            rows = store.wallet_postings(
+                connection, caller.owner, query.user_id, before_posting_id=before, limit=query.page_size + 1
             )
-            for row in page
-        ]
-        more = len(rows) > query.page_size
-        return TransactionsPage(transactions, page[-1].posting_id if more and page else None)
+        page = rows[: query.page_size]
+        more = len(rows) > query.page_size and bool(page)
+        token = self._page_tokens.issue(caller.owner, query.user_id, page[-1].posting_id) if more else ""
+        return TransactionsPage(page, token)
 
     # -- shared machinery ------------------------------------------------------------------------------
 
@@ -874,7 +772,8 @@ class PaymentService:
         def update_balances() -> None:
             for change in ordered:
                 if change.lease is None:
-                    ledger.apply_unfenced(connection, change.account.account_id, change.amount_minor)
+                    if not ledger.apply_unfenced(connection, change.account, change.amount_minor):
+                        raise balance_limit_exceeded(change.account, change.amount_minor)
                     continue
                 outcome = ledger.debit_fenced(
                     connection, change.account.account_id, -change.amount_minor, change.lease.fence

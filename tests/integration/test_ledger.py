@@ -42,7 +42,7 @@ def test_fenced_debit_never_overdraws(database: Database) -> None:
     now = datetime.now(UTC)
     with database.write() as connection:
         wallet = ledger.ensure_account(connection, AccountKind.WALLET, _subject(), "CNY", now)
-        ledger.apply_unfenced(connection, wallet.account_id, 100)
+        ledger.apply_unfenced(connection, wallet, 100)
     with database.write() as connection:
         assert ledger.debit_fenced(connection, wallet.account_id, 101, 1) is ledger.DebitOutcome.INSUFFICIENT_FUNDS
         assert ledger.debit_fenced(connection, wallet.account_id, 100, 2) is ledger.DebitOutcome.APPLIED
@@ -58,8 +58,8 @@ def test_an_entry_and_its_postings_commit_together(database: Database) -> None:
         b = ledger.ensure_account(connection, AccountKind.WALLET, _subject(), "USD", now)
     entry_id = new_id("je")
     with database.write() as connection:
-        ledger.apply_unfenced(connection, a.account_id, -250)
-        ledger.apply_unfenced(connection, b.account_id, 250)
+        ledger.apply_unfenced(connection, a, -250)
+        ledger.apply_unfenced(connection, b, 250)
         ledger.post_entry(
             connection,
             entry_id=entry_id,
@@ -79,7 +79,7 @@ def test_an_unbalanced_entry_rolls_the_whole_transaction_back(database: Database
     with database.write() as connection:
         a = ledger.ensure_account(connection, AccountKind.CLEARING, _subject(), "USD", now)
     with pytest.raises(ledger.LedgerInvariantError), database.write() as connection:
-        ledger.apply_unfenced(connection, a.account_id, 999)
+        ledger.apply_unfenced(connection, a, 999)
         ledger.post_entry(
             connection,
             entry_id=new_id("je"),

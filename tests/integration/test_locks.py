@@ -54,7 +54,7 @@ def test_a_holder_paused_past_its_lease_cannot_write(database: Database, locks: 
     user = f"u-{uuid.uuid4().hex[:8]}"
     with database.write() as connection:
         wallet = ledger.ensure_account(connection, AccountKind.WALLET, user, "CNY", now)
-        ledger.apply_unfenced(connection, wallet.account_id, 1000)
+        ledger.apply_unfenced(connection, wallet, 1000)
     resource = f"account:{wallet.account_id}"
 
     paused = locks.acquire(resource, lease_ms=50, wait_ms=100)
@@ -81,7 +81,7 @@ def test_lost_fence_counters_recover_through_raise_fence(
     now = datetime.now(UTC)
     with database.write() as connection:
         wallet = ledger.ensure_account(connection, AccountKind.WALLET, f"u-{uuid.uuid4().hex[:8]}", "CNY", now)
-        ledger.apply_unfenced(connection, wallet.account_id, 1000)
+        ledger.apply_unfenced(connection, wallet, 1000)
     resource = f"account:{wallet.account_id}"
     lease = locks.acquire(resource, lease_ms=5000, wait_ms=100)
     with database.write() as connection:

@@ -211,15 +211,15 @@ def test_history_is_newest_first_and_pages_stay_correct_while_entries_are_writte
     user = uid("u")
     for amount in range(1, 8):
         fund(service, user, amount)  # postings +1 … +7
-    first = service.list_transactions(TransactionsQuery(user, 3, None))
+    first = service.list_transactions(CALLER, TransactionsQuery(user, 3, ""))
     assert [t.amount_minor for t in first.transactions] == [7, 6, 5]
-    assert first.next_after_posting_id is not None
+    assert first.next_page_token
     fund(service, user, 100)  # written between pages: newer, so it cannot shift the pages still to come
-    second = service.list_transactions(TransactionsQuery(user, 3, first.next_after_posting_id))
-    third = service.list_transactions(TransactionsQuery(user, 3, second.next_after_posting_id))
+    second = service.list_transactions(CALLER, TransactionsQuery(user, 3, first.next_page_token))
+    third = service.list_transactions(CALLER, TransactionsQuery(user, 3, second.next_page_token))
     assert [t.amount_minor for t in second.transactions] == [4, 3, 2]
     assert [t.amount_minor for t in third.transactions] == [1]
-    assert third.next_after_posting_id is None
+    assert third.next_page_token == ""
     assert {t.kind for t in first.transactions} == {"top_up"}
-    newest = service.list_transactions(TransactionsQuery(user, 50, None))
+    newest = service.list_transactions(CALLER, TransactionsQuery(user, 50, ""))
     assert [t.amount_minor for t in newest.transactions][:2] == [100, 7]

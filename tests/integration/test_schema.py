@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from paygate.db import Database, alembic_config, current_revision, upgrade
 from paygate.schema import metadata
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_migrations_build_exactly_the_declared_schema(database: Database) -> None:

@@ -129,7 +129,12 @@ def test_order_ids_are_scoped_to_the_calling_owner(service: PaymentService) -> N
     assert balance(service, user) == 200
     assert service.get_payment(other, PaymentLookup("", order)).payment_id == b.payment_id
     assert service.get_payment(CALLER, PaymentLookup("", order)).payment_id == a.payment_id
-    assert service.get_payment(other, PaymentLookup(a.payment_id, "")).payment_id == a.payment_id
+    # Another owner's payment looks exactly like a missing one, by payment_id too (docs/decisions.md).
+    with pytest.raises(NotFound) as foreign:
+        service.get_payment(other, PaymentLookup(a.payment_id, ""))
+    with pytest.raises(NotFound) as missing:
+        service.get_payment(other, PaymentLookup("pay_does_not_exist", ""))
+    assert foreign.value.message == missing.value.message
 
 
 def test_insufficient_funds_changes_nothing_and_the_key_stays_usable(

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.pricing import allocate_refund, parse_rate, quote, split_fee
+from workers.grammar import parse_rate
+from workers.pricing import allocate_refund, quote, split_fee
 
 
 def test_the_issue_example() -> None:
@@ -42,7 +43,26 @@ def test_the_parts_always_add_up(price: int, discount: Decimal, tax: Decimal) ->
     assert 0 <= result.tax_minor <= price
 
 
-@pytest.mark.parametrize("text", ["1e-3", "-0.1", "0.1234567", ".5", "1.", "abc", " 0.1", "0,1", "NaN"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e-3",
+        "-0.1",
+        "0.1234567",
+        ".5",
+        "1.",
+        "abc",
+        " 0.1",
+        "0,1",
+        "NaN",
+        "0.1\n",
+        "00.1",
+        "+0.1",
+        "\u0660.1",
+        "0.\u00b9",
+        "Infinity",
+    ],
+)
 def test_rates_that_are_not_plain_decimals_are_refused(text: str) -> None:
     assert parse_rate(text) is None
 
