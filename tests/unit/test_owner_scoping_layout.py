@@ -1,0 +1,63 @@
+"""Owner isolation is a rule of the data layer: only workers/store.py touches the owned tables.
+
+Payments, refunds and transfers belong to the owner that created them (docs/architecture.md, "Owners"). If any
+other module could build its own query on those tables, it could forget the owner; so this test fails the build
+when one imports them. `ledger verify` (workers/verify.py) is the one reader allowed besides the store: it is the
+operator's tool, runs outside any caller's request, and reads every owner's rows by design.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.support import REPO_ROOT
+
+OWNED_TABLES = {"payments", "refunds", "transfers"}
+ALLOWED = {"workers/store.py", "workers/verify.py", "paygate/schema.py"}
+SOURCE_PACKAGES = ("paygate", "gateway", "workers", "loadtest")
+
+
+def _modules() -> list[Path]:
+    found = []
+    for package in SOURCE_PACKAGES:
+        found.extend(p for p in (REPO_ROOT / package).rglob("*.py") if "/v1/" not in p.as_posix())
+    return found
+
+
+def _imports_owned_table(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "paygate.schema":
+            names |= {alias.name for alias in node.names} & OWNED_TABLES
+        if isinstance(node, ast.Attribute) and node.attr in OWNED_TABLES:
+            value = node.value
+            if isinstance(value, ast.Name) and value.id == "schema":
+                names.add(node.attr)
+    return names
+
+
+def test_only_the_store_touches_the_owned_tables() -> None:
+    offenders = {}
+    for path in _modules():
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        used = _imports_owned_table(ast.parse(path.read_text(), relative))
+        if used and relative not in ALLOWED:
+            offenders[relative] = sorted(used)
+    assert offenders == {}, "query payments/refunds/transfers through workers/store.py (owner-scoped)"
+
+
+def test_the_store_scopes_every_caller_lookup_by_owner() -> None:
+    """Each statement of the store that a caller's request can reach names the owner in its WHERE clause."""
+    from workers import store  # noqa: PLC0415
+
+    scoped = [
+        store._PAYMENT_BY_ID,
+        store._PAYMENT_BY_ORDER,
+        store._TRANSITION,
+        store._RECORD_REFUND,
+        store._WALLET_POSTINGS,
+    ]
+    for statement in scoped:
+        where = str(statement.whereclause)
+        assert ".owner = :" in where, where
