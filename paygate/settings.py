@@ -48,7 +48,6 @@ class Settings:
     # Locks (DESIGN.md §4).
     lock_lease_ms: int = 5000
     lock_wait_ms: int = 2000
-    idempotency_lease_ms: int = 30000
     # SANDBOX payments: "immediate" (succeed at once) or "deferred" (PENDING until `paygate sandbox confirm`).
     sandbox_confirmation: str = "immediate"
     # PENDING payments older than this are CLOSED by the sweeper that runs in every worker (one at a time).
@@ -78,7 +77,6 @@ class Settings:
             "nonce_ttl_s",
             "lock_lease_ms",
             "lock_wait_ms",
-            "idempotency_lease_ms",
             "idempotency_retention_s",
         ):
             if getattr(self, name) <= 0:

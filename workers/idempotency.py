@@ -4,12 +4,19 @@ ALREADY_EXISTS; while the first call is still running → ABORTED (retry later).
 The durable truth is the `idempotency_records` row, written in the same transaction as the money movement and
 protected by a unique constraint: even if the Redis guard below is lost, a key can only ever commit once.
 The Redis guard (SET NX PX) only turns a concurrent duplicate into a fast ABORTED instead of a wasted attempt.
+
+The guard lives as long as its holder (docs/ledger.md, "When a worker dies"): its TTL is the lock lease, and a
+renewer thread in the holder's process extends every guard the process holds every lease/3. A holder that is
+SIGKILLed stops renewing, so its guard vanishes at most one lease after its last renewal, and a retry then gets a
+definitive answer. An ABORTED answer carries a RetryInfo: the guard's remaining life, clamped to
+[RETRY_MIN_MS, RETRY_MAX_MS] (a live holder usually finishes within milliseconds).
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +28,27 @@ from sqlalchemy import Connection, bindparam, select
 from paygate.db import Database
 from paygate.errors import AlreadyExists, RequestInFlight
 from paygate.schema import idempotency_records
+from workers.grammar import quote
 from workers.locks import COMPARE_AND_DELETE
+
+# SET NX PX, or (when held) the remaining life of the holder's guard in ms, in one round trip.
+_CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return -100
+end
+return redis.call('PTTL', KEYS[1])
+"""
+# Extend a guard only while we still hold it (its value is our token).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+CLAIMED = -100
+RETRY_MIN_MS = 50
+RETRY_MAX_MS = 1000
+MAX_RENEWED_PER_ROUND = 10_000
 
 # Built once, bound per call (see workers/ledger.py for why).
 _FIND = select(
@@ -66,6 +93,47 @@ class Idempotency:
         self._lease_ms = lease_ms
         self._retention = retention
         self._release = client.register_script(COMPARE_AND_DELETE)
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._held: dict[str, str] = {}  # guard key -> token, for the renewer
+        self._held_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    @property
+    def lease_ms(self) -> int:
+        return self._lease_ms
+
+    def close(self) -> None:
+        """Stop the renewer (guards still held then expire by themselves within one lease)."""
+        self._stopping.set()
+        if self._renewer is not None:
+            self._renewer.join(timeout=self._lease_ms / 1000)
+
+    def stop_renewing_for_test(self) -> None:
+        """What a SIGKILL does to the renewer, without killing the process (tests only)."""
+        self.close()
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None and not self._stopping.is_set():
+            self._renewer = threading.Thread(target=self._renew_forever, name="inflight-guard-renewer", daemon=True)
+            self._renewer.start()
+
+    def _renew_forever(self) -> None:
+        interval_s = self._lease_ms / 3000
+        while not self._stopping.wait(interval_s):
+            with self._held_lock:
+                held = list(self._held.items())[:MAX_RENEWED_PER_ROUND]
+            if not held:
+                continue
+            try:
+                pipe = self._client.pipeline(transaction=False)
+                for key, token in held:
+                    self._renew(keys=[key], args=[token, self._lease_ms], client=pipe)
+                pipe.execute()
+            except redis.RedisError as error:
+                # Correctness never depends on the guard: the unique constraint on the record decides.
+                log.warning("in-flight guard renewal failed", extra={"fields": {"error": type(error).__name__}})
 
     def find(self, connection: Connection, owner: str, scope: str, key: str) -> StoredResult | None:
         row = connection.execute(_FIND, {"owner": owner, "scope": scope, "key": key}).first()
@@ -74,7 +142,7 @@ class Idempotency:
     def replay(self, stored: StoredResult, claim_hash: str, scope: str, key: str) -> bytes:
         if stored.request_hash != claim_hash:
             raise AlreadyExists(
-                f"{scope} id {key!r} was already used for a different request; "
+                f"{scope} id {quote(key)} was already used for a different request; "
                 f"use a new {scope} id, or repeat the original request exactly"
             )
         return stored.response
@@ -93,15 +161,25 @@ class Idempotency:
             return
         guard_key = f"{self._prefix}inflight:{{{owner}:{scope}:{key}}}"
         token = secrets.token_hex(16)
-        if not self._client.set(guard_key, token, nx=True, px=self._lease_ms):
+        remaining_ms = int(self._claim(keys=[guard_key], args=[token, self._lease_ms]))
+        if remaining_ms != CLAIMED:
+            # Held: wait for the rest of its life, within bounds (-2, gone meanwhile, and -1, no TTL, clamp too).
+            delay_ms = RETRY_MAX_MS if remaining_ms == -1 else remaining_ms
+            delay_ms = min(max(delay_ms, RETRY_MIN_MS), RETRY_MAX_MS)
             raise RequestInFlight(
-                f"a call with {scope} id {key!r} is still in progress; retry shortly with the same id"
+                f"a call with {scope} id {quote(key)} is still in progress; retry with the same id in {delay_ms} ms",
+                retry_after_ms=delay_ms,
             )
+        with self._held_lock:
+            self._held[guard_key] = token
+        self._ensure_renewer()
         try:
             # It may have completed between our first look and taking the guard.
             earlier = self.lookup(owner, scope, key, request_hash)
             yield Claim(owner, scope, key, request_hash, replay=earlier)
         finally:
+            with self._held_lock:
+                self._held.pop(guard_key, None)
             try:
                 self._release(keys=[guard_key], args=[token])
             except redis.RedisError:

@@ -49,6 +49,9 @@ return 0
 # Polling back-off while waiting for a held lock: starts short (locks are held for milliseconds).
 _FIRST_BACKOFF_S = 0.002
 _MAX_BACKOFF_S = 0.05
+# The RetryInfo of LOCK_CONTENTION: the lock's remaining lease, within these bounds.
+_MIN_RETRY_MS = 50
+_MAX_RETRY_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,19 @@ class FencedLocks:
             if now >= deadline:
                 self._observe_wait("timeout", now - started)
                 raise LockContention(
-                    f"{resource} is busy with another operation; retry the call with the same idempotency key"
+                    f"{resource} is busy with another operation; retry the call with the same idempotency key",
+                    retry_after_ms=self._retry_delay_ms(resource),
                 )
             time.sleep(min(backoff, deadline - now))
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _retry_delay_ms(self, resource: str) -> int:
+        """The held lock's remaining lease, clamped: when it is worth trying again (at most one lease)."""
+        try:
+            remaining = int(self._client.pttl(self._keys(resource)[0]))
+        except redis.RedisError:
+            remaining = _MAX_RETRY_MS
+        return min(max(remaining, _MIN_RETRY_MS), _MAX_RETRY_MS)
 
     def release(self, lease: LockLease) -> bool:
         """Release only if we still hold it (compare-and-delete); False when the lease had already expired."""

@@ -210,7 +210,7 @@ def build_service(settings: Settings, database: Database, metrics: WorkerMetrics
         database,
         client,
         settings.redis_prefix,
-        lease_ms=settings.idempotency_lease_ms,
+        lease_ms=settings.lock_lease_ms,  # a dead holder's guard is gone within one lock lease
         retention=timedelta(seconds=settings.idempotency_retention_s),
     )
     return PaymentService(
@@ -256,5 +256,6 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_s)
     executor.shutdown(wait=True)
+    service.close()
     database.dispose()
     log.info("worker stopped", extra={"fields": {"worker": worker_id}})

@@ -151,6 +151,10 @@ class PaymentService:
         self._clock = clock
         self._page_tokens = page_tokens
 
+    def close(self) -> None:
+        """Stop background helpers (the in-flight guard renewer); the worker calls this when it stops."""
+        self._idempotency.close()
+
     # -- payments --------------------------------------------------------------------------------------
 
     def top_up(self, caller: Caller, command: TopUpCommand) -> PaymentRecord:
