@@ -9,6 +9,10 @@
 
 The nonce is recorded only after the signature verifies, so unsigned traffic cannot fill Redis or burn a
 legitimate caller's nonces. The same Redis round trip reads the key-revocation generation (see KeyCache).
+
+Rules 1-3 need only the call's headers, so the gateway applies them (`check_headers`) before it waits for the
+request message: an unsigned or unknown caller is refused at once and never holds a slot while "sending" a body
+(docs/architecture.md, "Calls that never finish"). Rules 4-6 (`verify_body`) need the body.
 """
 
 from __future__ import annotations
@@ -25,13 +29,21 @@ from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
 from gateway.nonces import NonceStore
 from paygate.errors import PermissionDenied, Unauthenticated
 from paygate.scopes import allows
-from paygate.signing import MalformedSignature, parse_signed_headers, signature_matches
+from paygate.signing import MalformedSignature, SignedHeaders, parse_signed_headers, signature_matches
 
 
 @dataclass(frozen=True)
 class AuthenticatedCaller:
     key_id: str
     owner: str
+
+
+@dataclass(frozen=True)
+class CheckedHeaders:
+    """The outcome of the header phase: well-formed signature headers of a usable key."""
+
+    headers: SignedHeaders
+    key: KeyWithSecret
 
 
 class AuthFailure(Unauthenticated):
@@ -98,6 +110,12 @@ class Authenticator:
     async def authenticate(
         self, path: str, metadata: Iterable[tuple[str, str | bytes]], body: bytes
     ) -> AuthenticatedCaller:
+        """Every rule at once (the header phase, then the body phase)."""
+        headers = await self.check_headers(metadata)
+        return await self.verify_body(path, headers, body)
+
+    async def check_headers(self, metadata: Iterable[tuple[str, str | bytes]]) -> CheckedHeaders:
+        """Rules 1-3, from the headers alone: present and well formed, timestamp in skew, key usable."""
         try:
             headers = parse_signed_headers(metadata)
         except MalformedSignature as error:
@@ -110,8 +128,11 @@ class Authenticator:
                 f"x-paygate-timestamp is {abs(offset_s)} s {'behind' if offset_s > 0 else 'ahead of'} the "
                 f"gateway's clock (limit {self._skew_s} s); sync the caller's clock and sign a new request",
             )
+        return CheckedHeaders(headers, await self._usable_key(headers.key_id))
 
-        entry = await self._usable_key(headers.key_id)
+    async def verify_body(self, path: str, checked: CheckedHeaders, body: bytes) -> AuthenticatedCaller:
+        """Rules 4-6: the signature over the exact body, the nonce (with the revocation generation), the scope."""
+        headers, entry = checked.headers, checked.key
         if not signature_matches(entry.secret, path, headers.timestamp, headers.nonce, body, headers.signature):
             raise AuthFailure(
                 "bad_signature",

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -20,12 +21,23 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.auth import Authenticator, AuthFailure, KeyCache
+from gateway.admission import InFlight, PendingCalls
+from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.keystore import KeyStore, load_master_key
 from gateway.routing import WorkerPool, never_delivered
 from paygate import logs
 from paygate.db import Database
-from paygate.errors import ConfigurationError, PaygateError, Unavailable, to_rpc_status
+from paygate.errors import (
+    ConfigurationError,
+    FieldViolation,
+    InvalidArgument,
+    PaygateError,
+    PermissionDenied,
+    RequestTimeout,
+    ResourceExhausted,
+    Unavailable,
+    to_rpc_status,
+)
 from paygate.grpc_support import SERVER_OPTIONS, bind
 from paygate.ids import new_id
 from paygate.metrics import GatewayMetrics, process_registry, serve_metrics
@@ -37,27 +49,40 @@ from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 30.0
+CORE_PENDING_REQUESTS = 10_000
 # Trailing metadata that gRPC itself manages or that we set; everything else from the worker passes back as is.
 _RELAYED_OURSELVES = frozenset({"grpc-status", "grpc-message", REQUEST_ID_HEADER})
 
-Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+Handler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The bounds of docs/architecture.md, "Calls that never finish" (settings, gateway/admission.py)."""
+
+    read_timeout_s: float
+    pending: PendingCalls
+    in_flight: InFlight
 
 
 class Forwarder:
-    def __init__(self, authenticator: Authenticator, pool: WorkerPool, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, authenticator: Authenticator, pool: WorkerPool, metrics: GatewayMetrics, admission: Admission
+    ) -> None:
         self._auth = authenticator
         self._pool = pool
         self._metrics = metrics
+        self._admission = admission
 
     def handler_for(self, path: str) -> Handler:
         method = path.rsplit("/", 1)[-1]
 
-        async def handle(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self.forward(path, method, body, context)
+        async def handle(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+            return await self.forward(path, method, context)
 
         return handle
 
-    async def forward(self, path: str, method: str, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def forward(self, path: str, method: str, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
         labels = ("unary", SERVICE_NAME, method)
         self._metrics.started.labels(*labels).inc()
@@ -65,17 +90,17 @@ class Forwarder:
         request_id = _request_id(metadata)
         logs.request_id_var.set(request_id)
         code = grpc.StatusCode.OK
+        entered = False
         try:
-            try:
-                caller = await self._auth.authenticate(path, metadata, body)
-            except AuthFailure as failure:
-                self._metrics.auth_failures.labels(failure.rule).inc()
-                raise
-            except PaygateError as denied:  # PERMISSION_DENIED
-                self._metrics.auth_failures.labels(denied.reason.lower()).inc()
-                raise
-            except Exception as error:  # Redis or the key store: the one boundary for foreign errors here
-                raise _translate(error, request_id) from None
+            caller, body = await self._authenticate(path, metadata, context, request_id)
+            if not self._admission.in_flight.try_enter():
+                self._metrics.admission_refusals.labels("in_flight").inc()
+                raise ResourceExhausted(
+                    "the gateway is at its limit of calls in flight to workers; retry after the delay",
+                    reason="GATEWAY_AT_CAPACITY",
+                    retry_after_ms=200,
+                )
+            entered = True
             forward_metadata = (
                 (OWNER_HEADER, caller.owner),
                 (CALLER_KEY_HEADER, caller.key_id),
@@ -115,8 +140,64 @@ class Forwarder:
             )
             raise  # unreachable
         finally:
+            if entered:
+                self._admission.in_flight.leave()
             self._metrics.handled.labels(*labels, code.name).inc()
             self._metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+    async def _authenticate(
+        self, path: str, metadata: tuple[Any, ...], context: grpc.aio.ServicerContext, request_id: str
+    ) -> tuple[AuthenticatedCaller, bytes]:
+        """Headers first (an unsigned or unknown caller is refused before any body is awaited), then the body
+        within the read timeout and the pending-call bounds, then the signature over it."""
+        try:
+            try:
+                checked = await self._auth.check_headers(metadata)
+                body = await self._receive(context)
+                return await self._auth.verify_body(path, checked, body), body
+            except AuthFailure as failure:
+                self._metrics.auth_failures.labels(failure.rule).inc()
+                raise
+            except PermissionDenied as denied:
+                self._metrics.auth_failures.labels(denied.reason.lower()).inc()
+                raise
+        except PaygateError:
+            raise
+        except Exception as error:  # Redis or the key store: the one boundary for foreign errors here
+            raise _translate(error, request_id) from None
+
+    async def _receive(self, context: grpc.aio.ServicerContext) -> bytes:
+        """Exactly one request message, complete (half-closed) within the read timeout, as a bounded pending call."""
+        pending = self._admission.pending
+        ticket = pending.enter(context.peer() or "unknown")
+        try:
+            async with asyncio.timeout(self._admission.read_timeout_s):
+                body = await context.read()
+                if body is grpc.aio.EOF:
+                    raise _one_message("no request message was sent")
+                if await context.read() is not grpc.aio.EOF:
+                    raise _one_message("more than one request message was sent")
+            return bytes(body)
+        except TimeoutError:
+            self._metrics.admission_refusals.labels("read_timeout").inc()
+            raise RequestTimeout(
+                f"the request message did not arrive complete within {self._admission.read_timeout_s:g} s of the "
+                "call's headers; send the whole request at once (the call was not applied)"
+            ) from None
+        except asyncio.CancelledError:
+            if not pending.was_evicted(ticket):
+                raise  # the caller cancelled
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            raise ResourceExhausted(
+                "too many calls were waiting for their request messages; this one waited longest and was ended "
+                "without being applied — send each request at once and retry",
+                reason="TOO_MANY_PENDING_CALLS",
+                retry_after_ms=100,
+            ) from None
+        finally:
+            pending.leave(ticket)
 
     @staticmethod
     async def _relay_error(error: grpc.aio.AioRpcError, request_id: str, context: grpc.aio.ServicerContext) -> None:
@@ -128,6 +209,10 @@ class Forwarder:
             # The connection broke after the call was sent: it may or may not have been applied.
             details = "the worker connection was lost mid-call; retry with the same idempotency key"
         await context.abort(error.code(), details, tuple(trailers))
+
+
+def _one_message(what: str) -> InvalidArgument:
+    return InvalidArgument([FieldViolation("request", f"a unary method takes exactly one request message; {what}")])
 
 
 def _transport_failure(error: grpc.aio.AioRpcError) -> bool:
@@ -155,7 +240,7 @@ def _first(metadata: Any, key: str) -> str | None:
 
 def _request_id(metadata: tuple[Any, ...]) -> str:
     given = _first(metadata, REQUEST_ID_HEADER)
-    if given and REQUEST_ID_PATTERN.match(given):
+    if given and REQUEST_ID_PATTERN.fullmatch(given):
         return given
     return new_id("req")
 
@@ -164,8 +249,11 @@ class GatewayHandler(grpc.GenericRpcHandler):
     """Routes every known `PaymentGateway` method to the forwarder; unknown methods get UNIMPLEMENTED."""
 
     def __init__(self, forwarder: Forwarder) -> None:
+        # Stream-unary handlers without (de)serializers: gRPC calls them as soon as a call's headers arrive (a
+        # unary handler is only called once the message is there — never, for a call that half-closes without
+        # one), so the gateway controls the whole life of every call. On the wire a unary call is unchanged.
         self._handlers = {
-            path: grpc.unary_unary_rpc_method_handler(forwarder.handler_for(path)) for path in METHOD_PATHS
+            path: grpc.stream_unary_rpc_method_handler(forwarder.handler_for(path)) for path in METHOD_PATHS
         }
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
@@ -211,8 +299,29 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
 
-    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=4096)
-    server.add_generic_rpc_handlers((GatewayHandler(Forwarder(authenticator, pool, metrics)),))
+    admission = Admission(
+        read_timeout_s=settings.request_read_timeout_s,
+        pending=PendingCalls(
+            max_total=settings.max_pending_calls,
+            max_per_connection=settings.max_pending_calls_per_connection,
+            on_evict=lambda bound: metrics.admission_refusals.labels(f"evicted_{bound}").inc(),
+        ),
+        in_flight=InFlight(settings.max_forwarded_calls),
+    )
+    # No server-wide maximum_concurrent_rpcs: it counted calls that had not presented a request yet, so they could
+    # take every slot (health checks included). The bounds above apply instead, and HTTP/2 caps the streams of one
+    # connection.
+    options = [
+        *SERVER_OPTIONS,
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # gRPC core queues calls that arrived before the server asked for them and, past 1,000 queued, starts
+        # shedding new ones at random (CANCELLED) — honest calls included. Every call is cheap to take from the
+        # queue here (an unsigned one is refused from its headers), so the queue may be deeper than a burst.
+        ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * CORE_PENDING_REQUESTS),
+    ]
+    server = grpc.aio.server(options=options)
+    server.add_generic_rpc_handlers((GatewayHandler(Forwarder(authenticator, pool, metrics, admission)),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, settings.listen)
     await server.start()

@@ -34,18 +34,28 @@ class PaygateError(Exception):
 
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     reason: str = "INTERNAL"
+    # When set, the status carries a google.rpc.RetryInfo: how long the caller should wait before retrying.
+    retry_after_ms: int | None = None
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, retry_after_ms: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        if retry_after_ms is not None:
+            self.retry_after_ms = max(1, retry_after_ms)
 
     def details(self) -> list[any_pb2.Any]:
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN)
         packed = any_pb2.Any()
         packed.Pack(info)
-        return [packed]
+        if self.retry_after_ms is None:
+            return [packed]
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(self.retry_after_ms)
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return [packed, retry]
 
 
 class InvalidArgument(PaygateError):
@@ -88,19 +98,7 @@ class Aborted(PaygateError):
 
     code = grpc.StatusCode.ABORTED
     reason = "CONFLICT"
-    retry_after_ms = 100
-
-    def __init__(self, message: str, *, reason: str | None = None, retry_after_ms: int | None = None) -> None:
-        super().__init__(message, reason=reason)
-        if retry_after_ms is not None:
-            self.retry_after_ms = max(1, retry_after_ms)
-
-    def details(self) -> list[any_pb2.Any]:
-        delay = duration_pb2.Duration()
-        delay.FromMilliseconds(self.retry_after_ms)
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return [*super().details(), packed]
+    retry_after_ms: int | None = 100
 
 
 class RequestInFlight(Aborted):
@@ -131,8 +129,18 @@ class BalanceLimitExceeded(FailedPrecondition):
 
 
 class ResourceExhausted(PaygateError):
+    """A limit of the gateway was reached; the caller retries after the RetryInfo delay."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "RATE_LIMITED"
+    retry_after_ms: int | None = 1000
+
+
+class RequestTimeout(PaygateError):
+    """The call did not present its complete request in time; it was ended without being applied."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "REQUEST_TIMEOUT"
 
 
 class Unavailable(PaygateError):

@@ -50,6 +50,7 @@ class GatewayMetrics:
     auth_failures: Counter
     forwarded: Counter
     worker_healthy: Gauge
+    admission_refusals: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> GatewayMetrics:
@@ -87,6 +88,13 @@ class GatewayMetrics:
                 ("worker_address",),
                 registry=registry,
                 multiprocess_mode="max",
+            ),
+            admission_refusals=Counter(
+                "paygate_gateway_admission_refusals_total",
+                "Calls the gateway ended for its admission bounds: read_timeout, evicted_connection, "
+                "evicted_total (pending calls without a complete request), in_flight (authenticated calls).",
+                ("reason",),
+                registry=registry,
             ),
         )
 

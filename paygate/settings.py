@@ -59,6 +59,14 @@ class Settings:
     idempotency_retention_s: int = 30 * 86400
     # How long the gateway trusts a cached API key before re-reading it (revocations also announce themselves).
     key_cache_ttl_s: float = 5.0
+    # Calls that never finish (docs/architecture.md): how long a call may take to present its request message
+    # after its headers; how many such pending calls the gateway holds per connection and in total (the oldest is
+    # ended when full); HTTP/2 streams per connection; authenticated calls in flight to workers.
+    request_read_timeout_s: float = 5.0
+    max_pending_calls_per_connection: int = 64
+    max_pending_calls: int = 2048
+    max_streams_per_connection: int = 100
+    max_forwarded_calls: int = 4096
     # Worker pool health.
     health_interval_s: float = 1.0
     worker_threads: int = 8
@@ -90,6 +98,13 @@ class Settings:
             raise ConfigurationError("payment_ttl_s and sweep_interval_s must be positive")
         if not 0 <= self.platform_fee_bps <= 10_000:
             raise ConfigurationError(f"platform_fee_bps must be between 0 and 10000, got {self.platform_fee_bps}")
+        if not 0 < self.request_read_timeout_s <= 300:
+            raise ConfigurationError("request_read_timeout_s must be in (0, 300]")
+        for name in ("max_pending_calls_per_connection", "max_pending_calls", "max_streams_per_connection"):
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ConfigurationError(f"{name} must be between 1 and 1000000")
+        if not 1 <= self.max_forwarded_calls <= 1_000_000:
+            raise ConfigurationError("max_forwarded_calls must be between 1 and 1000000")
         if not 1 <= self.worker_threads <= 256:
             raise ConfigurationError("worker_threads must be between 1 and 256")
         if self.mode == "production":
