@@ -64,3 +64,24 @@ def test_secrets_stay_out_of_the_repr() -> None:
     )
     assert "very-secret" not in repr(settings)
     assert "pw@" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PAYGATE_REQUEST_READ_TIMEOUT_S": "0"},
+        {"PAYGATE_MAX_PENDING_CALLS": "0"},
+        {"PAYGATE_MAX_PENDING_CALLS_PER_CONNECTION": "-1"},
+        {"PAYGATE_MAX_STREAMS_PER_CONNECTION": "0"},
+        {"PAYGATE_MAX_FORWARDED_CALLS": "0"},
+        {"PAYGATE_LISTEN": "127.0.0.1:50051\n"},
+    ],
+)
+def test_admission_bounds_and_addresses_are_validated(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        Settings.from_env(env)
+
+
+def test_admission_bounds_come_from_the_environment() -> None:
+    settings = Settings.from_env({"PAYGATE_REQUEST_READ_TIMEOUT_S": "1.5", "PAYGATE_MAX_PENDING_CALLS": "10"})
+    assert (settings.request_read_timeout_s, settings.max_pending_calls) == (1.5, 10)
