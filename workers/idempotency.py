@@ -1,5 +1,5 @@
-"""Idempotency keys (DESIGN.md §3): same key + same request → the original result; different request →
-ALREADY_EXISTS; while the first call is still running → ABORTED (retry later).
+"""Idempotency keys (docs/ledger.md, "One operation, one transaction"): same key + same request → the original
+result; different request → ALREADY_EXISTS; while the first call is still running → ABORTED (retry later).
 
 The durable truth is the `idempotency_records` row, written in the same transaction as the money movement and
 protected by a unique constraint: even if the Redis guard below is lost, a key can only ever commit once.
@@ -95,8 +95,10 @@ class Idempotency:
         self._release = client.register_script(COMPARE_AND_DELETE)
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
-        self._held: dict[str, str] = {}  # guard key -> token, for the renewer
-        self._held_lock = threading.Lock()
+        # token -> guard key of every guard this process holds. Keyed by token, not by guard key: a holder whose
+        # guard expired (Redis was unreachable for a lease) must not unregister a newer claim of the same key.
+        self._held: dict[str, str] = {}
+        self._held_lock = threading.Lock()  # guards _held and _renewer
         self._stopping = threading.Event()
         self._renewer: threading.Thread | None = None
 
@@ -105,35 +107,70 @@ class Idempotency:
         return self._lease_ms
 
     def close(self) -> None:
-        """Stop the renewer (guards still held then expire by themselves within one lease)."""
+        """Stop the renewer for good (guards still held then expire by themselves within one lease)."""
         self._stopping.set()
-        if self._renewer is not None:
-            self._renewer.join(timeout=self._lease_ms / 1000)
+        with self._held_lock:
+            renewer = self._renewer
+        if renewer is not None:
+            renewer.join(timeout=self._lease_ms / 1000)
 
     def stop_renewing_for_test(self) -> None:
         """What a SIGKILL does to the renewer, without killing the process (tests only)."""
         self.close()
 
-    def _ensure_renewer(self) -> None:
-        if self._renewer is None and not self._stopping.is_set():
-            self._renewer = threading.Thread(target=self._renew_forever, name="inflight-guard-renewer", daemon=True)
-            self._renewer.start()
+    def renewer_running(self) -> bool:
+        """Whether a renewer thread is alive now (it runs only while this process holds guards)."""
+        with self._held_lock:
+            return self._renewer is not None and self._renewer.is_alive()
+
+    def _register(self, token: str, guard_key: str) -> None:
+        """Hand a guard to the renewer, starting it if none runs (it exits by itself once nothing is held)."""
+        with self._held_lock:
+            self._held[token] = guard_key
+            if self._renewer is None and not self._stopping.is_set():
+                renewer = threading.Thread(target=self._renew_forever, name="inflight-guard-renewer", daemon=True)
+                renewer.start()
+                self._renewer = renewer
+
+    def _unregister(self, token: str) -> None:
+        with self._held_lock:
+            self._held.pop(token, None)
 
     def _renew_forever(self) -> None:
+        # Every lease/3, so a guard survives two failed rounds in a row (docs/ledger.md, "When a worker dies").
         interval_s = self._lease_ms / 3000
         while not self._stopping.wait(interval_s):
             with self._held_lock:
+                if not self._held:
+                    # Idle: end the thread rather than wake forever; the next claim starts a new one. Decided under
+                    # the lock that _register takes, so a guard is never registered with no renewer running.
+                    self._renewer = None
+                    return
                 held = list(self._held.items())[:MAX_RENEWED_PER_ROUND]
-            if not held:
-                continue
-            try:
-                pipe = self._client.pipeline(transaction=False)
-                for key, token in held:
-                    self._renew(keys=[key], args=[token, self._lease_ms], client=pipe)
-                pipe.execute()
-            except redis.RedisError as error:
-                # Correctness never depends on the guard: the unique constraint on the record decides.
-                log.warning("in-flight guard renewal failed", extra={"fields": {"error": type(error).__name__}})
+            self._renew_round(held)
+
+    def _renew_round(self, held: list[tuple[str, str]]) -> None:
+        """Extend every guard still ours by one lease, in one pipelined round trip; failures only log."""
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for token, guard_key in held:
+                self._renew(keys=[guard_key], args=[token, self._lease_ms], client=pipe)
+            extended = pipe.execute()
+        except redis.RedisError as error:
+            # Correctness never depends on the guard: the unique constraint on the record decides (docs/ledger.md,
+            # "Why Redis is not trusted for correctness"). A guard not renewed for a lease simply expires.
+            log.warning("in-flight guard renewal failed", extra={"fields": {"error": type(error).__name__}})
+            return
+        with self._held_lock:
+            # Not extended yet still held (not released since our snapshot): it expired first — Redis was
+            # unreachable or this process paused past a lease — so a duplicate may now run and lose on the record.
+            lost = sum(
+                1
+                for (token, _), extended_one in zip(held, extended, strict=True)
+                if not extended_one and token in self._held
+            )
+        if lost:
+            log.warning("in-flight guards expired while held", extra={"fields": {"guards": lost}})
 
     def find(self, connection: Connection, owner: str, scope: str, key: str) -> StoredResult | None:
         row = connection.execute(_FIND, {"owner": owner, "scope": scope, "key": key}).first()
@@ -170,16 +207,13 @@ class Idempotency:
                 f"a call with {scope} id {quote(key)} is still in progress; retry with the same id in {delay_ms} ms",
                 retry_after_ms=delay_ms,
             )
-        with self._held_lock:
-            self._held[guard_key] = token
-        self._ensure_renewer()
         try:
+            self._register(token, guard_key)
             # It may have completed between our first look and taking the guard.
             earlier = self.lookup(owner, scope, key, request_hash)
             yield Claim(owner, scope, key, request_hash, replay=earlier)
         finally:
-            with self._held_lock:
-                self._held.pop(guard_key, None)
+            self._unregister(token)
             try:
                 self._release(keys=[guard_key], args=[token])
             except redis.RedisError:

@@ -1,4 +1,5 @@
-"""Redis locks with fencing tokens (DESIGN.md §4).
+"""Redis locks with fencing tokens (docs/ledger.md, "One operation, one transaction" and "Why Redis is not trusted
+for correctness").
 
 A Redis lock is a performance tool, not a correctness guarantee: a holder can pause past its lease. So every
 acquisition also hands out a fencing token (an INCR, in the same Lua script as the SET NX PX), and every

@@ -30,7 +30,9 @@ from workers.service import PaymentService
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str) -> Iterator[PaymentService]:
     settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, lock_wait_ms=5000)
-    yield build_service(settings, database, metrics=None)
+    built = build_service(settings, database, metrics=None)
+    yield built
+    built.close()  # stops the in-flight guard renewer
 
 
 def uid(prefix: str) -> str:
