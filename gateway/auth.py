@@ -1,4 +1,4 @@
-"""Verify a call's signature (DESIGN.md §2): every rule, in an order that spends Redis only on signed calls.
+"""Verify a call's signature (docs/signing.md): every rule, in an order that spends Redis only on signed calls.
 
 1. all four headers present and well formed            → UNAUTHENTICATED (missing / malformed)
 2. timestamp within ±timestamp_skew_s of our clock      → UNAUTHENTICATED (timestamp_skew)

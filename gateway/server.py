@@ -1,4 +1,5 @@
-"""The gateway process: verify, pick a healthy worker, forward the raw request bytes (DESIGN.md §1).
+"""The gateway process: verify, pick a healthy worker, forward the raw request bytes (docs/architecture.md,
+"The gateway").
 
 The gateway never parses payment messages. A generic handler with no (de)serializers receives each
 `paygate.v1.PaymentGateway` call as bytes, the signature is checked over exactly those bytes, and the same bytes
@@ -52,6 +53,11 @@ DEFAULT_DEADLINE_S = 30.0
 CORE_PENDING_REQUESTS = 10_000
 # Trailing metadata that gRPC itself manages or that we set; everything else from the worker passes back as is.
 _RELAYED_OURSELVES = frozenset({"grpc-status", "grpc-message", REQUEST_ID_HEADER})
+
+# How a call whose caller cancelled (or whose connection went away) ends in its handler: the task is cancelled at
+# its next await, or sending the status fails (a read may first return EOF, as if the caller had half-closed). gRPC
+# ends the call; the handler only has to count it as CANCELLED rather than as the refusal it could not send.
+_CALLER_GONE = (asyncio.CancelledError, grpc.aio.InternalError)
 
 Handler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
 
@@ -135,10 +141,17 @@ class Forwarder:
         except PaygateError as error:
             code = error.code
             status = to_rpc_status(error)
-            await context.abort(
-                status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
-            )
+            try:
+                await context.abort(
+                    status.code, status.details, (*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
+                )
+            except _CALLER_GONE:
+                code = grpc.StatusCode.CANCELLED
+                raise
             raise  # unreachable
+        except _CALLER_GONE:
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
             if entered:
                 self._admission.in_flight.leave()
