@@ -62,7 +62,7 @@ typecheck: install
 check: lint buf-lint typecheck test
 
 protos: install
-	$(PY) -m paygate.protogen
+	$(PY) -m scripts.gen_protos
 
 bench: install
 	$(PY) -m loadtest.bench $(ARGS)

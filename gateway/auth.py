@@ -27,9 +27,9 @@ import redis.asyncio as aioredis
 
 from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
 from gateway.nonces import NonceStore
-from paygate.errors import PermissionDenied, Unauthenticated
 from paygate.scopes import allows
 from paygate.signing import MalformedSignature, SignedHeaders, parse_signed_headers, signature_matches
+from runtime.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True)

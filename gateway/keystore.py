@@ -14,11 +14,11 @@ import redis
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 
-from paygate.db import Database
-from paygate.errors import ConfigurationError
-from paygate.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
-from paygate.schema import api_keys
 from paygate.scopes import ALL_SCOPES, parse_scopes
+from runtime.db import Database
+from runtime.errors import ConfigurationError
+from runtime.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
+from runtime.schema import api_keys
 
 __all__ = ["MASTER_KEY_FILE", "ApiKey", "KeyStore", "KeyWithSecret", "announce_key_change", "load_master_key"]
 OWNER_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")

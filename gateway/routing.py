@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from paygate.metrics import GatewayMetrics
+from runtime.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 

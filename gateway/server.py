@@ -26,9 +26,11 @@ from gateway.admission import InFlight, PendingCalls
 from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.keystore import KeyStore, load_master_key
 from gateway.routing import WorkerPool, never_delivered
-from paygate import logs
-from paygate.db import Database
-from paygate.errors import (
+from paygate.scopes import METHOD_PATHS, READ_ONLY_PATHS, SERVICE_NAME
+from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, REQUEST_ID_PATTERN, WORKER_HEADER
+from runtime import logs
+from runtime.db import Database
+from runtime.errors import (
     ConfigurationError,
     FieldViolation,
     InvalidArgument,
@@ -39,13 +41,11 @@ from paygate.errors import (
     Unavailable,
     to_rpc_status,
 )
-from paygate.grpc_support import SERVER_OPTIONS, bind
-from paygate.ids import new_id
-from paygate.metrics import GatewayMetrics, process_registry, serve_metrics
-from paygate.redis_support import connect_async
-from paygate.scopes import METHOD_PATHS, READ_ONLY_PATHS, SERVICE_NAME
-from paygate.settings import Settings
-from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, REQUEST_ID_PATTERN, WORKER_HEADER
+from runtime.grpc_server import SERVER_OPTIONS, bind
+from runtime.ids import new_id
+from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
+from runtime.redis_support import connect_async
+from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

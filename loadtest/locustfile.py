@@ -40,7 +40,7 @@ def _credentials_for_the_run(environment: Any, **_: Any) -> None:
     key_id, secret = os.environ.get("PAYGATE_KEY_ID"), os.environ.get("PAYGATE_SECRET")
     if not (key_id and secret):
         created = subprocess.run(
-            [sys.executable, "-m", "paygate", "keys", "create", "--name", "loadtest", "--json"],
+            [sys.executable, "-m", "stack", "keys", "create", "--name", "loadtest", "--json"],
             capture_output=True,
             text=True,
             check=True,

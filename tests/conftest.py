@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from paygate.redis_support import EmbeddedRedis
+from runtime.redis_support import EmbeddedRedis
 from tests.support import (
     MYSQL_ENV,
     POSTGRES_ENV,

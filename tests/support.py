@@ -24,7 +24,7 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from paygate.db import normalize_url
+from runtime.db import normalize_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "PAYGATE_TEST_POSTGRES_URL"
@@ -107,7 +107,7 @@ class Stack:
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "paygate", *args, "--data-dir", str(self.data_dir)],
+            [sys.executable, "-m", "stack", *args, "--data-dir", str(self.data_dir)],
             env=self.env,
             capture_output=True,
             text=True,
@@ -175,7 +175,7 @@ def start_stack(
             [
                 sys.executable,
                 "-m",
-                "paygate",
+                "stack",
                 "serve",
                 "--workers",
                 str(workers),

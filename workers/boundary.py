@@ -7,8 +7,8 @@ import logging
 import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from paygate.errors import PaygateError, Unavailable
-from workers.ledger import LedgerInvariantError
+from runtime.errors import PaygateError, Unavailable
+from workers.ledger.accounts import LedgerInvariantError
 
 log = logging.getLogger(__name__)
 

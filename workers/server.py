@@ -22,24 +22,26 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from paygate import logs
-from paygate.db import Database
-from paygate.errors import Unauthenticated, to_rpc_status
-from paygate.grpc_support import SERVER_OPTIONS, bind
-from paygate.master_key import derive_key
-from paygate.metrics import WorkerMetrics, process_registry, serve_metrics
-from paygate.redis_support import connect
 from paygate.scopes import SERVICE_NAME
-from paygate.settings import Settings
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers import encoding, validation, wire
+from runtime import logs
+from runtime.db import Database
+from runtime.errors import Unauthenticated, to_rpc_status
+from runtime.grpc_server import SERVER_OPTIONS, bind
+from runtime.master_key import derive_key
+from runtime.metrics import WorkerMetrics, process_registry, serve_metrics
+from runtime.redis_support import connect
+from runtime.settings import Settings
 from workers.boundary import translate
-from workers.channels import Channels, SandboxChannel
-from workers.domain import Caller
-from workers.idempotency import Idempotency
-from workers.locks import FencedLocks
-from workers.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
+from workers.channels.sandbox import Channels, SandboxChannel
+from workers.codec import decode as validation
+from workers.codec import encode as encoding
+from workers.codec import wire
+from workers.codec.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
+from workers.domain.types import Caller
+from workers.execution.idempotency import Idempotency
+from workers.execution.locks import FencedLocks
 from workers.service import PaymentService
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from typing import TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from paygate.db import Database
-from paygate.errors import (
+from runtime.db import Database
+from runtime.errors import (
     BalanceLimitExceeded,
     FailedPrecondition,
     FieldViolation,
@@ -31,11 +31,15 @@ from paygate.errors import (
     NotFound,
     Unavailable,
 )
-from paygate.ids import new_id
-from paygate.metrics import WorkerMetrics
-from workers import ledger, states, store
-from workers.channels import ChannelOutcome, Channels
-from workers.domain import (
+from runtime.ids import new_id
+from runtime.metrics import WorkerMetrics
+from workers import store
+from workers.channels.sandbox import ChannelOutcome, Channels
+from workers.codec.decode import PAGE_TOKEN_RULE
+from workers.codec.page_tokens import PageTokens
+from workers.domain import states
+from workers.domain.pricing import allocate_refund, split_fee
+from workers.domain.types import (
     PLATFORM_SUBJECT,
     AccountKind,
     BalanceQuery,
@@ -55,11 +59,9 @@ from workers.domain import (
     TransferRecord,
     request_hash,
 )
-from workers.idempotency import Claim, Idempotency
-from workers.locks import FencedLocks, LockLease
-from workers.page_tokens import PageTokens
-from workers.pricing import allocate_refund, split_fee
-from workers.validation import PAGE_TOKEN_RULE
+from workers.execution.idempotency import Claim, Idempotency
+from workers.execution.locks import FencedLocks, LockLease
+from workers.ledger import accounts as ledger
 
 log = logging.getLogger(__name__)
 
@@ -706,7 +708,7 @@ class PaymentService:
 
     def list_transactions(self, caller: Caller, query: TransactionsQuery) -> TransactionsPage:
         """The caller's own postings to the user's wallets, newest first. The cursor is a posting id inside a
-        signed page token (workers/page_tokens.py) bound to the owner and the user, so entries written while a
+        signed page token (workers/codec/page_tokens.py) bound to the owner and the user, so entries written while a
         caller pages (all newer, higher ids) never shift or repeat the pages still to come."""
         before = NEWEST
         if query.page_token:

@@ -19,10 +19,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
 
-from paygate.schema import accounts, journal_entries, payments, postings, refunds, transfers
-from workers.domain import AccountKind, PaymentRecord, PaymentStatus, RefundRecord, TransactionRecord, TransferRecord
+from runtime.schema import accounts, journal_entries, payments, postings, refunds, transfers
+from workers.domain.types import (
+    AccountKind,
+    PaymentRecord,
+    PaymentStatus,
+    RefundRecord,
+    TransactionRecord,
+    TransferRecord,
+)
 
-# Built once, bound per call (see workers/ledger.py for why).
+# Built once, bound per call (see workers/ledger/accounts.py for why).
 _PAYMENT_BY_ID = select(payments).where(
     payments.c.owner == bindparam("owner"), payments.c.payment_id == bindparam("payment_id")
 )

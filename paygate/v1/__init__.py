@@ -1,1 +1,1 @@
-"""Generated stubs for the `paygate.v1` protobuf package (see paygate/protogen.py; never edit by hand)."""
+"""Generated stubs for the `paygate.v1` protobuf package (see scripts/gen_protos.py; never edit by hand)."""

@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from paygate.client import PaygateClient
-from paygate.schema import accounts, payments, postings
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime.schema import accounts, payments, postings
 from tests.support import Stack, start_stack
 
 PRICE_MINOR = 170

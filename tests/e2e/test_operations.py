@@ -149,7 +149,7 @@ def test_serve_refuses_a_busy_port_with_a_clear_error(stack: Stack, tmp_path: Pa
         [
             sys.executable,
             "-m",
-            "paygate",
+            "stack",
             "serve",
             "--workers",
             "1",

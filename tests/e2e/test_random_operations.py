@@ -31,8 +31,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from paygate.client import PaygateClient
-from paygate.schema import payments, refunds, transfers
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime.schema import payments, refunds, transfers
 from tests.support import Stack, start_stack
 
 DEFINITIVE_REFUSALS = {grpc.StatusCode.FAILED_PRECONDITION}

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from paygate.db import Database, upgrade
+from runtime.db import Database, upgrade
 
 
 @pytest.fixture

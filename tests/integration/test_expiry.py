@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from paygate.db import Database
-from paygate.errors import FailedPrecondition
-from paygate.settings import Settings
-from workers.domain import (
+from runtime.db import Database
+from runtime.errors import FailedPrecondition
+from runtime.settings import Settings
+from workers.domain.types import (
     BalanceQuery,
     Caller,
     CreatePaymentCommand,

@@ -12,11 +12,11 @@ import pytest
 import redis
 from google.rpc import error_details_pb2
 
-from paygate.db import Database
-from paygate.errors import Aborted, LockContention, RequestInFlight
+from runtime.db import Database
+from runtime.errors import Aborted, LockContention, RequestInFlight
 from tests.support import wait_until
-from workers.idempotency import RETRY_MAX_MS, RETRY_MIN_MS, Idempotency
-from workers.locks import FencedLocks
+from workers.execution.idempotency import RETRY_MAX_MS, RETRY_MIN_MS, Idempotency
+from workers.execution.locks import FencedLocks
 
 LEASE_MS = 300
 MANY_LEASES = 5

@@ -8,10 +8,10 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from gateway.keystore import KeyStore, load_master_key
-from paygate.db import Database
-from paygate.errors import ConfigurationError
-from paygate.schema import api_keys
-from paygate.settings import Settings
+from runtime.db import Database
+from runtime.errors import ConfigurationError
+from runtime.schema import api_keys
+from runtime.settings import Settings
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from paygate.db import Database
-from paygate.ids import new_id
-from workers import ledger
-from workers.domain import AccountKind
+from runtime.db import Database
+from runtime.ids import new_id
+from workers.domain.types import AccountKind
+from workers.ledger import accounts as ledger
 
 
 def _subject() -> str:

@@ -9,13 +9,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Connection, func, select
 
-from paygate.db import Database
-from paygate.errors import BalanceLimitExceeded, InvalidArgument, NotFound
-from paygate.limits import MAX_AMOUNT_MINOR, MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
-from paygate.schema import metadata
-from paygate.settings import Settings
-from workers import ledger
-from workers.domain import (
+from runtime.db import Database
+from runtime.errors import BalanceLimitExceeded, InvalidArgument, NotFound
+from runtime.schema import metadata
+from runtime.settings import Settings
+from workers.domain.limits import MAX_AMOUNT_MINOR, MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
+from workers.domain.types import (
     AccountKind,
     BalanceQuery,
     Caller,
@@ -27,9 +26,10 @@ from workers.domain import (
     TransactionsQuery,
     TransferCommand,
 )
+from workers.ledger import accounts as ledger
+from workers.ledger.verify import verify
 from workers.server import build_service
 from workers.service import PaymentService
-from workers.verify import verify
 
 OWNER_A = Caller(owner="orders-a", key_id="key_a", request_id="req_a")
 OWNER_B = Caller(owner="orders-b", key_id="key_b", request_id="req_b")

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from paygate.db import Database
-from paygate.errors import LockContention
-from workers import ledger
-from workers.domain import AccountKind
-from workers.locks import FencedLocks
+from runtime.db import Database
+from runtime.errors import LockContention
+from workers.domain.types import AccountKind
+from workers.execution.locks import FencedLocks
+from workers.ledger import accounts as ledger
 
 
 @pytest.fixture

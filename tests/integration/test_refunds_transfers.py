@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from paygate.db import Database
-from paygate.errors import AlreadyExists, FailedPrecondition, InsufficientFunds, NotFound
-from paygate.schema import accounts, postings
-from paygate.settings import Settings
-from workers.domain import (
+from runtime.db import Database
+from runtime.errors import AlreadyExists, FailedPrecondition, InsufficientFunds, NotFound
+from runtime.schema import accounts, postings
+from runtime.settings import Settings
+from workers.domain.types import (
     BalanceQuery,
     Caller,
     CreatePaymentCommand,

@@ -7,8 +7,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from paygate.db import Database, alembic_config, current_revision, upgrade
-from paygate.schema import metadata
+from runtime.db import Database, alembic_config, current_revision, upgrade
+from runtime.schema import metadata
 
 HEAD = "0003"
 

@@ -10,11 +10,11 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from paygate.db import Database
-from paygate.errors import AlreadyExists, InsufficientFunds, NotFound, RequestInFlight, Unimplemented
-from paygate.schema import accounts, idempotency_records, journal_entries, payments, postings
-from paygate.settings import Settings
-from workers.domain import (
+from runtime.db import Database
+from runtime.errors import AlreadyExists, InsufficientFunds, NotFound, RequestInFlight, Unimplemented
+from runtime.schema import accounts, idempotency_records, journal_entries, payments, postings
+from runtime.settings import Settings
+from workers.domain.types import (
     BalanceQuery,
     Caller,
     CreatePaymentCommand,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, text
 
-from paygate.db import Database, upgrade
-from paygate.settings import Settings
+from runtime.db import Database, upgrade
+from runtime.settings import Settings
 from tests.support import create_throwaway_database, drop_throwaway_database
-from workers.domain import Caller, CreatePaymentCommand, Method, RefundCommand, TopUpCommand, TransferCommand
+from workers.domain.types import Caller, CreatePaymentCommand, Method, RefundCommand, TopUpCommand, TransferCommand
+from workers.ledger.verify import verify
 from workers.server import build_service
-from workers.verify import verify
 
 CALLER = Caller(owner="verify", key_id="key_v", request_id="req_v")
 

@@ -48,7 +48,7 @@ RESPONSE_TYPES: dict[str, type[Message]] = {
 # Words that would mean internals leaked into a message.
 INTERNALS = ("Traceback", "sqlalchemy", "sqlite3", "psycopg", "pymysql", "redis.", "Exception", "Error(", 'File "')
 MAX_MESSAGE_CHARS = 2_000
-# Caller input quoted in a message (workers/grammar.py `quote`: Python's escaped repr, single or double quotes).
+# Caller input quoted in a message (workers/codec/grammar.py `quote`: Python's escaped repr, single or double quotes).
 QUOTED_INPUT = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
 
 

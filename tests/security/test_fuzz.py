@@ -23,11 +23,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paygate.limits import MAX_AMOUNT_MINOR, MAX_PAGE_SIZE
 from paygate.scopes import METHOD_SCOPES
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.security.conftest import DOCUMENTED_FOR_CALLER_INPUT, HostileClient, row_counts
 from tests.support import Stack
+from workers.domain.limits import MAX_AMOUNT_MINOR, MAX_PAGE_SIZE
 
 METHODS = sorted(METHOD_SCOPES)
 FUZZ_EXAMPLES = 50

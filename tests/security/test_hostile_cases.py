@@ -16,11 +16,11 @@ import pytest
 from google.protobuf.message import Message
 
 from paygate import signing
-from paygate.limits import MAX_AMOUNT_MINOR, MAX_USER_BALANCE_MINOR
 from paygate.scopes import method_path
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.security.conftest import HostileClient, Outcome, decode_outcome, row_counts
 from tests.support import Stack
+from workers.domain.limits import MAX_AMOUNT_MINOR, MAX_USER_BALANCE_MINOR
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

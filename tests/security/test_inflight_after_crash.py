@@ -17,13 +17,13 @@ import pytest
 import redis
 
 from paygate.client import PaygateClient
-from paygate.settings import Settings
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime.settings import Settings
 from tests.security.conftest import decode_outcome
 from tests.support import Stack, start_stack, wait_until
-from workers.domain import AccountKind
-from workers.idempotency import RETRY_MAX_MS, RETRY_MIN_MS
-from workers.locks import FencedLocks
+from workers.domain.types import AccountKind
+from workers.execution.idempotency import RETRY_MAX_MS, RETRY_MIN_MS
+from workers.execution.locks import FencedLocks
 from workers.service import lock_resource
 
 LOCK_LEASE_MS = Settings().lock_lease_ms

@@ -6,10 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paygate.errors import InvalidArgument
-from paygate.limits import MAX_AMOUNT_MINOR
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers import grammar, validation
+from runtime.errors import InvalidArgument
+from workers.codec import decode as validation
+from workers.codec import grammar
+from workers.domain.limits import MAX_AMOUNT_MINOR
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from paygate.ids import new_id
-from workers.domain import AccountKind, Method, PaymentRecord, PaymentStatus, PaymentType
-from workers.ledger import LedgerInvariantError, Posting, check_balanced
+from runtime.ids import new_id
+from workers.domain.types import AccountKind, Method, PaymentRecord, PaymentStatus, PaymentType
+from workers.ledger.accounts import LedgerInvariantError, Posting, check_balanced
 
 
 def test_a_balanced_entry_passes() -> None:

@@ -2,7 +2,7 @@
 
 Payments, refunds and transfers belong to the owner that created them (docs/architecture.md, "Owners"). If any
 other module could build its own query on those tables, it could forget the owner; so this test fails the build
-when one imports them. `ledger verify` (workers/verify.py) is the one reader allowed besides the store: it is the
+when one imports them. `ledger verify` (workers/ledger/verify.py) is the one reader allowed besides the store: it is the
 operator's tool, runs outside any caller's request, and reads every owner's rows by design.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from tests.support import REPO_ROOT
 
 OWNED_TABLES = {"payments", "refunds", "transfers"}
-ALLOWED = {"workers/store.py", "workers/verify.py", "paygate/schema.py"}
+ALLOWED = {"workers/store.py", "workers/ledger/verify.py", "runtime/schema.py"}
 SOURCE_PACKAGES = ("paygate", "gateway", "workers", "loadtest")
 
 
@@ -28,7 +28,7 @@ def _modules() -> list[Path]:
 def _imports_owned_table(tree: ast.AST) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "paygate.schema":
+        if isinstance(node, ast.ImportFrom) and node.module == "runtime.schema":
             names |= {alias.name for alias in node.names} & OWNED_TABLES
         if isinstance(node, ast.Attribute) and node.attr in OWNED_TABLES:
             value = node.value

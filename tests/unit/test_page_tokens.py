@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.page_tokens import MAX_CURSOR, PageTokens, well_formed
+from workers.codec.page_tokens import MAX_CURSOR, PageTokens, well_formed
 
 TOKENS = PageTokens(b"k" * 32)
 

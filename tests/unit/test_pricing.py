@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.grammar import parse_rate
-from workers.pricing import allocate_refund, quote, split_fee
+from workers.codec.grammar import parse_rate
+from workers.domain.pricing import allocate_refund, quote, split_fee
 
 
 def test_the_issue_example() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from paygate import protogen
 from paygate.v1 import payment_gateway_pb2 as pb
+from scripts import gen_protos as protogen
 from tests.support import buf_binary
 
 

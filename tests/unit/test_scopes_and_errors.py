@@ -4,9 +4,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from paygate import errors
 from paygate.scopes import METHOD_SCOPES, allows, method_path, parse_scopes
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime import errors
 
 
 def test_every_rpc_of_the_service_has_a_scope() -> None:

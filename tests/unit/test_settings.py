@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from paygate.errors import ConfigurationError
-from paygate.settings import Settings
+from runtime.errors import ConfigurationError
+from runtime.settings import Settings
 
 
 def test_defaults_are_the_documented_ones() -> None:

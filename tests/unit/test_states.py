@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from paygate.errors import IllegalTransition
-from workers import states
-from workers.domain import PaymentStatus as P
+from runtime.errors import IllegalTransition
+from workers.domain import states
+from workers.domain.types import PaymentStatus as P
 
 ALLOWED = {
     (P.PENDING, P.SUCCEEDED),

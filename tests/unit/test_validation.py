@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import pytest
 
-from paygate.errors import InvalidArgument
-from paygate.limits import MAX_AMOUNT_MINOR
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers import validation
-from workers.currencies import minor_unit_exponent
-from workers.domain import Method
+from runtime.errors import InvalidArgument
+from workers.codec import decode as validation
+from workers.domain.currencies import minor_unit_exponent
+from workers.domain.limits import MAX_AMOUNT_MINOR
+from workers.domain.types import Method
 
 
 def _fields(error: pytest.ExceptionInfo[InvalidArgument]) -> dict[str, str]:

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from paygate.errors import InvalidArgument
 from paygate.scopes import METHOD_SCOPES
 from paygate.v1 import payment_gateway_pb2 as pb
-from workers import wire
+from runtime.errors import InvalidArgument
+from workers.codec import wire
 
 REQUEST_TYPES = [pb.DESCRIPTOR.services_by_name["PaymentGateway"].methods_by_name[m].input_type for m in METHOD_SCOPES]
 

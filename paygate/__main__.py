@@ -1,5 +1,0 @@
-import sys
-
-from paygate.cli import main
-
-sys.exit(main())

@@ -1,0 +1,151 @@
+"""Engines and migrations for the three supported databases (DESIGN.md §4).
+
+- SQLite (embedded default): WAL, a busy timeout, and `BEGIN IMMEDIATE` for every writing transaction, because
+  SQLite ignores `SELECT … FOR UPDATE` and a deferred transaction that later writes can fail with SQLITE_BUSY
+  instead of waiting. Reads use a second engine whose statements autocommit (a WAL snapshot per statement).
+- PostgreSQL (production target) and MySQL/MariaDB: READ COMMITTED; balance updates are single conditional
+  statements, so they re-check their WHERE clause against the latest committed row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from runtime.errors import ConfigurationError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str) -> str:
+    """Pick the drivers we ship (psycopg 3, PyMySQL) when a URL names only the database."""
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername in {"mysql", "mariadb"}:
+        parsed = parsed.set(drivername="mysql+pymysql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=False,
+        # The reader never opens a transaction, so there is nothing to roll back when a connection returns.
+        pool_reset_on_return="rollback" if writer else None,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module so that our BEGIN is the one that runs.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    if writer:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # The reader emits no BEGIN: each statement is its own implicit transaction (autocommit), which is all the
+    # single-statement reads of the hot path need and saves two round trips into SQLite per read.
+    return engine
+
+
+class Database:
+    """A writer engine and a reader engine (the same one except on SQLite)."""
+
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = normalize_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        if self.dialect == "sqlite":
+            self.writer = _sqlite_engine(self.url, writer=True, pool_size=pool_size)
+            self.reader = _sqlite_engine(self.url, writer=False, pool_size=pool_size)
+        else:
+            options: dict[str, Any] = {
+                "pool_size": pool_size,
+                "max_overflow": pool_size,
+                "pool_pre_ping": True,
+                "pool_recycle": 1800,
+                "isolation_level": "READ COMMITTED",
+            }
+            self.writer = create_engine(self.url, **options)
+            self.reader = self.writer
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One writing transaction: commits on success, rolls back on any exception."""
+        with self.writer.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.reader.begin() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        if self.reader is not self.writer:
+            self.reader.dispose()
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "runtime:migrations")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(database: Database, revision: str = "head") -> None:
+    """Bring the schema to `revision` (idempotent; run once at start by `serve` and by `paygate db upgrade`).
+
+    On SQLite, adding a constraint rebuilds the table (copy, drop, rename), which foreign-key enforcement would
+    refuse while other tables reference it; so migrations run with enforcement off (it can only be switched
+    outside a transaction) and must leave `PRAGMA foreign_key_check` empty before they commit.
+    """
+    with database.writer.connect() as connection:
+        driver = connection.connection.driver_connection if database.dialect == "sqlite" else None
+        if driver is not None:
+            driver.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.begin():
+                command.upgrade(alembic_config(connection), revision)
+                if driver is not None and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise ConfigurationError("the migration left rows that break a foreign key; nothing was changed")
+        finally:
+            if driver is not None:
+                driver.execute("PRAGMA foreign_keys = ON")
+
+
+def current_revision(database: Database) -> str | None:
+    with database.reader.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def require_current_schema(database: Database) -> None:
+    """Refuse to read a database whose schema is not the one this code was written for."""
+    current, head = current_revision(database), head_revision()
+    if current != head:
+        raise ConfigurationError(
+            f"the database schema is at revision {current or 'none'}, this code needs {head}: run `paygate db upgrade`"
+        )

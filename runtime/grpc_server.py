@@ -1,0 +1,21 @@
+"""Small gRPC helpers shared by the gateway and the workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from runtime.errors import ConfigurationError
+
+# so_reuseport=0: otherwise gRPC silently shares a port that another process already holds (DESIGN.md §1).
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+def bind(server: grpc.aio.Server, address: str) -> None:
+    """Bind or fail loudly: gRPC reports a failed bind only by returning port 0."""
+    if address.startswith("unix:"):
+        # A socket file left by a killed predecessor would make the bind fail; the supervisor owns these paths.
+        Path(address.removeprefix("unix:").removeprefix("//")).unlink(missing_ok=True)
+    if server.add_insecure_port(address) == 0:
+        raise ConfigurationError(f"could not listen on {address} (in use, or not permitted)")

@@ -1,0 +1,152 @@
+"""Prometheus metrics of the gateway and the workers (DESIGN.md §5).
+
+Nothing is registered at import time. Under `paygate serve` every process writes its samples to files in
+PROMETHEUS_MULTIPROC_DIR and the supervisor's one /metrics endpoint aggregates them; a process run on its own
+(e.g. one Kubernetes pod) serves its own registry instead.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+from runtime.errors import ConfigurationError
+from runtime.settings import parse_host_port
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOCK_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def process_registry() -> CollectorRegistry | None:
+    """Where this process registers its metrics: nowhere in multiprocess mode (files), else its own registry."""
+    return None if multiprocess_enabled() else CollectorRegistry()
+
+
+def serve_metrics(listen: str, registry: CollectorRegistry | None, multiprocess_dir: str | None = None) -> None:
+    """Serve /metrics on `listen`: `registry`, or else the aggregate of every process's files in the directory."""
+    host, port = parse_host_port(listen, "metrics address")
+    if registry is None:
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+    try:
+        start_http_server(port, addr=host.strip("[]"), registry=registry)
+    except OSError as error:
+        raise ConfigurationError(f"cannot serve metrics on {listen}: {error.strerror}") from None
+
+
+@dataclass
+class GatewayMetrics:
+    started: Counter
+    handled: Counter
+    handling_seconds: Histogram
+    auth_failures: Counter
+    forwarded: Counter
+    worker_healthy: Gauge
+    admission_refusals: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None) -> GatewayMetrics:
+        labels = ("grpc_type", "grpc_service", "grpc_method")
+        return cls(
+            started=Counter("grpc_server_started_total", "RPCs started on the gateway.", labels, registry=registry),
+            handled=Counter(
+                "grpc_server_handled_total",
+                "RPCs completed on the gateway, by status code.",
+                (*labels, "grpc_code"),
+                registry=registry,
+            ),
+            handling_seconds=Histogram(
+                "grpc_server_handling_seconds",
+                "Gateway RPC latency, from receipt to response (seconds).",
+                labels,
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            auth_failures=Counter(
+                "paygate_auth_failures_total",
+                "Calls the gateway rejected before forwarding, by rule.",
+                ("reason",),
+                registry=registry,
+            ),
+            forwarded=Counter(
+                "paygate_gateway_forwarded_total",
+                "Calls forwarded to workers, by worker address and outcome.",
+                ("worker_address", "outcome"),
+                registry=registry,
+            ),
+            worker_healthy=Gauge(
+                "paygate_worker_healthy",
+                "1 when the gateway has the worker in its rotation.",
+                ("worker_address",),
+                registry=registry,
+                multiprocess_mode="max",
+            ),
+            admission_refusals=Counter(
+                "paygate_gateway_admission_refusals_total",
+                "Calls the gateway ended for its admission bounds: read_timeout, evicted_connection, "
+                "evicted_total (pending calls without a complete request), in_flight (authenticated calls).",
+                ("reason",),
+                registry=registry,
+            ),
+        )
+
+
+@dataclass
+class WorkerMetrics:
+    requests: Counter
+    handling_seconds: Histogram
+    lock_wait_seconds: Histogram
+    payments: Counter
+    money_moved_minor: Counter
+    ledger_retries: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
+        return cls(
+            requests=Counter(
+                "paygate_worker_requests_total",
+                "Requests served by each worker, by method and status code.",
+                ("worker", "grpc_method", "grpc_code"),
+                registry=registry,
+            ),
+            handling_seconds=Histogram(
+                "paygate_worker_handling_seconds",
+                "Worker time per request (seconds).",
+                ("worker", "grpc_method"),
+                buckets=LATENCY_BUCKETS_S,
+                registry=registry,
+            ),
+            lock_wait_seconds=Histogram(
+                "paygate_lock_wait_seconds",
+                "Time spent waiting for a Redis account lock (seconds), by outcome.",
+                ("outcome",),
+                buckets=LOCK_WAIT_BUCKETS_S,
+                registry=registry,
+            ),
+            payments=Counter(
+                "paygate_payments_total",
+                "Payments created, by type, method and final status.",
+                ("payment_type", "method", "status"),
+                registry=registry,
+            ),
+            money_moved_minor=Counter(
+                "paygate_money_moved_minor_total",
+                "Minor units moved by successful payments, by type and currency.",
+                ("payment_type", "currency"),
+                registry=registry,
+            ),
+            ledger_retries=Counter(
+                "paygate_ledger_retries_total",
+                "Ledger transactions rolled back and retried, by reason (stale_fence, deadlock).",
+                ("reason",),
+                registry=registry,
+            ),
+        )

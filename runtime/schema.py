@@ -1,0 +1,230 @@
+"""The database schema: one MetaData for every table, mirrored by the Alembic migrations.
+
+Money is BigInteger minor units. Every table that a caller-chosen key can address has a unique constraint on
+it, because idempotency is data (DESIGN.md §3): the constraint, not a lock, is what stops a double charge.
+A unit test checks that the migrations produce exactly this schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+# MySQL/MariaDB compare text case-insensitively by default; identifiers are case-sensitive (docs/api.md).
+BINARY_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+# The limits of workers/domain/limits.py as CHECK constraints (migration 0003). The service refuses anything beyond them
+# first, with a clear status; these are the last line, so no bug can store a value later sums could overflow.
+_AMOUNT = "amount_minor >= 1 AND amount_minor <= 1000000000000000"
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; everywhere else the key is a 64-bit integer.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+ID_LENGTH = 40  # prefix + 26-character sortable id, with room to spare
+NAME_LENGTH = 64  # user ids, order ids, key owners
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(NAME_LENGTH), primary_key=True),
+    # The calling service; idempotency keys and order ids are scoped to it.
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("scopes", String(1024), nullable=False),
+    # Fernet ciphertext of the secret under the master key; the clear secret is never stored.
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    **BINARY_TEXT,
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", AutoId, primary_key=True, autoincrement=True),
+    # wallet | payable | revenue | clearing
+    Column("kind", String(16), nullable=False),
+    # The user id for wallets, the creator id for payables, the channel for clearing, "platform" for revenue.
+    Column("subject", String(NAME_LENGTH), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("balance_minor", BigInteger, nullable=False, default=0),
+    # Highest lock fencing token that has written this row; stale lock holders' writes match no row.
+    Column("fence", BigInteger, nullable=False, default=0),
+    # Wallets and payables must never go below zero; clearing and revenue accounts may.
+    Column("non_negative", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("kind", "subject", "currency"),
+    CheckConstraint(
+        "balance_minor >= -4000000000000000000 AND balance_minor <= 4000000000000000000 "
+        "AND (NOT non_negative OR (balance_minor >= 0 AND balance_minor <= 100000000000000000))",
+        name="balance_range",
+    ),
+    **BINARY_TEXT,
+)
+
+journal_entries = Table(
+    "journal_entries",
+    metadata,
+    Column("entry_id", String(ID_LENGTH), primary_key=True),
+    # top_up | purchase | refund | transfer | reversal
+    Column("kind", String(16), nullable=False),
+    Column("payment_id", String(ID_LENGTH), nullable=True, index=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # What the entry belongs to, as callers know it: a payment id, a refund id or a transfer id.
+    Column("reference_id", String(NAME_LENGTH), nullable=True),
+    **BINARY_TEXT,
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    # Monotonic per database: the order postings were written, used for "newest first" paging.
+    Column("posting_id", AutoId, primary_key=True, autoincrement=True),
+    Column("entry_id", String(ID_LENGTH), ForeignKey("journal_entries.entry_id"), nullable=False, index=True),
+    Column("account_id", AutoId, ForeignKey("accounts.account_id"), nullable=False),
+    # Signed: positive credits the account, negative debits it. Each entry's postings sum to zero per currency.
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "account_id", "posting_id"),
+    CheckConstraint(
+        "amount_minor <> 0 AND amount_minor >= -1000000000000000 AND amount_minor <= 1000000000000000",
+        name="amount_range",
+    ),
+    **BINARY_TEXT,
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String(ID_LENGTH), primary_key=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("order_id", String(NAME_LENGTH), nullable=False),
+    # top_up | purchase
+    Column("payment_type", String(16), nullable=False),
+    Column("user_id", String(NAME_LENGTH), nullable=False),
+    Column("payee_id", String(NAME_LENGTH), nullable=False, default=""),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("method", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("failure_reason", String(256), nullable=False, default=""),
+    Column("description", String(256), nullable=False, default=""),
+    Column("entry_id", String(ID_LENGTH), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Price breakdown (list price - discount + tax = amount) and purchase split (creator + platform = amount).
+    Column("list_price_minor", BigInteger, nullable=False, server_default="0"),
+    Column("discount_minor", BigInteger, nullable=False, server_default="0"),
+    Column("tax_minor", BigInteger, nullable=False, server_default="0"),
+    Column("creator_amount_minor", BigInteger, nullable=False, server_default="0"),
+    Column("platform_fee_minor", BigInteger, nullable=False, server_default="0"),
+    UniqueConstraint("owner", "order_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded_range"),
+    CheckConstraint(
+        "list_price_minor >= 0 AND list_price_minor <= 1000000000000000 AND discount_minor >= 0 "
+        "AND discount_minor <= list_price_minor AND tax_minor >= 0 AND tax_minor <= 1000000000000000",
+        name="price_range",
+    ),
+    CheckConstraint(
+        "creator_amount_minor >= 0 AND platform_fee_minor >= 0 "
+        "AND creator_amount_minor + platform_fee_minor <= amount_minor",
+        name="split_range",
+    ),
+    **BINARY_TEXT,
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("record_id", AutoId, primary_key=True, autoincrement=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("refund_id", String(NAME_LENGTH), nullable=False),
+    Column("payment_id", String(ID_LENGTH), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("creator_amount_minor", BigInteger, nullable=False),
+    Column("platform_fee_minor", BigInteger, nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("entry_id", String(ID_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("owner", "refund_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    **BINARY_TEXT,
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("record_id", AutoId, primary_key=True, autoincrement=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("transfer_id", String(NAME_LENGTH), nullable=False),
+    Column("from_user_id", String(NAME_LENGTH), nullable=False),
+    Column("to_user_id", String(NAME_LENGTH), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("entry_id", String(ID_LENGTH), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("owner", "transfer_id"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
+    **BINARY_TEXT,
+)
+
+idempotency_records = Table(
+    "idempotency_records",
+    metadata,
+    Column("record_id", AutoId, primary_key=True, autoincrement=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    # The namespace of the key: "order" (TopUp, CreatePayment), later "refund", "transfer".
+    Column("scope", String(16), nullable=False),
+    Column("idempotency_key", String(NAME_LENGTH), nullable=False),
+    # sha256 over the operation name and the canonical request; a different request under the same key is refused.
+    Column("request_hash", String(64), nullable=False),
+    Column("resource_id", String(ID_LENGTH), nullable=False),
+    # The serialized original response, returned verbatim to a repeated call.
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+    UniqueConstraint("owner", "scope", "idempotency_key"),
+    **BINARY_TEXT,
+)
+
+__all__ = [
+    "ID_LENGTH",
+    "NAME_LENGTH",
+    "accounts",
+    "api_keys",
+    "idempotency_records",
+    "journal_entries",
+    "metadata",
+    "payments",
+    "postings",
+    "refunds",
+    "transfers",
+]

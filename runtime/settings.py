@@ -1,0 +1,183 @@
+"""One typed, validated settings object, built once at start and passed down.
+
+Sources, later ones winning: built-in defaults, `PAYGATE_*` environment variables, command-line flags.
+Nothing here reads the environment at import time; `Settings.from_env()` does it when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import ConfigurationError
+
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
+MODES = ("dev", "production")
+
+
+def parse_host_port(value: str, what: str) -> tuple[str, int]:
+    match = _HOST_PORT.fullmatch(value)
+    if not match or not 0 <= int(match["port"]) <= 65535:
+        raise ConfigurationError(f"{what} must be HOST:PORT (for example 127.0.0.1:50051), got {value!r}")
+    return match["host"], int(match["port"])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a Paygate process needs to know; see docs/configuration.md for each field."""
+
+    mode: str = "dev"
+    data_dir: Path = Path(".paygate")
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9464"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Empty means the embedded defaults: a SQLite file and a private redis-server under data_dir.
+    # URLs may carry passwords and the master key is a secret: keep all three out of reprs and logs.
+    database_url: str = field(default="", repr=False)
+    redis_url: str = field(default="", repr=False)
+    redis_prefix: str = "paygate:"
+    master_key: str = field(default="", repr=False)
+    # Signature rules (DESIGN.md §2).
+    timestamp_skew_s: int = 300
+    nonce_ttl_s: int = 600
+    # Locks (DESIGN.md §4).
+    lock_lease_ms: int = 5000
+    lock_wait_ms: int = 2000
+    # SANDBOX payments: "immediate" (succeed at once) or "deferred" (PENDING until `paygate sandbox confirm`).
+    sandbox_confirmation: str = "immediate"
+    # PENDING payments older than this are CLOSED by the sweeper that runs in every worker (one at a time).
+    payment_ttl_s: int = 900
+    sweep_interval_s: float = 5.0
+    # The platform's share of a course purchase, in basis points (2000 = 20 %); the creator gets the rest.
+    platform_fee_bps: int = 2000
+    # Keys are kept for as long as channels may re-deliver notifications: days, not hours.
+    idempotency_retention_s: int = 30 * 86400
+    # How long the gateway trusts a cached API key before re-reading it (revocations also announce themselves).
+    key_cache_ttl_s: float = 5.0
+    # Calls that never finish (docs/architecture.md): how long a call may take to present its request message
+    # after its headers; how many such pending calls the gateway holds per connection and in total (the oldest is
+    # ended when full); HTTP/2 streams per connection; authenticated calls in flight to workers.
+    request_read_timeout_s: float = 5.0
+    max_pending_calls_per_connection: int = 64
+    max_pending_calls: int = 2048
+    max_streams_per_connection: int = 100
+    max_forwarded_calls: int = 4096
+    # Worker pool health.
+    health_interval_s: float = 1.0
+    worker_threads: int = 8
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigurationError(f"PAYGATE_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
+        parse_host_port(self.listen, "listen address")
+        parse_host_port(self.metrics_listen, "metrics address")
+        if not 1 <= self.workers <= 256:
+            raise ConfigurationError(f"workers must be between 1 and 256, got {self.workers}")
+        for name in (
+            "timestamp_skew_s",
+            "nonce_ttl_s",
+            "lock_lease_ms",
+            "lock_wait_ms",
+            "idempotency_retention_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{name} must be positive")
+        if self.nonce_ttl_s < 2 * self.timestamp_skew_s:
+            # A nonce must be remembered for as long as its timestamp can still be accepted (± skew).
+            raise ConfigurationError("nonce_ttl_s must be at least twice timestamp_skew_s")
+        if self.sandbox_confirmation not in ("immediate", "deferred"):
+            raise ConfigurationError("PAYGATE_SANDBOX_CONFIRMATION must be immediate or deferred")
+        if self.payment_ttl_s <= 0 or self.sweep_interval_s <= 0:
+            raise ConfigurationError("payment_ttl_s and sweep_interval_s must be positive")
+        if not 0 <= self.platform_fee_bps <= 10_000:
+            raise ConfigurationError(f"platform_fee_bps must be between 0 and 10000, got {self.platform_fee_bps}")
+        if not 0 < self.request_read_timeout_s <= 300:
+            raise ConfigurationError("request_read_timeout_s must be in (0, 300]")
+        for name in ("max_pending_calls_per_connection", "max_pending_calls", "max_streams_per_connection"):
+            if not 1 <= getattr(self, name) <= 1_000_000:
+                raise ConfigurationError(f"{name} must be between 1 and 1000000")
+        if not 1 <= self.max_forwarded_calls <= 1_000_000:
+            raise ConfigurationError("max_forwarded_calls must be between 1 and 1000000")
+        if not 1 <= self.worker_threads <= 256:
+            raise ConfigurationError("worker_threads must be between 1 and 256")
+        if self.mode == "production":
+            self._refuse_unsafe_production_defaults()
+
+    def _refuse_unsafe_production_defaults(self) -> None:
+        missing = [
+            env
+            for env, value in (
+                ("PAYGATE_DATABASE_URL", self.database_url),
+                ("PAYGATE_REDIS_URL", self.redis_url),
+                ("PAYGATE_MASTER_KEY", self.master_key),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigurationError("production mode refuses the embedded dev defaults; set " + ", ".join(missing))
+        if self.database_url.startswith("sqlite"):
+            raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
+
+    # -- derived paths -------------------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.data_dir / "metrics"
+
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.run_dir / "redis.sock"
+
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'paygate.sqlite3').resolve()}"
+
+    def effective_redis_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        return f"unix://{self.embedded_redis_socket.resolve()}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    # -- construction --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `PAYGATE_*` variables, then `overrides` (flags; None means 'not given')."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"PAYGATE_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+
+def _convert(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw)
+    except ValueError:
+        raise ConfigurationError(f"PAYGATE_{name.upper()} must be a {kind}, got {raw!r}") from None
+    return raw

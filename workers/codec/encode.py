@@ -1,0 +1,120 @@
+"""Domain records → protobuf responses (the 'encode' step of decode → service → encode)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from paygate.v1 import payment_gateway_pb2 as pb
+from workers.codec import decode as validation
+from workers.domain.pricing import Quote
+from workers.domain.types import (
+    BalanceQuery,
+    Method,
+    PaymentRecord,
+    PaymentStatus,
+    PaymentType,
+    RefundRecord,
+    TransactionsPage,
+    TransferRecord,
+)
+
+PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
+PROTO_STATUSES: dict[PaymentStatus, int] = {
+    PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
+    PaymentStatus.SUCCEEDED: pb.PAYMENT_STATUS_SUCCEEDED,
+    PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
+    PaymentStatus.CLOSED: pb.PAYMENT_STATUS_CLOSED,
+    PaymentStatus.PARTIALLY_REFUNDED: pb.PAYMENT_STATUS_PARTIALLY_REFUNDED,
+    PaymentStatus.REFUNDED: pb.PAYMENT_STATUS_REFUNDED,
+}
+PROTO_TYPES: dict[PaymentType, int] = {
+    PaymentType.TOP_UP: pb.PAYMENT_TYPE_TOP_UP,
+    PaymentType.PURCHASE: pb.PAYMENT_TYPE_PURCHASE,
+}
+
+
+def payment(record: PaymentRecord) -> pb.Payment:
+    return pb.Payment(
+        payment_id=record.payment_id,
+        order_id=record.order_id,
+        user_id=record.user_id,
+        amount_minor=record.amount_minor,
+        currency=record.currency,
+        method=PROTO_METHODS[record.method],  # type: ignore[arg-type]
+        status=PROTO_STATUSES[record.status],  # type: ignore[arg-type]
+        refunded_minor=record.refunded_minor,
+        failure_reason=record.failure_reason,
+        payee_id=record.payee_id,
+        description=record.description,
+        type=PROTO_TYPES[record.payment_type],  # type: ignore[arg-type]
+        create_time=_timestamp(record.created_at),
+        update_time=_timestamp(record.updated_at),
+        entry_id=record.entry_id or "",
+        list_price_minor=record.list_price_minor,
+        discount_minor=record.discount_minor,
+        tax_minor=record.tax_minor,
+        creator_amount_minor=record.creator_amount_minor,
+        platform_fee_minor=record.platform_fee_minor,
+    )
+
+
+def balance(query: BalanceQuery, available_minor: int) -> pb.Balance:
+    return pb.Balance(user_id=query.user_id, currency=query.currency, available_minor=available_minor)
+
+
+def refund(record: RefundRecord) -> pb.Refund:
+    return pb.Refund(
+        refund_id=record.refund_id,
+        payment_id=record.payment_id,
+        amount_minor=record.amount_minor,
+        reason=record.reason,
+        currency=record.currency,
+        creator_amount_minor=record.creator_amount_minor,
+        platform_fee_minor=record.platform_fee_minor,
+        entry_id=record.entry_id,
+        create_time=_timestamp(record.created_at),
+        payment_status=PROTO_STATUSES[record.payment_status],  # type: ignore[arg-type]
+    )
+
+
+def transfer(record: TransferRecord) -> pb.Transfer:
+    return pb.Transfer(
+        transfer_id=record.transfer_id,
+        from_user_id=record.from_user_id,
+        to_user_id=record.to_user_id,
+        amount_minor=record.amount_minor,
+        currency=record.currency,
+        entry_id=record.entry_id,
+        create_time=_timestamp(record.created_at),
+    )
+
+
+def transactions(page: TransactionsPage) -> pb.ListTransactionsResponse:
+    return pb.ListTransactionsResponse(
+        transactions=[
+            pb.Transaction(
+                entry_id=t.entry_id,
+                amount_minor=t.amount_minor,
+                currency=t.currency,
+                kind=t.kind,
+                reference_id=t.reference_id,
+                create_time=_timestamp(t.created_at),
+            )
+            for t in page.transactions
+        ],
+        next_page_token=page.next_page_token,
+    )
+
+
+def quote(result: Quote) -> pb.PriceQuote:
+    return pb.PriceQuote(
+        amount_minor=result.amount_minor, discount_minor=result.discount_minor, tax_minor=result.tax_minor
+    )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

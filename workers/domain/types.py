@@ -1,0 +1,270 @@
+"""Domain types of the workers: validated commands in, records out. No protobuf and no SQL here."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from workers.domain.limits import MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
+
+
+class Method(enum.StrEnum):
+    WALLET = "wallet"
+    ALIPAY = "alipay"
+    WECHAT_PAY = "wechat_pay"
+    UNIONPAY = "unionpay"
+    CARD = "card"
+    SANDBOX = "sandbox"
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CLOSED = "closed"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+
+
+class PaymentType(enum.StrEnum):
+    TOP_UP = "top_up"
+    PURCHASE = "purchase"
+
+
+class AccountKind(enum.StrEnum):
+    WALLET = "wallet"  # a learner's spendable money; never negative
+    PAYABLE = "payable"  # what the platform owes a course creator; never negative
+    REVENUE = "revenue"  # the platform's own income
+    CLEARING = "clearing"  # money in transit with an external channel; negative = owed to us by the channel
+
+    @property
+    def non_negative(self) -> bool:
+        return self in (AccountKind.WALLET, AccountKind.PAYABLE)
+
+    @property
+    def balance_range(self) -> tuple[int, int]:
+        """(lowest, highest) balance the account may hold (docs/api.md, "Limits")."""
+        if self.non_negative:
+            return 0, MAX_USER_BALANCE_MINOR
+        return -MAX_SYSTEM_BALANCE_MINOR, MAX_SYSTEM_BALANCE_MINOR
+
+    def describe(self, subject: str) -> str:
+        """How an error message names an account of this kind."""
+        return {
+            AccountKind.WALLET: f"the wallet of {subject!r}",
+            AccountKind.PAYABLE: f"the payable of creator {subject!r}",
+            AccountKind.REVENUE: "the platform's revenue account",
+            AccountKind.CLEARING: f"the clearing account of the {subject} channel",
+        }[self]
+
+
+PLATFORM_SUBJECT = "platform"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, as the gateway authenticated it."""
+
+    owner: str
+    key_id: str
+    request_id: str
+
+
+@dataclass(frozen=True)
+class TopUpCommand:
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+
+    operation = "TopUp"
+
+
+@dataclass(frozen=True)
+class CreatePaymentCommand:
+    order_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+    payee_id: str
+    description: str
+    # The price breakdown: given as PriceInputs, or else list price = amount with no discount or tax.
+    list_price_minor: int = 0
+    discount_minor: int = 0
+    tax_minor: int = 0
+    discount_rate: str = ""
+    tax_rate: str = ""
+
+    operation = "CreatePayment"
+
+
+@dataclass(frozen=True)
+class RefundCommand:
+    payment_id: str
+    refund_id: str
+    amount_minor: int  # 0: everything not yet refunded
+    reason: str
+
+    operation = "RefundPayment"
+
+
+@dataclass(frozen=True)
+class TransferCommand:
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+
+    operation = "Transfer"
+
+
+@dataclass(frozen=True)
+class TransactionsQuery:
+    user_id: str
+    page_size: int
+    page_token: str  # as the caller sent it (shape-checked); the service verifies it for this owner and user
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    posting_id: int
+    entry_id: str
+    amount_minor: int
+    currency: str
+    kind: str
+    reference_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TransactionsPage:
+    transactions: list[TransactionRecord]
+    next_page_token: str  # empty on the last page
+
+
+@dataclass(frozen=True)
+class PaymentLookup:
+    payment_id: str
+    order_id: str
+
+
+@dataclass(frozen=True)
+class BalanceQuery:
+    user_id: str
+    currency: str
+
+
+Command = TopUpCommand | CreatePaymentCommand | RefundCommand | TransferCommand
+
+
+def request_hash(command: Command) -> str:
+    """sha256 over the operation and every field: the fingerprint an idempotency key is bound to."""
+    canonical = json.dumps({"operation": command.operation, **asdict(command)}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PaymentRecord:
+    payment_id: str
+    owner: str
+    order_id: str
+    payment_type: PaymentType
+    user_id: str
+    payee_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+    status: PaymentStatus
+    refunded_minor: int
+    failure_reason: str
+    description: str
+    entry_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    list_price_minor: int = 0
+    discount_minor: int = 0
+    tax_minor: int = 0
+    creator_amount_minor: int = 0
+    platform_fee_minor: int = 0
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> PaymentRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["payment_type"] = PaymentType(data["payment_type"])
+        data["method"] = Method(data["method"])
+        data["status"] = PaymentStatus(data["status"])
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        data["updated_at"] = datetime.fromisoformat(data["updated_at"])
+        return cls(**data)
+
+    @classmethod
+    def from_row(cls, row: Any) -> PaymentRecord:
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
+        values["payment_type"] = PaymentType(values["payment_type"])
+        values["method"] = Method(values["method"])
+        values["status"] = PaymentStatus(values["status"])
+        # SQLite hands timestamps back without their zone; they were written in UTC.
+        for name in ("created_at", "updated_at"):
+            if values[name].tzinfo is None:
+                values[name] = values[name].replace(tzinfo=UTC)
+        return cls(**values)
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class RefundRecord:
+    refund_id: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    creator_amount_minor: int
+    platform_fee_minor: int
+    reason: str
+    entry_id: str
+    created_at: datetime
+    payment_status: PaymentStatus
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RefundRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        data["payment_status"] = PaymentStatus(data["payment_status"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    transfer_id: str
+    from_user_id: str
+    to_user_id: str
+    amount_minor: int
+    currency: str
+    entry_id: str
+    created_at: datetime
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TransferRecord:
+        data: dict[str, Any] = json.loads(raw)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        return cls(**data)

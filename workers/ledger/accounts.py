@@ -1,0 +1,210 @@
+"""The double-entry ledger: accounts, fenced debits, atomic credits and balanced journal entries.
+
+Repository functions take the caller's open transaction and never commit (DESIGN.md §4): the service function
+owns the transaction, so postings, balance updates, the payment row and the idempotency record commit together.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from runtime.schema import accounts, journal_entries, postings
+from workers.domain.types import AccountKind
+
+# Statements are built once and bound per call: building a SQLAlchemy statement costs more than running it on
+# SQLite (about 130 µs against 35 µs, docs/benchmarks.md), and these run several times per payment.
+_FIND_ACCOUNT = select(
+    accounts.c.account_id,
+    accounts.c.kind,
+    accounts.c.subject,
+    accounts.c.currency,
+    accounts.c.balance_minor,
+    accounts.c.fence,
+).where(
+    accounts.c.kind == bindparam("kind"),
+    accounts.c.subject == bindparam("subject"),
+    accounts.c.currency == bindparam("currency"),
+)
+_FENCED_DEBIT = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == bindparam("target_id"),
+        accounts.c.fence < bindparam("new_fence"),
+        accounts.c.balance_minor >= bindparam("amount"),
+    )
+    .values(balance_minor=accounts.c.balance_minor - bindparam("amount"), fence=bindparam("new_fence"))
+)
+# An atomic increment that keeps the balance inside its kind's range (workers/domain/limits.py): the bounds on the *old*
+# balance are computed in Python (lowest - amount, highest - amount), so the database never evaluates a sum that
+# could leave int64 (SQLite would silently turn it into a floating-point REAL) and a refused update matches no row.
+_INCREMENT = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == bindparam("target_id"),
+        accounts.c.balance_minor >= bindparam("lowest_before"),
+        accounts.c.balance_minor <= bindparam("highest_before"),
+    )
+    .values(balance_minor=accounts.c.balance_minor + bindparam("amount"))
+)
+_FENCE_OF = select(accounts.c.fence).where(accounts.c.account_id == bindparam("target_id"))
+_INSERT_ENTRY = journal_entries.insert()
+_INSERT_POSTING = postings.insert()
+_INSERT_ACCOUNT = {
+    "postgresql": postgresql.insert(accounts).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(accounts).on_conflict_do_nothing(),
+    "mysql": insert(accounts).prefix_with("IGNORE"),  # MySQL and MariaDB
+}
+
+
+class LedgerInvariantError(Exception):
+    """A bug, never a caller's fault: an entry that does not balance would have been written."""
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: int
+    kind: AccountKind
+    subject: str
+    currency: str
+    balance_minor: int
+    fence: int
+
+
+@dataclass(frozen=True)
+class Posting:
+    account_id: int
+    amount_minor: int
+    currency: str
+
+
+class DebitOutcome(enum.Enum):
+    APPLIED = "applied"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    STALE_FENCE = "stale_fence"  # a newer lock holder has written: our lease is gone
+
+
+def find_account(connection: Connection, kind: AccountKind, subject: str, currency: str) -> Account | None:
+    row = connection.execute(_FIND_ACCOUNT, {"kind": kind.value, "subject": subject, "currency": currency}).first()
+    if row is None:
+        return None
+    return Account(row.account_id, AccountKind(row.kind), row.subject, row.currency, row.balance_minor, row.fence)
+
+
+def ensure_account(connection: Connection, kind: AccountKind, subject: str, currency: str, now: datetime) -> Account:
+    """The account, created with a zero balance if it does not exist yet (safe under concurrent creators)."""
+    existing = find_account(connection, kind, subject, currency)
+    if existing is not None:
+        return existing
+    values = {
+        "kind": kind.value,
+        "subject": subject,
+        "currency": currency,
+        "balance_minor": 0,
+        "fence": 0,
+        "non_negative": kind.non_negative,
+        "created_at": now,
+    }
+    connection.execute(_INSERT_ACCOUNT[connection.dialect.name], values)
+    created = find_account(connection, kind, subject, currency)
+    if created is None:
+        raise LedgerInvariantError(f"account {kind}:{subject}:{currency} vanished after insert")
+    return created
+
+
+def debit_fenced(connection: Connection, account_id: int, amount_minor: int, fence: int) -> DebitOutcome:
+    """Take `amount_minor` from a non-negative account, only as the current lock holder and only if covered."""
+    result = connection.execute(_FENCED_DEBIT, {"target_id": account_id, "new_fence": fence, "amount": amount_minor})
+    if result.rowcount == 1:
+        return DebitOutcome.APPLIED
+    current_fence = connection.execute(_FENCE_OF, {"target_id": account_id}).scalar_one()
+    return DebitOutcome.STALE_FENCE if current_fence >= fence else DebitOutcome.INSUFFICIENT_FUNDS
+
+
+def apply_unfenced(connection: Connection, account: Account, amount_minor: int) -> bool:
+    """An atomic increment: credits to any account, and debits of accounts allowed to go negative.
+
+    These need no lock (a credit cannot overdraw), which is what keeps hot accounts like platform revenue fast.
+    False, with nothing changed, when the new balance would leave the account's range (its balance ceiling, or
+    the floor of an account that may go negative); the caller refuses the whole operation.
+    """
+    lowest, highest = account.kind.balance_range
+    result = connection.execute(
+        _INCREMENT,
+        {
+            "target_id": account.account_id,
+            "amount": amount_minor,
+            "lowest_before": lowest - amount_minor,
+            "highest_before": highest - amount_minor,
+        },
+    )
+    if result.rowcount == 1:
+        return True
+    if connection.execute(_FENCE_OF, {"target_id": account.account_id}).first() is None:
+        raise LedgerInvariantError(f"account {account.account_id} does not exist")
+    return False
+
+
+def post_entry(
+    connection: Connection,
+    *,
+    entry_id: str,
+    kind: str,
+    owner: str,
+    payment_id: str | None,
+    entry_postings: Sequence[Posting],
+    now: datetime,
+    reference_id: str | None = None,
+) -> None:
+    """Write one journal entry; refuses (as a bug) any entry whose postings do not sum to zero per currency."""
+    check_balanced(entry_postings)
+    connection.execute(
+        _INSERT_ENTRY,
+        {
+            "entry_id": entry_id,
+            "kind": kind,
+            "payment_id": payment_id,
+            "owner": owner,
+            "created_at": now,
+            "reference_id": reference_id,
+        },
+    )
+    connection.execute(
+        _INSERT_POSTING,
+        [
+            {
+                "entry_id": entry_id,
+                "account_id": p.account_id,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "created_at": now,
+            }
+            for p in entry_postings
+        ],
+    )
+
+
+def check_balanced(entry_postings: Sequence[Posting]) -> None:
+    if len(entry_postings) < 2:
+        raise LedgerInvariantError("a journal entry needs at least two postings")
+    totals: dict[str, int] = defaultdict(int)
+    for posting in entry_postings:
+        if posting.amount_minor == 0:
+            raise LedgerInvariantError("a posting of zero moves nothing")
+        totals[posting.currency] += posting.amount_minor
+    unbalanced = {currency: total for currency, total in totals.items() if total != 0}
+    if unbalanced:
+        raise LedgerInvariantError(f"journal entry does not balance: {unbalanced}")
+
+
+def postings_sum(connection: Connection, account_id: int) -> int:
+    total = connection.execute(
+        select(func.coalesce(func.sum(postings.c.amount_minor), 0)).where(postings.c.account_id == account_id)
+    ).scalar_one()
+    return int(total)
