@@ -144,6 +144,8 @@ payments = Table(
     Column("tax_minor", BigInteger, nullable=False, server_default="0"),
     Column("creator_amount_minor", BigInteger, nullable=False, server_default="0"),
     Column("platform_fee_minor", BigInteger, nullable=False, server_default="0"),
+    # The attempt that currently carries the payment at its channel (payment_attempts); NULL for wallet payments.
+    Column("attempt_id", String(ID_LENGTH), nullable=True),
     UniqueConstraint("owner", "order_id"),
     CheckConstraint(_AMOUNT, name="amount_range"),
     CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded_range"),
@@ -157,6 +159,38 @@ payments = Table(
         "AND creator_amount_minor + platform_fee_minor <= amount_minor",
         name="split_range",
     ),
+    **BINARY_TEXT,
+)
+
+# One try at one channel to collect a payment (docs/architecture.md, "Channels"). Written before the provider is
+# called, so a crash at any point leaves a row the janitor resolves by querying the provider. The provider knows
+# it by `attempt_id` (sent as out_trade_no / orderId / reference).
+payment_attempts = Table(
+    "payment_attempts",
+    metadata,
+    Column("attempt_id", String(ID_LENGTH), primary_key=True),
+    Column("payment_id", String(ID_LENGTH), ForeignKey("payments.payment_id"), nullable=False, index=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("method", String(16), nullable=False),
+    # created | pending | unknown | succeeded | failed | closed
+    Column("status", String(16), nullable=False),
+    Column("scene", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # The provider's own reference (Alipay trade_no, WeChat transaction_id, UnionPay queryId, card authorization).
+    Column("trade_no", String(NAME_LENGTH), nullable=False, default=""),
+    Column("failure_reason", String(256), nullable=False, default=""),
+    # What the payer needs, as the provider handed it back.
+    Column("pay_url", String(4096), nullable=False, default=""),
+    Column("qr_code", String(1024), nullable=False, default=""),
+    Column("prepay_id", String(256), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # When the janitor next asks the provider about an unsettled attempt, and how often it has asked.
+    Column("next_check_at", DateTime(timezone=True), nullable=True),
+    Column("checks", Integer, nullable=False, default=0),
+    Index(None, "status", "next_check_at"),
+    CheckConstraint(_AMOUNT, name="amount_range"),
     **BINARY_TEXT,
 )
 
@@ -223,6 +257,7 @@ __all__ = [
     "idempotency_records",
     "journal_entries",
     "metadata",
+    "payment_attempts",
     "payments",
     "postings",
     "refunds",

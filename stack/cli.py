@@ -140,7 +140,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "sandbox":
         from runtime import db  # noqa: PLC0415
         from workers.codec.encode import payment as encode_payment  # noqa: PLC0415
-        from workers.server import build_service  # noqa: PLC0415
+        from workers.wiring import build_service  # noqa: PLC0415
 
         settings = _running_stack_redis(settings)
         database = db.Database(settings.effective_database_url(), pool_size=1)

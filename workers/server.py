@@ -15,7 +15,6 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -29,20 +28,15 @@ from runtime import logs
 from runtime.db import Database
 from runtime.errors import Unauthenticated, to_rpc_status
 from runtime.grpc_server import SERVER_OPTIONS, bind
-from runtime.master_key import derive_key
 from runtime.metrics import WorkerMetrics, process_registry, serve_metrics
-from runtime.redis_support import connect
 from runtime.settings import Settings
 from workers.boundary import translate
-from workers.channels.sandbox import Channels, SandboxChannel
 from workers.codec import decode as validation
 from workers.codec import encode as encoding
 from workers.codec import wire
-from workers.codec.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
 from workers.domain.types import Caller
-from workers.execution.idempotency import Idempotency
-from workers.execution.locks import FencedLocks
 from workers.service import PaymentService
+from workers.wiring import build_service
 
 log = logging.getLogger(__name__)
 
@@ -198,34 +192,6 @@ async def sweep_expired(
             continue
         if closed:
             log.info("closed expired payments", extra={"fields": {"closed": closed}})
-
-
-def build_service(settings: Settings, database: Database, metrics: WorkerMetrics | None) -> PaymentService:
-    """Wire the service from settings; shared by the worker process and the integration tests."""
-    client = connect(settings.effective_redis_url())
-    locks = FencedLocks(
-        client,
-        settings.redis_prefix,
-        observe_wait=(lambda outcome, s: metrics.lock_wait_seconds.labels(outcome).observe(s)) if metrics else None,
-    )
-    idempotency = Idempotency(
-        database,
-        client,
-        settings.redis_prefix,
-        lease_ms=settings.lock_lease_ms,  # a dead holder's guard is gone within one lock lease
-        retention=timedelta(seconds=settings.idempotency_retention_s),
-    )
-    return PaymentService(
-        database,
-        locks,
-        idempotency,
-        Channels([SandboxChannel(deferred=settings.sandbox_confirmation == "deferred")]),
-        lock_lease_ms=settings.lock_lease_ms,
-        lock_wait_ms=settings.lock_wait_ms,
-        platform_fee_bps=settings.platform_fee_bps,
-        page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
-        metrics=metrics,
-    )
 
 
 async def run_worker(settings: Settings, worker_id: str, address: str, metrics_listen: str | None = None) -> None:

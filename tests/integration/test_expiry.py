@@ -21,8 +21,8 @@ from workers.domain.types import (
     RefundCommand,
     TopUpCommand,
 )
-from workers.server import build_service
 from workers.service import PaymentService
+from workers.wiring import build_service
 
 CALLER = Caller(owner="expiry", key_id="key_e", request_id="req_e")
 
@@ -45,9 +45,9 @@ def clock() -> Clock:
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str, clock: Clock) -> Iterator[PaymentService]:
     settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred")
-    built = build_service(settings, database, metrics=None)
-    built._clock = clock  # the one seam: time
+    built = build_service(settings, database, metrics=None, clock=clock)  # the one seam: time
     yield built
+    built.close()
 
 
 def uid(prefix: str) -> str:
@@ -103,10 +103,10 @@ def test_expired_pending_payments_are_closed_and_late_confirmations_refunded(
 
 
 def test_only_one_sweeper_runs_at_a_time(service: PaymentService) -> None:
-    held = service._locks.try_acquire("sweeper:expiry", lease_ms=10_000)
+    held = service.locks.try_acquire("sweeper:expiry", lease_ms=10_000)
     assert held is not None
     assert service.sweep_once(ttl_s=1) == 0
-    service._locks.release(held)
+    service.locks.release(held)
 
 
 def test_a_pending_order_keeps_its_idempotency(service: PaymentService) -> None:

@@ -28,8 +28,8 @@ from workers.domain.types import (
 )
 from workers.ledger import accounts as ledger
 from workers.ledger.verify import verify
-from workers.server import build_service
 from workers.service import PaymentService
+from workers.wiring import build_service
 
 OWNER_A = Caller(owner="orders-a", key_id="key_a", request_id="req_a")
 OWNER_B = Caller(owner="orders-b", key_id="key_b", request_id="req_b")

@@ -25,8 +25,8 @@ from workers.domain.types import (
     TransactionsQuery,
     TransferCommand,
 )
-from workers.server import build_service
 from workers.service import PaymentService
+from workers.wiring import build_service
 
 CALLER = Caller(owner="refunds", key_id="key_r", request_id="req_r")
 

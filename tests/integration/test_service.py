@@ -23,8 +23,8 @@ from workers.domain.types import (
     PaymentStatus,
     TopUpCommand,
 )
-from workers.server import build_service
 from workers.service import PaymentService
+from workers.wiring import build_service
 
 
 @pytest.fixture

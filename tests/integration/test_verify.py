@@ -14,7 +14,7 @@ from runtime.settings import Settings
 from tests.support import create_throwaway_database, drop_throwaway_database
 from workers.domain.types import Caller, CreatePaymentCommand, Method, RefundCommand, TopUpCommand, TransferCommand
 from workers.ledger.verify import verify
-from workers.server import build_service
+from workers.wiring import build_service
 
 CALLER = Caller(owner="verify", key_id="key_v", request_id="req_v")
 

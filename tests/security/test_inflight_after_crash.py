@@ -24,7 +24,7 @@ from tests.support import Stack, start_stack, wait_until
 from workers.domain.types import AccountKind
 from workers.execution.idempotency import RETRY_MAX_MS, RETRY_MIN_MS
 from workers.execution.locks import FencedLocks
-from workers.service import lock_resource
+from workers.operations.context import lock_resource
 
 LOCK_LEASE_MS = Settings().lock_lease_ms
 PRICE = 300

@@ -1,4 +1,4 @@
-"""Owner isolation is a rule of the data layer: only workers/store.py touches the owned tables.
+"""Owner isolation is a rule of the data layer: only workers/store/ touches the owned tables.
 
 Payments, refunds and transfers belong to the owner that created them (docs/architecture.md, "Owners"). If any
 other module could build its own query on those tables, it could forget the owner; so this test fails the build
@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tests.support import REPO_ROOT
 
-OWNED_TABLES = {"payments", "refunds", "transfers"}
-ALLOWED = {"workers/store.py", "workers/ledger/verify.py", "runtime/schema.py"}
+OWNED_TABLES = {"payments", "payment_attempts", "refunds", "transfers"}
+ALLOWED = {"workers/store/records.py", "workers/store/attempts.py", "workers/ledger/verify.py", "runtime/schema.py"}
 SOURCE_PACKAGES = ("paygate", "gateway", "workers", "loadtest")
 
 
@@ -44,12 +44,12 @@ def test_only_the_store_touches_the_owned_tables() -> None:
         used = _imports_owned_table(ast.parse(path.read_text(), relative))
         if used and relative not in ALLOWED:
             offenders[relative] = sorted(used)
-    assert offenders == {}, "query payments/refunds/transfers through workers/store.py (owner-scoped)"
+    assert offenders == {}, "query payments/refunds/transfers through workers/store/ (owner-scoped)"
 
 
 def test_the_store_scopes_every_caller_lookup_by_owner() -> None:
     """Each statement of the store that a caller's request can reach names the owner in its WHERE clause."""
-    from workers import store  # noqa: PLC0415
+    from workers.store import records as store  # noqa: PLC0415
 
     scoped = [
         store._PAYMENT_BY_ID,

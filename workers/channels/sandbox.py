@@ -1,60 +1,35 @@
-"""Payment channels: where money comes in from. Each has a clearing account in the ledger.
+"""The in-process SANDBOX channel, for development, tests and load tests: no provider, no network.
 
-Only the in-process SANDBOX channel exists so far: it succeeds at once, for development, tests and load tests.
-Alipay, WeChat Pay, UnionPay and card adapters plug in here behind the same interface.
+It succeeds at once, or (deferred) leaves the attempt PENDING until `paygate sandbox confirm` delivers the
+confirmation the way a provider's asynchronous notification would. It keeps no state: a query of a deferred
+attempt says PENDING, and a close always succeeds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
 
-from runtime.errors import Unimplemented
-from runtime.ids import new_id
+from workers.channels.base import AttemptStatus, Order, ProviderState
 from workers.domain.types import Method
 
 
-@dataclass(frozen=True)
-class ChannelOutcome:
-    succeeded: bool
-    reference: str
-    failure_reason: str = ""
-    # The channel accepted the payment but confirms it later (a notification): the payment stays PENDING.
-    pending: bool = False
-
-
-class Channel(Protocol):
-    method: Method
-
-    def collect(self, payment_id: str, amount_minor: int, currency: str) -> ChannelOutcome:
-        """Take `amount_minor` from the payer through the channel."""
-        ...
-
-
 class SandboxChannel:
-    """Succeeds at once, or (deferred) leaves the payment PENDING until `paygate sandbox confirm` delivers the
-    confirmation the way Alipay's or WeChat Pay's asynchronous notification would."""
-
     method = Method.SANDBOX
 
     def __init__(self, *, deferred: bool = False) -> None:
         self.deferred = deferred
 
-    def collect(self, payment_id: str, amount_minor: int, currency: str) -> ChannelOutcome:
-        if self.deferred:
-            return ChannelOutcome(succeeded=False, reference=new_id("sbx"), pending=True)
-        return ChannelOutcome(succeeded=True, reference=new_id("sbx"))
+    def open(self, order: Order) -> ProviderState:
+        status = AttemptStatus.PENDING if self.deferred else AttemptStatus.SUCCEEDED
+        return self._state(order.out_trade_no, status)
 
+    def query(self, out_trade_no: str, created_at: datetime) -> ProviderState:
+        return self._state(out_trade_no, AttemptStatus.PENDING if self.deferred else AttemptStatus.SUCCEEDED)
 
-class Channels:
-    def __init__(self, channels: list[Channel] | None = None) -> None:
-        self._by_method = {c.method: c for c in (channels if channels is not None else [SandboxChannel()])}
+    def close(self, out_trade_no: str, trade_no: str, created_at: datetime) -> ProviderState:
+        return self._state(out_trade_no, AttemptStatus.CLOSED)
 
-    def get(self, method: Method) -> Channel:
-        channel = self._by_method.get(method)
-        if channel is None:
-            available = ", ".join(m.name for m in self._by_method) or "none"
-            raise Unimplemented(
-                f"payment method {method.name} is not available on this deployment yet (available: {available})"
-            )
-        return channel
+    @staticmethod
+    def _state(out_trade_no: str, status: AttemptStatus) -> ProviderState:
+        # The sandbox's "trade number" is derived from ours, so a repeated call names the same trade.
+        return ProviderState(status=status, out_trade_no=out_trade_no, trade_no=f"sbx-{out_trade_no}")

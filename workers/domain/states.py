@@ -1,10 +1,10 @@
-"""The payment state machine as one table (DESIGN.md §3). Transitions are applied as guarded updates
-(`UPDATE payments … WHERE status = :expected`), so two racing writers cannot both move the same payment."""
+"""The payment and attempt state machines as tables (docs/ledger.md, "State machines"). Transitions are applied
+as guarded updates (`UPDATE … WHERE status = :expected`), so two racing writers cannot both move the same row."""
 
 from __future__ import annotations
 
 from runtime.errors import IllegalTransition
-from workers.domain.types import PaymentStatus
+from workers.domain.types import AttemptStatus, PaymentStatus
 
 P = PaymentStatus
 
@@ -28,3 +28,21 @@ def allowed(current: PaymentStatus, target: PaymentStatus) -> bool:
 def check(current: PaymentStatus, target: PaymentStatus) -> None:
     if not allowed(current, target):
         raise IllegalTransition(f"a {current.name} payment cannot become {target.name}")
+
+
+A = AttemptStatus
+
+# What a provider's answer may do to an attempt. A settled attempt changes again only when the provider reports
+# money we did not expect (a payment after we closed or gave up on it): that is recorded, then refunded.
+ATTEMPT_TRANSITIONS: dict[AttemptStatus, frozenset[AttemptStatus]] = {
+    A.CREATED: frozenset({A.PENDING, A.UNKNOWN, A.SUCCEEDED, A.FAILED, A.CLOSED}),
+    A.UNKNOWN: frozenset({A.PENDING, A.SUCCEEDED, A.FAILED, A.CLOSED}),
+    A.PENDING: frozenset({A.SUCCEEDED, A.FAILED, A.CLOSED}),
+    A.FAILED: frozenset({A.SUCCEEDED}),
+    A.CLOSED: frozenset({A.SUCCEEDED}),
+    A.SUCCEEDED: frozenset(),
+}
+
+
+def attempt_allowed(current: AttemptStatus, target: AttemptStatus) -> bool:
+    return target in ATTEMPT_TRANSITIONS[current]

@@ -30,6 +30,21 @@ class PaymentStatus(enum.StrEnum):
     REFUNDED = "refunded"
 
 
+class AttemptStatus(enum.StrEnum):
+    """The status of one attempt at a channel (docs/architecture.md, "Channels")."""
+
+    CREATED = "created"  # written, provider not called yet (or the call's outcome was lost with a crash)
+    PENDING = "pending"  # the provider holds the order; the payer has not paid yet
+    UNKNOWN = "unknown"  # the call timed out or the answer was ambiguous: only a query may tell
+    SUCCEEDED = "succeeded"  # the provider says the money was taken
+    FAILED = "failed"  # declined, or refused by the provider: nothing was taken
+    CLOSED = "closed"  # closed at the provider before it was paid: nothing can be taken any more
+
+    @property
+    def settled(self) -> bool:
+        return self in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CLOSED)
+
+
 class PaymentType(enum.StrEnum):
     TOP_UP = "top_up"
     PURCHASE = "purchase"
@@ -193,6 +208,7 @@ class PaymentRecord:
     tax_minor: int = 0
     creator_amount_minor: int = 0
     platform_fee_minor: int = 0
+    attempt_id: str | None = None  # the attempt carrying it at its channel; None for wallet payments
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
@@ -216,6 +232,39 @@ class PaymentRecord:
         # SQLite hands timestamps back without their zone; they were written in UTC.
         for name in ("created_at", "updated_at"):
             if values[name].tzinfo is None:
+                values[name] = values[name].replace(tzinfo=UTC)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One try at one channel to collect a payment; `attempt_id` is the out_trade_no the provider knows."""
+
+    attempt_id: str
+    payment_id: str
+    owner: str
+    method: Method
+    status: AttemptStatus
+    scene: str
+    amount_minor: int
+    currency: str
+    trade_no: str
+    failure_reason: str
+    pay_url: str
+    qr_code: str
+    prepay_id: str
+    created_at: datetime
+    updated_at: datetime
+    next_check_at: datetime | None
+    checks: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> AttemptRecord:
+        values = {f.name: getattr(row, f.name) for f in fields(cls)}
+        values["method"] = Method(values["method"])
+        values["status"] = AttemptStatus(values["status"])
+        for name in ("created_at", "updated_at", "next_check_at"):
+            if values[name] is not None and values[name].tzinfo is None:
                 values[name] = values[name].replace(tzinfo=UTC)
         return cls(**values)
 

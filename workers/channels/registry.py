@@ -1,0 +1,23 @@
+"""The channels a worker can collect through, by payment method."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from runtime.errors import Unimplemented
+from workers.channels.base import Channel
+from workers.domain.types import Method
+
+
+class Channels:
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self._by_method = {channel.method: channel for channel in channels}
+
+    def get(self, method: Method) -> Channel:
+        channel = self._by_method.get(method)
+        if channel is None:
+            available = ", ".join(m.name for m in self._by_method) or "none"
+            raise Unimplemented(
+                f"payment method {method.name} is not available on this deployment yet (available: {available})"
+            )
+        return channel

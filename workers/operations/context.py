@@ -1,0 +1,61 @@
+"""What every operation needs, built once per worker (workers/wiring.py) and passed to each call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from runtime.db import Database
+from runtime.errors import InsufficientFunds, NotFound
+from runtime.metrics import WorkerMetrics
+from workers.channels.registry import Channels
+from workers.codec.grammar import quote
+from workers.codec.page_tokens import PageTokens
+from workers.domain.types import AccountKind, PaymentRecord
+from workers.execution.keyed import Executor
+from workers.ledger.accounts import Account
+
+ORDER_SCOPE = "order"
+REFUND_SCOPE = "refund"
+TRANSFER_SCOPE = "transfer"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Context:
+    db: Database
+    executor: Executor
+    channels: Channels
+    page_tokens: PageTokens
+    platform_fee_bps: int = 0
+    metrics: WorkerMetrics | None = None
+    clock: Callable[[], datetime] = utc_now
+
+    def count_payment(self, record: PaymentRecord) -> None:
+        if self.metrics is None:
+            return
+        labels = (record.payment_type.value, record.method.value, record.status.value)
+        self.metrics.payments.labels(*labels).inc()
+        self.metrics.money_moved_minor.labels(record.payment_type.value, record.currency).inc(record.amount_minor)
+
+
+def lock_resource(kind: AccountKind, subject: str, currency: str) -> str:
+    """Locks are named by account, not by row id, so they can be taken before the account exists."""
+    return f"account:{kind.value}:{subject}:{currency}"
+
+
+def payment_not_found(field: str) -> NotFound:
+    """One message whether the payment does not exist or belongs to another owner: the two must look the same."""
+    return NotFound(f"no payment with this {field} exists for this API key's owner; check the {field}")
+
+
+def insufficient(user_id: str, amount_minor: int, currency: str, wallet: Account | None) -> InsufficientFunds:
+    detail = "" if wallet is None else f" (available {wallet.balance_minor})"
+    return InsufficientFunds(
+        f"wallet of {quote(user_id)} holds less than {amount_minor} {currency}{detail}; "
+        "top up first — the same id may be retried afterwards"
+    )

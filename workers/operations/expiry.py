@@ -1,0 +1,77 @@
+"""Expiry: PENDING payments past their time-to-live are closed — at the channel first, then here.
+
+Closing at the channel first matters: if we closed only locally, the payer could still pay the provider's open
+order, and the money would arrive for a payment we had given up on. The provider's answer to the close goes
+through `confirmation.apply` like any other: CLOSED closes the payment; SUCCEEDED (paid just before the close)
+settles it. One worker sweeps at a time (a Redis lease), and the guarded updates make a double sweep harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from workers.channels.base import AttemptStatus, ProviderState
+from workers.domain import states
+from workers.domain.types import PaymentStatus
+from workers.operations import confirmation
+from workers.operations.context import Context
+from workers.store import attempts, records
+
+log = logging.getLogger(__name__)
+
+SWEEPER_LEASE = "sweeper:expiry"
+SWEEPER_LEASE_MS = 60_000
+MAX_PER_ROUND = 500
+
+
+def sweep_once(ctx: Context, ttl_s: int) -> int:
+    """One sweeper round, if no other worker is sweeping right now."""
+    lease = ctx.executor.locks.try_acquire(SWEEPER_LEASE, lease_ms=SWEEPER_LEASE_MS)
+    if lease is None:
+        return 0
+    try:
+        return close_expired(ctx, ttl_s)
+    finally:
+        ctx.executor.locks.release_quietly(lease)
+
+
+def close_expired(ctx: Context, ttl_s: int, limit: int = MAX_PER_ROUND) -> int:
+    """Close PENDING payments older than `ttl_s` (at most `limit` per call); returns how many closed."""
+    now = ctx.clock()
+    with ctx.db.read() as connection:
+        expired = records.expired_pending_payments(connection, now - timedelta(seconds=ttl_s), limit)
+    closed = 0
+    for owner, payment_id in expired:
+        try:
+            closed += _close_one(ctx, owner, payment_id, ttl_s)
+        except Exception:  # one payment's channel failing must not stop the round; the next round retries it
+            log.exception("closing an expired payment failed", extra={"fields": {"payment_id": payment_id}})
+    return closed
+
+
+def _close_one(ctx: Context, owner: str, payment_id: str, ttl_s: int) -> bool:
+    reason = f"not confirmed by the channel within {ttl_s} s; closed"
+    states.check(PaymentStatus.PENDING, PaymentStatus.CLOSED)
+    with ctx.db.read() as connection:
+        payment = records.payment_by_id(connection, owner, payment_id)
+        attempt = attempts.by_id(connection, owner, payment.attempt_id) if payment and payment.attempt_id else None
+    if payment is None:
+        return False
+    if attempt is None:  # a payment from before attempts existed (migration 0004): nothing to close elsewhere
+        with ctx.db.write() as connection:
+            return records.transition_payment(
+                connection,
+                owner,
+                payment_id,
+                expected=PaymentStatus.PENDING,
+                new=PaymentStatus.CLOSED,
+                entry_id=None,
+                failure_reason=reason,
+                refunded_minor=0,
+                now=ctx.clock(),
+            )
+    state = ctx.channels.get(attempt.method).close(attempt.attempt_id, attempt.trade_no, attempt.created_at)
+    if state.status is AttemptStatus.CLOSED:
+        state = ProviderState(AttemptStatus.CLOSED, out_trade_no=attempt.attempt_id, failure_reason=reason)
+    return confirmation.apply(ctx, attempt.attempt_id, state).status is PaymentStatus.CLOSED

@@ -1,0 +1,225 @@
+"""CreatePayment and TopUp: money in, from a learner's wallet or through a channel (docs/architecture.md).
+
+A wallet purchase is one keyed transaction: the fenced wallet debit, the creator's and the platform's credits,
+the payment row and the idempotency record commit together.
+
+A channel payment is an intent collected by an attempt (docs/architecture.md, "Channels"):
+
+1. one transaction writes the PENDING payment, its CREATED attempt and the idempotency record, and commits —
+   so whatever happens next, there is a row that names the attempt the provider may be holding;
+2. the provider is called (outside any transaction);
+3. its answer is applied by `confirmation.apply` in a second transaction (money moves only on SUCCEEDED).
+
+A repeated call with the same order id answers the payment as it is now, and first resumes an attempt whose
+outcome was lost (a crash or a timeout between 1 and 3): the provider deduplicates on the attempt id, so asking
+it again can never charge twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from runtime.ids import new_id
+from workers.channels.base import Channel, Order, Scene
+from workers.domain.types import (
+    AccountKind,
+    AttemptRecord,
+    AttemptStatus,
+    Caller,
+    CreatePaymentCommand,
+    Method,
+    PaymentRecord,
+    PaymentStatus,
+    PaymentType,
+    TopUpCommand,
+    request_hash,
+)
+from workers.execution.idempotency import Claim
+from workers.ledger import accounts
+from workers.ledger.movement import BalanceChange, Entry, move
+from workers.operations import confirmation, money
+from workers.operations.context import ORDER_SCOPE, Context, insufficient, lock_resource
+from workers.store import attempts, records
+
+# How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
+PROVIDER_ORDER_TTL = timedelta(minutes=30)
+
+
+def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
+    if command.method is not Method.WALLET:
+        return _through_channel(ctx, caller, command, PaymentType.PURCHASE)
+    return ctx.executor.run(
+        caller,
+        ORDER_SCOPE,
+        command.order_id,
+        request_hash(command),
+        lambda claim: _wallet_purchase(ctx, caller, command, claim),
+        lambda _claim, stored: PaymentRecord.from_json(stored),
+    )
+
+
+def top_up(ctx: Context, caller: Caller, command: TopUpCommand) -> PaymentRecord:
+    return _through_channel(ctx, caller, command, PaymentType.TOP_UP)
+
+
+def _wallet_purchase(ctx: Context, caller: Caller, command: CreatePaymentCommand, claim: Claim) -> PaymentRecord:
+    with ctx.db.read() as connection:
+        wallet = accounts.find_account(connection, AccountKind.WALLET, command.user_id, command.currency)
+    if wallet is None or wallet.balance_minor < command.amount_minor:
+        # A fast answer without taking the lock; the fenced write below is what actually guarantees it.
+        raise insufficient(command.user_id, command.amount_minor, command.currency, wallet)
+    resource = lock_resource(AccountKind.WALLET, command.user_id, command.currency)
+    with ctx.executor.leases(resource) as leases:
+        now = ctx.clock()
+        record = _new_payment(ctx, caller, command, PaymentType.PURCHASE, claim, now)
+        with ctx.db.write() as connection:
+            changes = [
+                BalanceChange(wallet, -command.amount_minor, leases[resource]),
+                *money.purchase_credits(
+                    connection,
+                    command.payee_id,
+                    record.creator_amount_minor,
+                    record.platform_fee_minor,
+                    command.currency,
+                    now,
+                ),
+            ]
+            entry = Entry(
+                kind=PaymentType.PURCHASE.value,
+                owner=caller.owner,
+                payment_id=record.payment_id,
+                reference_id=record.payment_id,
+                currency=command.currency,
+                now=now,
+                on_insufficient=lambda: insufficient(command.user_id, command.amount_minor, command.currency, None),
+            )
+            with move(connection, changes, entry) as entry_id:
+                record = replace(record, status=PaymentStatus.SUCCEEDED, entry_id=entry_id)
+                records.insert_payment(connection, record)
+                ctx.executor.idempotency.record(connection, claim, record.payment_id, record.to_json(), now)
+    ctx.count_payment(record)
+    return record
+
+
+def _through_channel(
+    ctx: Context, caller: Caller, command: TopUpCommand | CreatePaymentCommand, payment_type: PaymentType
+) -> PaymentRecord:
+    channel = ctx.channels.get(command.method)  # UNIMPLEMENTED before anything is claimed or written
+    return ctx.executor.run(
+        caller,
+        ORDER_SCOPE,
+        command.order_id,
+        request_hash(command),
+        lambda claim: _open(ctx, channel, caller, command, payment_type, claim),
+        lambda _claim, stored: _resume(ctx, channel, PaymentRecord.from_json(stored)),
+    )
+
+
+def _open(
+    ctx: Context,
+    channel: Channel,
+    caller: Caller,
+    command: TopUpCommand | CreatePaymentCommand,
+    payment_type: PaymentType,
+    claim: Claim,
+) -> PaymentRecord:
+    now = ctx.clock()
+    payment = _new_payment(ctx, caller, command, payment_type, claim, now)
+    attempt = AttemptRecord(
+        attempt_id=new_id("att"),
+        payment_id=payment.payment_id,
+        owner=caller.owner,
+        method=command.method,
+        status=AttemptStatus.CREATED,
+        scene=Scene.QR.value,
+        amount_minor=command.amount_minor,
+        currency=command.currency,
+        trade_no="",
+        failure_reason="",
+        pay_url="",
+        qr_code="",
+        prepay_id="",
+        created_at=now,
+        updated_at=now,
+        next_check_at=None,
+        checks=0,
+    )
+    payment = replace(payment, attempt_id=attempt.attempt_id)
+    with ctx.db.read() as connection:
+        money.check_room(connection, payment)
+    with ctx.db.write() as connection:
+        records.insert_payment(connection, payment)
+        attempts.insert(connection, attempt)
+        ctx.executor.idempotency.record(connection, claim, payment.payment_id, payment.to_json(), now)
+    result = _advance(ctx, channel, payment, attempt)
+    ctx.count_payment(result)
+    return result
+
+
+def _resume(ctx: Context, channel: Channel, stored: PaymentRecord) -> PaymentRecord:
+    """A repeated call: the payment as it is now, after resuming an attempt whose outcome was lost."""
+    with ctx.db.read() as connection:
+        payment = records.payment_by_id(connection, stored.owner, stored.payment_id)
+        attempt = attempts.by_id(connection, stored.owner, stored.attempt_id) if stored.attempt_id else None
+    if payment is None:  # cannot happen: the record and the payment commit together
+        raise LookupError(f"payment {stored.payment_id} of an idempotency record is missing")
+    if attempt is None or attempt.status is not AttemptStatus.CREATED:
+        return payment
+    return _advance(ctx, channel, payment, attempt)
+
+
+def _advance(ctx: Context, channel: Channel, payment: PaymentRecord, attempt: AttemptRecord) -> PaymentRecord:
+    """Ask the provider to open the attempt's order and apply its answer."""
+    order = Order(
+        out_trade_no=attempt.attempt_id,
+        amount_minor=attempt.amount_minor,
+        currency=attempt.currency,
+        subject=payment.description or f"order {payment.order_id}",
+        notify_url="",
+        scene=Scene(attempt.scene),
+        payer="",
+        created_at=attempt.created_at,
+        expires_at=attempt.created_at + PROVIDER_ORDER_TTL,
+    )
+    state = channel.open(order)
+    return confirmation.apply(ctx, attempt.attempt_id, state)
+
+
+def _new_payment(
+    ctx: Context,
+    caller: Caller,
+    command: TopUpCommand | CreatePaymentCommand,
+    payment_type: PaymentType,
+    claim: Claim,
+    now: datetime,
+) -> PaymentRecord:
+    """The PENDING payment a command asks for, with its price breakdown and split."""
+    purchase = command if isinstance(command, CreatePaymentCommand) else None
+    if purchase is None:
+        creator_minor, fee_minor = 0, 0
+    else:
+        creator_minor, fee_minor = money.split(purchase.amount_minor, purchase.payee_id, ctx.platform_fee_bps)
+    return PaymentRecord(
+        payment_id=new_id("pay"),
+        owner=caller.owner,
+        order_id=claim.key,
+        payment_type=payment_type,
+        user_id=command.user_id,
+        payee_id=purchase.payee_id if purchase else "",
+        amount_minor=command.amount_minor,
+        currency=command.currency,
+        method=command.method,
+        status=PaymentStatus.PENDING,
+        refunded_minor=0,
+        failure_reason="",
+        description=purchase.description if purchase else "",
+        entry_id=None,
+        created_at=now,
+        updated_at=now,
+        list_price_minor=purchase.list_price_minor if purchase else command.amount_minor,
+        discount_minor=purchase.discount_minor if purchase else 0,
+        tax_minor=purchase.tax_minor if purchase else 0,
+        creator_amount_minor=creator_minor,
+        platform_fee_minor=fee_minor,
+    )

@@ -1,0 +1,160 @@
+"""RefundPayment: money back out of a payment, partially or in full, race-safe (docs/ledger.md, "Refunds").
+
+A top-up is refunded out of the wallet it filled (fenced: never below zero) back to the channel. A purchase is
+refunded out of the creator's payable (fenced, never negative) and the platform's revenue (may go negative),
+back to the payer's wallet, or to the channel's clearing account for a channel payment. The payment's refunded
+total is a guarded update from the value this attempt read, so two concurrent refunds can never both take the
+last of it: the loser re-reads and is refused or applied on the new total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.errors import FailedPrecondition
+from workers.domain import states
+from workers.domain.pricing import allocate_refund
+from workers.domain.types import (
+    PLATFORM_SUBJECT,
+    AccountKind,
+    Caller,
+    Method,
+    PaymentRecord,
+    PaymentStatus,
+    PaymentType,
+    RefundCommand,
+    RefundRecord,
+    request_hash,
+)
+from workers.execution.idempotency import Claim
+from workers.execution.keyed import ConcurrentChange
+from workers.ledger import accounts
+from workers.ledger.movement import BalanceChange, Entry, move
+from workers.operations.context import REFUND_SCOPE, Context, lock_resource, payment_not_found
+from workers.store import records
+
+
+@dataclass(frozen=True)
+class Source:
+    """An account a refund takes money from; `fenced` when it must never go negative (taken under a lock)."""
+
+    kind: AccountKind
+    subject: str
+    amount_minor: int
+    fenced: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    amount_minor: int
+    new_status: PaymentStatus
+    creator_minor: int
+    fee_minor: int
+    sources: list[Source]
+    destination: tuple[AccountKind, str]
+
+
+def refund_payment(ctx: Context, caller: Caller, command: RefundCommand) -> RefundRecord:
+    return ctx.executor.run(
+        caller,
+        REFUND_SCOPE,
+        command.refund_id,
+        request_hash(command),
+        lambda claim: _refund_once(ctx, caller, command, claim),
+        lambda _claim, stored: RefundRecord.from_json(stored),
+    )
+
+
+def _refund_once(ctx: Context, caller: Caller, command: RefundCommand, claim: Claim) -> RefundRecord:
+    with ctx.db.read() as connection:
+        payment = records.payment_by_id(connection, caller.owner, command.payment_id)
+    if payment is None:
+        raise payment_not_found("payment_id")  # also another owner's payment: it must look missing
+    plan = _plan(payment, command.amount_minor)
+    fenced = [lock_resource(s.kind, s.subject, payment.currency) for s in plan.sources if s.fenced]
+    with ctx.executor.leases(*fenced) as leases:
+        now = ctx.clock()
+        with ctx.db.write() as connection:
+            changes = [
+                BalanceChange(
+                    accounts.ensure_account(connection, s.kind, s.subject, payment.currency, now),
+                    -s.amount_minor,
+                    leases[lock_resource(s.kind, s.subject, payment.currency)] if s.fenced else None,
+                )
+                for s in plan.sources
+            ]
+            destination = accounts.ensure_account(connection, *plan.destination, payment.currency, now)
+            changes.append(BalanceChange(destination, plan.amount_minor))
+            guarded = records.record_refund_on_payment(
+                connection,
+                payment,
+                new_status=plan.new_status,
+                new_refunded_minor=payment.refunded_minor + plan.amount_minor,
+                now=now,
+            )
+            if not guarded:
+                raise ConcurrentChange(payment.payment_id)
+            entry = Entry(
+                kind="refund",
+                owner=caller.owner,
+                payment_id=payment.payment_id,
+                reference_id=command.refund_id,
+                currency=payment.currency,
+                now=now,
+                on_insufficient=lambda: FailedPrecondition(
+                    f"cannot take the refund back from {payment.payee_id or payment.user_id}: its balance is "
+                    "lower than its share of the refund (already paid out or spent)",
+                    reason="INSUFFICIENT_FUNDS",
+                ),
+            )
+            with move(connection, changes, entry) as entry_id:
+                record = RefundRecord(
+                    refund_id=command.refund_id,
+                    payment_id=payment.payment_id,
+                    amount_minor=plan.amount_minor,
+                    currency=payment.currency,
+                    creator_amount_minor=plan.creator_minor,
+                    platform_fee_minor=plan.fee_minor,
+                    reason=command.reason,
+                    entry_id=entry_id,
+                    created_at=now,
+                    payment_status=plan.new_status,
+                )
+                records.insert_refund(connection, caller.owner, record)
+                ctx.executor.idempotency.record(connection, claim, command.refund_id, record.to_json(), now)
+    return record
+
+
+def _plan(payment: PaymentRecord, requested_minor: int) -> Plan:
+    """What this refund moves, checked against the payment as read."""
+    if payment.status not in states.REFUNDABLE:
+        raise FailedPrecondition(
+            f"payment {payment.payment_id} is {payment.status.name}; only SUCCEEDED or PARTIALLY_REFUNDED "
+            "payments can be refunded",
+            reason="PAYMENT_NOT_REFUNDABLE",
+        )
+    remaining = payment.amount_minor - payment.refunded_minor
+    amount = requested_minor or remaining
+    if amount > remaining:
+        raise FailedPrecondition(
+            f"refund of {amount} exceeds the {remaining} {payment.currency} still refundable on "
+            f"{payment.payment_id} (paid {payment.amount_minor}, refunded {payment.refunded_minor})",
+            reason="REFUND_EXCEEDS_PAYMENT",
+        )
+    new_refunded = payment.refunded_minor + amount
+    new_status = PaymentStatus.REFUNDED if new_refunded == payment.amount_minor else PaymentStatus.PARTIALLY_REFUNDED
+    states.check(payment.status, new_status)
+    channel_destination = (AccountKind.CLEARING, payment.method.value)
+    if payment.payment_type is PaymentType.TOP_UP:
+        return Plan(
+            amount, new_status, 0, 0, [Source(AccountKind.WALLET, payment.user_id, amount, True)], channel_destination
+        )
+    creator_minor, fee_minor = allocate_refund(
+        payment.amount_minor, payment.creator_amount_minor, payment.refunded_minor, amount
+    )
+    sources = [
+        Source(AccountKind.PAYABLE, payment.payee_id, creator_minor, True),
+        Source(AccountKind.REVENUE, PLATFORM_SUBJECT, fee_minor, False),
+    ]
+    destination = (AccountKind.WALLET, payment.user_id) if payment.method is Method.WALLET else channel_destination
+    return Plan(amount, new_status, creator_minor, fee_minor, [s for s in sources if s.amount_minor != 0], destination)

@@ -1,0 +1,58 @@
+"""Build a worker's operations from settings; shared by the worker process, the CLI and the integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from runtime.db import Database
+from runtime.master_key import derive_key
+from runtime.metrics import WorkerMetrics
+from runtime.redis_support import connect
+from runtime.settings import Settings
+from workers.channels.registry import Channels
+from workers.channels.sandbox import SandboxChannel
+from workers.codec.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
+from workers.execution.idempotency import Idempotency
+from workers.execution.keyed import Executor
+from workers.execution.locks import FencedLocks
+from workers.operations.context import Context, utc_now
+from workers.service import PaymentService
+
+
+def build_service(
+    settings: Settings,
+    database: Database,
+    metrics: WorkerMetrics | None,
+    clock: Callable[[], datetime] = utc_now,
+) -> PaymentService:
+    client = connect(settings.effective_redis_url())
+    locks = FencedLocks(
+        client,
+        settings.redis_prefix,
+        observe_wait=(lambda outcome, s: metrics.lock_wait_seconds.labels(outcome).observe(s)) if metrics else None,
+    )
+    idempotency = Idempotency(
+        database,
+        client,
+        settings.redis_prefix,
+        lease_ms=settings.lock_lease_ms,  # a dead holder's guard is gone within one lock lease
+        retention=timedelta(seconds=settings.idempotency_retention_s),
+    )
+    executor = Executor(
+        idempotency,
+        locks,
+        lock_lease_ms=settings.lock_lease_ms,
+        lock_wait_ms=settings.lock_wait_ms,
+        metrics=metrics,
+    )
+    context = Context(
+        db=database,
+        executor=executor,
+        channels=Channels([SandboxChannel(deferred=settings.sandbox_confirmation == "deferred")]),
+        page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
+        platform_fee_bps=settings.platform_fee_bps,
+        metrics=metrics,
+        clock=clock,
+    )
+    return PaymentService(context)
