@@ -273,6 +273,33 @@ class GatewayHandler(grpc.GenericRpcHandler):
         return self._handlers.get(handler_call_details.method)
 
 
+def _admission(settings: Settings, metrics: GatewayMetrics) -> Admission:
+    return Admission(
+        read_timeout_s=settings.request_read_timeout_s,
+        pending=PendingCalls(
+            max_total=settings.max_pending_calls,
+            max_per_connection=settings.max_pending_calls_per_connection,
+            on_evict=lambda bound: metrics.admission_refusals.labels(f"evicted_{bound}").inc(),
+        ),
+        in_flight=InFlight(settings.max_forwarded_calls),
+    )
+
+
+def _server_options(settings: Settings) -> list[tuple[str, Any]]:
+    """No server-wide maximum_concurrent_rpcs: it counted calls that had not presented a request yet, so they
+    could take every slot (health checks included). The admission bounds apply instead, and HTTP/2 caps the
+    streams of one connection."""
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # gRPC core queues calls that arrived before the server asked for them and, past 1,000 queued, starts
+        # shedding new ones at random (CANCELLED) — honest calls included. Every call is cheap to take from the
+        # queue here (an unsigned one is refused from its headers), so the queue may be deeper than a burst.
+        ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * CORE_PENDING_REQUESTS),
+    ]
+
+
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
     registry = process_registry()
     metrics = GatewayMetrics.create(registry)
@@ -312,28 +339,8 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
 
-    admission = Admission(
-        read_timeout_s=settings.request_read_timeout_s,
-        pending=PendingCalls(
-            max_total=settings.max_pending_calls,
-            max_per_connection=settings.max_pending_calls_per_connection,
-            on_evict=lambda bound: metrics.admission_refusals.labels(f"evicted_{bound}").inc(),
-        ),
-        in_flight=InFlight(settings.max_forwarded_calls),
-    )
-    # No server-wide maximum_concurrent_rpcs: it counted calls that had not presented a request yet, so they could
-    # take every slot (health checks included). The bounds above apply instead, and HTTP/2 caps the streams of one
-    # connection.
-    options = [
-        *SERVER_OPTIONS,
-        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        # gRPC core queues calls that arrived before the server asked for them and, past 1,000 queued, starts
-        # shedding new ones at random (CANCELLED) — honest calls included. Every call is cheap to take from the
-        # queue here (an unsigned one is refused from its headers), so the queue may be deeper than a burst.
-        ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
-        ("grpc.server.max_pending_requests_hard_limit", 2 * CORE_PENDING_REQUESTS),
-    ]
-    server = grpc.aio.server(options=options)
+    admission = _admission(settings, metrics)
+    server = grpc.aio.server(options=_server_options(settings))
     server.add_generic_rpc_handlers((GatewayHandler(Forwarder(authenticator, pool, metrics, admission)),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, settings.listen)

@@ -1,4 +1,4 @@
-"""The request-signing scheme of every `PaymentGateway` call (DESIGN.md §2, docs/signing.md).
+"""The request-signing scheme of every `PaymentGateway` call (docs/signing.md).
 
 string-to-sign = "\\n".join([ALGORITHM, method path, timestamp as sent, nonce as sent, hex sha256(body)])
 signature      = lowercase hex HMAC-SHA256(secret as UTF-8, string-to-sign)

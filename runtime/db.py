@@ -1,4 +1,4 @@
-"""Engines and migrations for the three supported databases (DESIGN.md §4).
+"""Engines and migrations for the three supported databases (docs/architecture.md, "Storage").
 
 - SQLite (embedded default): WAL, a busy timeout, and `BEGIN IMMEDIATE` for every writing transaction, because
   SQLite ignores `SELECT … FOR UPDATE` and a deferred transaction that later writes can fail with SQLITE_BUSY

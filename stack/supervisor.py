@@ -1,4 +1,4 @@
-"""`paygate serve`: the whole stack on one machine (DESIGN.md §5).
+"""`paygate serve`: the whole stack on one machine (docs/architecture.md, "Processes").
 
 The supervisor starts a private redis-server (unless PAYGATE_REDIS_URL is set), migrates the database, then
 starts N worker processes and one gateway process, serves the aggregated /metrics, restarts any child that dies,

@@ -1,4 +1,4 @@
-"""Every rejection rule of the signature scheme, over the wire (DESIGN.md §2)."""
+"""Every rejection rule of the signature scheme, over the wire (docs/signing.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The double-entry ledger: accounts, fenced debits, atomic credits and balanced journal entries.
 
-Repository functions take the caller's open transaction and never commit (DESIGN.md §4): the service function
+Repository functions take the caller's open transaction and never commit (docs/ledger.md, "One operation, one transaction"): the service function
 owns the transaction, so postings, balance updates, the payment row and the idempotency record commit together.
 """
 

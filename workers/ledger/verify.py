@@ -1,4 +1,4 @@
-"""`paygate ledger verify`: prove the ledger's invariants from the database alone (DESIGN.md §3).
+"""`paygate ledger verify`: prove the ledger's invariants from the database alone (docs/ledger.md).
 
 Every check is one aggregate query run by the database, reporting at most MAX_EXAMPLES offenders each:
 
