@@ -1,4 +1,4 @@
-"""Health-aware round-robin over worker endpoints (DESIGN.md §1).
+"""Health-aware round-robin over worker endpoints (docs/architecture.md, "The gateway").
 
 A worker leaves the rotation when its health check fails or a connection to it fails, and comes back when its
 health check passes again. Worker addresses are a list; an entry `dns:HOST:PORT` is re-resolved on every

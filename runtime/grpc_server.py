@@ -8,7 +8,8 @@ import grpc
 
 from runtime.errors import ConfigurationError
 
-# so_reuseport=0: otherwise gRPC silently shares a port that another process already holds (docs/architecture.md, "Processes").
+# so_reuseport=0: otherwise gRPC silently shares a port that another process already holds
+# (docs/architecture.md, "Processes").
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 

@@ -1,4 +1,5 @@
-"""Invoice arithmetic (docs/ledger.md, "Prices, splits, refunds, transfers, expiry"): Decimal only where rates apply, integer minor units everywhere else.
+"""Invoice arithmetic (docs/ledger.md, "Prices, splits, refunds, transfers, expiry"): Decimal only where rates
+apply, integer minor units everywhere else.
 
     discount_minor = round_half_up(list_price_minor * discount_rate)
     net_minor      = list_price_minor - discount_minor

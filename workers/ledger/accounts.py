@@ -1,7 +1,8 @@
 """The double-entry ledger: accounts, fenced debits, atomic credits and balanced journal entries.
 
-Repository functions take the caller's open transaction and never commit (docs/ledger.md, "One operation, one transaction"): the service function
-owns the transaction, so postings, balance updates, the payment row and the idempotency record commit together.
+Repository functions take the caller's open transaction and never commit (docs/ledger.md, "One operation, one
+transaction"): the operation owns the transaction, so postings, balance updates, the payment row and the
+idempotency record commit together.
 """
 
 from __future__ import annotations
