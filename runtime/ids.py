@@ -8,10 +8,10 @@ import time
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
-def new_id(prefix: str) -> str:
+def new_id(prefix: str, separator: str = "_") -> str:
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)
         chars.append(_CROCKFORD[digit])
-    return f"{prefix}_{''.join(reversed(chars))}"
+    return f"{prefix}{separator}{''.join(reversed(chars))}"

@@ -175,6 +175,8 @@ payment_attempts = Table(
     # created | pending | unknown | succeeded | failed | closed
     Column("status", String(16), nullable=False),
     Column("scene", String(16), nullable=False),
+    # The card token or WeChat openid the provider needs again if the create must be repeated after a crash.
+    Column("payer", String(NAME_LENGTH * 2), nullable=False, default=""),
     Column("amount_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     # The provider's own reference (Alipay trade_no, WeChat transaction_id, UnionPay queryId, card authorization).

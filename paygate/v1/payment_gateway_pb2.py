@@ -25,51 +25,55 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paygate/v1/payment_gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x0cTopUpRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12)\n\x06method\x18\x05 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\"\xdb\x01\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12)\n\x06method\x18\x05 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\x12\x10\n\x08payee_id\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12&\n\x05price\x18\x08 \x01(\x0b\x32\x17.paygate.v1.PriceInputs\"P\n\x0bPriceInputs\x12\x18\n\x10list_price_minor\x18\x01 \x01(\x03\x12\x15\n\rdiscount_rate\x18\x02 \x01(\t\x12\x10\n\x08tax_rate\x18\x03 \x01(\t\"9\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"\xaf\x04\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12)\n\x06method\x18\x06 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\x12)\n\x06status\x18\x07 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0erefunded_minor\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\x12\x10\n\x08payee_id\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12%\n\x04type\x18\x0c \x01(\x0e\x32\x17.paygate.v1.PaymentType\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65ntry_id\x18\x0f \x01(\t\x12\x18\n\x10list_price_minor\x18\x10 \x01(\x03\x12\x16\n\x0e\x64iscount_minor\x18\x11 \x01(\x03\x12\x11\n\ttax_minor\x18\x12 \x01(\x03\x12\x1c\n\x14\x63reator_amount_minor\x18\x13 \x01(\x03\x12\x1a\n\x12platform_fee_minor\x18\x14 \x01(\x03\"6\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"E\n\x07\x42\x61lance\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0f\x61vailable_minor\x18\x03 \x01(\x03\"c\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x11\n\trefund_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"x\n\x0fTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\"\x97\x02\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1c\n\x14\x63reator_amount_minor\x18\x06 \x01(\x03\x12\x1a\n\x12platform_fee_minor\x18\x07 \x01(\x03\x12\x10\n\x08\x65ntry_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0epayment_status\x18\n \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\"\xb4\x01\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x17ListTransactionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.paygate.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x0bTransaction\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x11QuotePriceRequest\x12\x18\n\x10list_price_minor\x18\x01 \x01(\x03\x12\x15\n\rdiscount_rate\x18\x02 \x01(\t\x12\x10\n\x08tax_rate\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"M\n\nPriceQuote\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x16\n\x0e\x64iscount_minor\x18\x02 \x01(\x03\x12\x11\n\ttax_minor\x18\x03 \x01(\x03*\xd6\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15PAYMENT_METHOD_WALLET\x10\x01\x12\x19\n\x15PAYMENT_METHOD_ALIPAY\x10\x02\x12\x1d\n\x19PAYMENT_METHOD_WECHAT_PAY\x10\x03\x12\x1b\n\x17PAYMENT_METHOD_UNIONPAY\x10\x04\x12\x17\n\x13PAYMENT_METHOD_CARD\x10\x05\x12\x1a\n\x16PAYMENT_METHOD_SANDBOX\x10\x06*\xe3\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_CLOSED\x10\x04\x12%\n!PAYMENT_STATUS_PARTIALLY_REFUNDED\x10\x05\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x06*_\n\x0bPaymentType\x12\x1c\n\x18PAYMENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYMENT_TYPE_TOP_UP\x10\x01\x12\x19\n\x15PAYMENT_TYPE_PURCHASE\x10\x02\x32\xbe\x04\n\x0ePaymentGateway\x12\x36\n\x05TopUp\x12\x18.paygate.v1.TopUpRequest\x1a\x13.paygate.v1.Payment\x12\x46\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a\x13.paygate.v1.Payment\x12@\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x13.paygate.v1.Payment\x12@\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x13.paygate.v1.Balance\x12\x45\n\rRefundPayment\x12 .paygate.v1.RefundPaymentRequest\x1a\x12.paygate.v1.Refund\x12=\n\x08Transfer\x12\x1b.paygate.v1.TransferRequest\x1a\x14.paygate.v1.Transfer\x12]\n\x10ListTransactions\x12#.paygate.v1.ListTransactionsRequest\x1a$.paygate.v1.ListTransactionsResponse\x12\x43\n\nQuotePrice\x12\x1d.paygate.v1.QuotePriceRequest\x1a\x16.paygate.v1.PriceQuoteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n paygate/v1/payment_gateway.proto\x12\npaygate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n\x0cTopUpRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12)\n\x06method\x18\x05 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\x12\'\n\x05scene\x18\x06 \x01(\x0e\x32\x18.paygate.v1.PaymentScene\x12\x12\n\ncard_token\x18\x07 \x01(\t\x12\x14\n\x0cpayer_openid\x18\x08 \x01(\t\"\xae\x02\n\x14\x43reatePaymentRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12)\n\x06method\x18\x05 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\x12\x10\n\x08payee_id\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12&\n\x05price\x18\x08 \x01(\x0b\x32\x17.paygate.v1.PriceInputs\x12\'\n\x05scene\x18\t \x01(\x0e\x32\x18.paygate.v1.PaymentScene\x12\x12\n\ncard_token\x18\n \x01(\t\x12\x14\n\x0cpayer_openid\x18\x0b \x01(\t\"P\n\x0bPriceInputs\x12\x18\n\x10list_price_minor\x18\x01 \x01(\x03\x12\x15\n\rdiscount_rate\x18\x02 \x01(\t\x12\x10\n\x08tax_rate\x18\x03 \x01(\t\"9\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\"\xbb\x05\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12)\n\x06method\x18\x06 \x01(\x0e\x32\x19.paygate.v1.PaymentMethod\x12)\n\x06status\x18\x07 \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12\x16\n\x0erefunded_minor\x18\x08 \x01(\x03\x12\x16\n\x0e\x66\x61ilure_reason\x18\t \x01(\t\x12\x10\n\x08payee_id\x18\n \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x0b \x01(\t\x12%\n\x04type\x18\x0c \x01(\x0e\x32\x17.paygate.v1.PaymentType\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65ntry_id\x18\x0f \x01(\t\x12\x18\n\x10list_price_minor\x18\x10 \x01(\x03\x12\x16\n\x0e\x64iscount_minor\x18\x11 \x01(\x03\x12\x11\n\ttax_minor\x18\x12 \x01(\x03\x12\x1c\n\x14\x63reator_amount_minor\x18\x13 \x01(\x03\x12\x1a\n\x12platform_fee_minor\x18\x14 \x01(\x03\x12\x0f\n\x07pay_url\x18\x15 \x01(\t\x12\x0f\n\x07qr_code\x18\x16 \x01(\t\x12\x11\n\tprepay_id\x18\x17 \x01(\t\x12\x18\n\x10\x63hannel_trade_no\x18\x18 \x01(\t\x12\x12\n\nattempt_id\x18\x19 \x01(\t\x12\'\n\x05scene\x18\x1a \x01(\x0e\x32\x18.paygate.v1.PaymentScene\"6\n\x11GetBalanceRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"E\n\x07\x42\x61lance\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0f\x61vailable_minor\x18\x03 \x01(\x03\"c\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x11\n\trefund_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"x\n\x0fTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\"\xf4\x02\n\x06Refund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x1c\n\x14\x63reator_amount_minor\x18\x06 \x01(\x03\x12\x1a\n\x12platform_fee_minor\x18\x07 \x01(\x03\x12\x10\n\x08\x65ntry_id\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0epayment_status\x18\n \x01(\x0e\x32\x19.paygate.v1.PaymentStatus\x12(\n\x06status\x18\x0b \x01(\x0e\x32\x18.paygate.v1.RefundStatus\x12\x19\n\x11\x63hannel_refund_no\x18\x0c \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\r \x01(\t\"\xb4\x01\n\x08Transfer\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_user_id\x18\x02 \x01(\t\x12\x12\n\nto_user_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x17ListTransactionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.paygate.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x0bTransaction\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x02 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x11QuotePriceRequest\x12\x18\n\x10list_price_minor\x18\x01 \x01(\x03\x12\x15\n\rdiscount_rate\x18\x02 \x01(\t\x12\x10\n\x08tax_rate\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"M\n\nPriceQuote\x12\x14\n\x0c\x61mount_minor\x18\x01 \x01(\x03\x12\x16\n\x0e\x64iscount_minor\x18\x02 \x01(\x03\x12\x11\n\ttax_minor\x18\x03 \x01(\x03*\xd6\x01\n\rPaymentMethod\x12\x1e\n\x1aPAYMENT_METHOD_UNSPECIFIED\x10\x00\x12\x19\n\x15PAYMENT_METHOD_WALLET\x10\x01\x12\x19\n\x15PAYMENT_METHOD_ALIPAY\x10\x02\x12\x1d\n\x19PAYMENT_METHOD_WECHAT_PAY\x10\x03\x12\x1b\n\x17PAYMENT_METHOD_UNIONPAY\x10\x04\x12\x17\n\x13PAYMENT_METHOD_CARD\x10\x05\x12\x1a\n\x16PAYMENT_METHOD_SANDBOX\x10\x06*\xe3\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_CLOSED\x10\x04\x12%\n!PAYMENT_STATUS_PARTIALLY_REFUNDED\x10\x05\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x06*_\n\x0bPaymentType\x12\x1c\n\x18PAYMENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n\x13PAYMENT_TYPE_TOP_UP\x10\x01\x12\x19\n\x15PAYMENT_TYPE_PURCHASE\x10\x02*\x8c\x01\n\x0cPaymentScene\x12\x1d\n\x19PAYMENT_SCENE_UNSPECIFIED\x10\x00\x12\x14\n\x10PAYMENT_SCENE_QR\x10\x01\x12\x16\n\x12PAYMENT_SCENE_PAGE\x10\x02\x12\x15\n\x11PAYMENT_SCENE_WAP\x10\x03\x12\x18\n\x14PAYMENT_SCENE_IN_APP\x10\x04*\x7f\n\x0cRefundStatus\x12\x1d\n\x19REFUND_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15REFUND_STATUS_PENDING\x10\x01\x12\x1b\n\x17REFUND_STATUS_SUCCEEDED\x10\x02\x12\x18\n\x14REFUND_STATUS_FAILED\x10\x03\x32\xbe\x04\n\x0ePaymentGateway\x12\x36\n\x05TopUp\x12\x18.paygate.v1.TopUpRequest\x1a\x13.paygate.v1.Payment\x12\x46\n\rCreatePayment\x12 .paygate.v1.CreatePaymentRequest\x1a\x13.paygate.v1.Payment\x12@\n\nGetPayment\x12\x1d.paygate.v1.GetPaymentRequest\x1a\x13.paygate.v1.Payment\x12@\n\nGetBalance\x12\x1d.paygate.v1.GetBalanceRequest\x1a\x13.paygate.v1.Balance\x12\x45\n\rRefundPayment\x12 .paygate.v1.RefundPaymentRequest\x1a\x12.paygate.v1.Refund\x12=\n\x08Transfer\x12\x1b.paygate.v1.TransferRequest\x1a\x14.paygate.v1.Transfer\x12]\n\x10ListTransactions\x12#.paygate.v1.ListTransactionsRequest\x1a$.paygate.v1.ListTransactionsResponse\x12\x43\n\nQuotePrice\x12\x1d.paygate.v1.QuotePriceRequest\x1a\x16.paygate.v1.PriceQuoteb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'paygate.v1.payment_gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTMETHOD']._serialized_start=2484
-  _globals['_PAYMENTMETHOD']._serialized_end=2698
-  _globals['_PAYMENTSTATUS']._serialized_start=2701
-  _globals['_PAYMENTSTATUS']._serialized_end=2928
-  _globals['_PAYMENTTYPE']._serialized_start=2930
-  _globals['_PAYMENTTYPE']._serialized_end=3025
+  _globals['_PAYMENTMETHOD']._serialized_start=2883
+  _globals['_PAYMENTMETHOD']._serialized_end=3097
+  _globals['_PAYMENTSTATUS']._serialized_start=3100
+  _globals['_PAYMENTSTATUS']._serialized_end=3327
+  _globals['_PAYMENTTYPE']._serialized_start=3329
+  _globals['_PAYMENTTYPE']._serialized_end=3424
+  _globals['_PAYMENTSCENE']._serialized_start=3427
+  _globals['_PAYMENTSCENE']._serialized_end=3567
+  _globals['_REFUNDSTATUS']._serialized_start=3569
+  _globals['_REFUNDSTATUS']._serialized_end=3696
   _globals['_TOPUPREQUEST']._serialized_start=82
-  _globals['_TOPUPREQUEST']._serialized_end=214
-  _globals['_CREATEPAYMENTREQUEST']._serialized_start=217
-  _globals['_CREATEPAYMENTREQUEST']._serialized_end=436
-  _globals['_PRICEINPUTS']._serialized_start=438
-  _globals['_PRICEINPUTS']._serialized_end=518
-  _globals['_GETPAYMENTREQUEST']._serialized_start=520
-  _globals['_GETPAYMENTREQUEST']._serialized_end=577
-  _globals['_PAYMENT']._serialized_start=580
-  _globals['_PAYMENT']._serialized_end=1139
-  _globals['_GETBALANCEREQUEST']._serialized_start=1141
-  _globals['_GETBALANCEREQUEST']._serialized_end=1195
-  _globals['_BALANCE']._serialized_start=1197
-  _globals['_BALANCE']._serialized_end=1266
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1268
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1367
-  _globals['_TRANSFERREQUEST']._serialized_start=1369
-  _globals['_TRANSFERREQUEST']._serialized_end=1489
-  _globals['_REFUND']._serialized_start=1492
-  _globals['_REFUND']._serialized_end=1771
-  _globals['_TRANSFER']._serialized_start=1774
-  _globals['_TRANSFER']._serialized_end=1954
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1956
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=2037
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2039
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2137
-  _globals['_TRANSACTION']._serialized_start=2140
-  _globals['_TRANSACTION']._serialized_end=2296
-  _globals['_QUOTEPRICEREQUEST']._serialized_start=2298
-  _globals['_QUOTEPRICEREQUEST']._serialized_end=2402
-  _globals['_PRICEQUOTE']._serialized_start=2404
-  _globals['_PRICEQUOTE']._serialized_end=2481
-  _globals['_PAYMENTGATEWAY']._serialized_start=3028
-  _globals['_PAYMENTGATEWAY']._serialized_end=3602
+  _globals['_TOPUPREQUEST']._serialized_end=297
+  _globals['_CREATEPAYMENTREQUEST']._serialized_start=300
+  _globals['_CREATEPAYMENTREQUEST']._serialized_end=602
+  _globals['_PRICEINPUTS']._serialized_start=604
+  _globals['_PRICEINPUTS']._serialized_end=684
+  _globals['_GETPAYMENTREQUEST']._serialized_start=686
+  _globals['_GETPAYMENTREQUEST']._serialized_end=743
+  _globals['_PAYMENT']._serialized_start=746
+  _globals['_PAYMENT']._serialized_end=1445
+  _globals['_GETBALANCEREQUEST']._serialized_start=1447
+  _globals['_GETBALANCEREQUEST']._serialized_end=1501
+  _globals['_BALANCE']._serialized_start=1503
+  _globals['_BALANCE']._serialized_end=1572
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=1574
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=1673
+  _globals['_TRANSFERREQUEST']._serialized_start=1675
+  _globals['_TRANSFERREQUEST']._serialized_end=1795
+  _globals['_REFUND']._serialized_start=1798
+  _globals['_REFUND']._serialized_end=2170
+  _globals['_TRANSFER']._serialized_start=2173
+  _globals['_TRANSFER']._serialized_end=2353
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=2355
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=2436
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=2438
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=2536
+  _globals['_TRANSACTION']._serialized_start=2539
+  _globals['_TRANSACTION']._serialized_end=2695
+  _globals['_QUOTEPRICEREQUEST']._serialized_start=2697
+  _globals['_QUOTEPRICEREQUEST']._serialized_end=2801
+  _globals['_PRICEQUOTE']._serialized_start=2803
+  _globals['_PRICEQUOTE']._serialized_end=2880
+  _globals['_PAYMENTGATEWAY']._serialized_start=3699
+  _globals['_PAYMENTGATEWAY']._serialized_end=4273
 # @@protoc_insertion_point(module_scope)

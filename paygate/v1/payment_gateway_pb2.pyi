@@ -35,6 +35,21 @@ class PaymentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_TYPE_UNSPECIFIED: _ClassVar[PaymentType]
     PAYMENT_TYPE_TOP_UP: _ClassVar[PaymentType]
     PAYMENT_TYPE_PURCHASE: _ClassVar[PaymentType]
+
+class PaymentScene(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYMENT_SCENE_UNSPECIFIED: _ClassVar[PaymentScene]
+    PAYMENT_SCENE_QR: _ClassVar[PaymentScene]
+    PAYMENT_SCENE_PAGE: _ClassVar[PaymentScene]
+    PAYMENT_SCENE_WAP: _ClassVar[PaymentScene]
+    PAYMENT_SCENE_IN_APP: _ClassVar[PaymentScene]
+
+class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFUND_STATUS_UNSPECIFIED: _ClassVar[RefundStatus]
+    REFUND_STATUS_PENDING: _ClassVar[RefundStatus]
+    REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
+    REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
 PAYMENT_METHOD_UNSPECIFIED: PaymentMethod
 PAYMENT_METHOD_WALLET: PaymentMethod
 PAYMENT_METHOD_ALIPAY: PaymentMethod
@@ -52,23 +67,38 @@ PAYMENT_STATUS_REFUNDED: PaymentStatus
 PAYMENT_TYPE_UNSPECIFIED: PaymentType
 PAYMENT_TYPE_TOP_UP: PaymentType
 PAYMENT_TYPE_PURCHASE: PaymentType
+PAYMENT_SCENE_UNSPECIFIED: PaymentScene
+PAYMENT_SCENE_QR: PaymentScene
+PAYMENT_SCENE_PAGE: PaymentScene
+PAYMENT_SCENE_WAP: PaymentScene
+PAYMENT_SCENE_IN_APP: PaymentScene
+REFUND_STATUS_UNSPECIFIED: RefundStatus
+REFUND_STATUS_PENDING: RefundStatus
+REFUND_STATUS_SUCCEEDED: RefundStatus
+REFUND_STATUS_FAILED: RefundStatus
 
 class TopUpRequest(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method")
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "scene", "card_token", "payer_openid")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    SCENE_FIELD_NUMBER: _ClassVar[int]
+    CARD_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAYER_OPENID_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: str
     amount_minor: int
     currency: str
     method: PaymentMethod
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ...) -> None: ...
+    scene: PaymentScene
+    card_token: str
+    payer_openid: str
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description", "price")
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description", "price", "scene", "card_token", "payer_openid")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +107,9 @@ class CreatePaymentRequest(_message.Message):
     PAYEE_ID_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     PRICE_FIELD_NUMBER: _ClassVar[int]
+    SCENE_FIELD_NUMBER: _ClassVar[int]
+    CARD_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAYER_OPENID_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: str
     amount_minor: int
@@ -85,7 +118,10 @@ class CreatePaymentRequest(_message.Message):
     payee_id: str
     description: str
     price: PriceInputs
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[_Union[PriceInputs, _Mapping]] = ...) -> None: ...
+    scene: PaymentScene
+    card_token: str
+    payer_openid: str
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[_Union[PriceInputs, _Mapping]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ...) -> None: ...
 
 class PriceInputs(_message.Message):
     __slots__ = ("list_price_minor", "discount_rate", "tax_rate")
@@ -106,7 +142,7 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor")
+    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "attempt_id", "scene")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +163,12 @@ class Payment(_message.Message):
     TAX_MINOR_FIELD_NUMBER: _ClassVar[int]
     CREATOR_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FEE_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PAY_URL_FIELD_NUMBER: _ClassVar[int]
+    QR_CODE_FIELD_NUMBER: _ClassVar[int]
+    PREPAY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENE_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     order_id: str
     user_id: str
@@ -147,7 +189,13 @@ class Payment(_message.Message):
     tax_minor: int
     creator_amount_minor: int
     platform_fee_minor: int
-    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ...) -> None: ...
+    pay_url: str
+    qr_code: str
+    prepay_id: str
+    channel_trade_no: str
+    attempt_id: str
+    scene: PaymentScene
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., pay_url: _Optional[str] = ..., qr_code: _Optional[str] = ..., prepay_id: _Optional[str] = ..., channel_trade_no: _Optional[str] = ..., attempt_id: _Optional[str] = ..., scene: _Optional[_Union[PaymentScene, str]] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("user_id", "currency")
@@ -194,7 +242,7 @@ class TransferRequest(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., from_user_id: _Optional[str] = ..., to_user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class Refund(_message.Message):
-    __slots__ = ("refund_id", "payment_id", "amount_minor", "reason", "currency", "creator_amount_minor", "platform_fee_minor", "entry_id", "create_time", "payment_status")
+    __slots__ = ("refund_id", "payment_id", "amount_minor", "reason", "currency", "creator_amount_minor", "platform_fee_minor", "entry_id", "create_time", "payment_status", "status", "channel_refund_no", "failure_reason")
     REFUND_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -205,6 +253,9 @@ class Refund(_message.Message):
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_REFUND_NO_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     refund_id: str
     payment_id: str
     amount_minor: int
@@ -215,7 +266,10 @@ class Refund(_message.Message):
     entry_id: str
     create_time: _timestamp_pb2.Timestamp
     payment_status: PaymentStatus
-    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., entry_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[_Union[PaymentStatus, str]] = ...) -> None: ...
+    status: RefundStatus
+    channel_refund_no: str
+    failure_reason: str
+    def __init__(self, refund_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., reason: _Optional[str] = ..., currency: _Optional[str] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., entry_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[_Union[PaymentStatus, str]] = ..., status: _Optional[_Union[RefundStatus, str]] = ..., channel_refund_no: _Optional[str] = ..., failure_reason: _Optional[str] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("transfer_id", "from_user_id", "to_user_id", "amount_minor", "currency", "entry_id", "create_time")

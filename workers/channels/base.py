@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
-from workers.domain.types import AttemptStatus, Method  # AttemptStatus lives with the records
+from workers.domain.types import AttemptStatus, Method, Scene  # defined with the records
 
 
 class RefundStatus(enum.StrEnum):
@@ -27,16 +27,6 @@ class RefundStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # the call's outcome is not known: query
     SUCCEEDED = "succeeded"
     FAILED = "failed"
-
-
-class Scene(enum.StrEnum):
-    """Where the payer is, which decides what the provider hands back for them."""
-
-    QR = "qr"  # a QR code to scan (Alipay precreate, WeChat Native)
-    PAGE = "page"  # a desktop web page to redirect to (Alipay page.pay, UnionPay front consume)
-    WAP = "wap"  # a mobile web page (Alipay wap.pay)
-    IN_APP = "in_app"  # inside the provider's app (WeChat JSAPI prepay id, UnionPay tn)
-    CARD = "card"  # a processor token collected by the caller's checkout
 
 
 @dataclass(frozen=True)
@@ -94,6 +84,7 @@ class ProviderRefund:
     amount_minor: int | None = None
     currency: str = ""
     failure_reason: str = ""
+    merchant_id: str = ""  # as the provider states it, for the cross-check
 
 
 @dataclass(frozen=True)
@@ -103,8 +94,8 @@ class HttpCall:
 
     method: str
     url: str
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # may carry credentials (a card API key)
+    body: bytes = field(repr=False)
     idempotent: bool
     purpose: str  # "create", "query", "close", "refund", "refund_query", "statement": for metrics and logs
 
@@ -145,6 +136,7 @@ class StatementLine:
     currency: str
     status: str  # the provider's own word for it, kept for the report
     at: datetime
+    refund_no: str = ""  # for refunds: the provider's own id of the refund
 
 
 class ProviderAnswerError(Exception):
@@ -214,6 +206,10 @@ class Channel(Protocol):
     guess. Only a channel refusing to be called at all (its circuit is open) raises, with UNAVAILABLE."""
 
     method: Method
+
+    def check_available(self) -> None:
+        """Raise UNAVAILABLE, before anything is written, when the channel is refusing calls (circuit open)."""
+        ...
 
     def open(self, order: Order) -> ProviderState: ...
 

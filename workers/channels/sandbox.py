@@ -19,6 +19,9 @@ class SandboxChannel:
     def __init__(self, *, deferred: bool = False) -> None:
         self.deferred = deferred
 
+    def check_available(self) -> None:
+        return None  # in-process: always there
+
     def open(self, order: Order) -> ProviderState:
         status = AttemptStatus.PENDING if self.deferred else AttemptStatus.SUCCEEDED
         return self._state(order.out_trade_no, status)

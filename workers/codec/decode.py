@@ -7,6 +7,8 @@ obey the same per-call ceiling as amounts given directly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from paygate.v1 import payment_gateway_pb2 as pb
 from workers.codec import page_tokens
 from workers.codec.grammar import Violations
@@ -18,6 +20,7 @@ from workers.domain.types import (
     Method,
     PaymentLookup,
     RefundCommand,
+    Scene,
     TopUpCommand,
     TransactionsQuery,
     TransferCommand,
@@ -33,6 +36,50 @@ METHODS_BY_PROTO: dict[int, Method] = {
 }
 METHOD_NAMES: dict[int, str] = {number: pb.PaymentMethod.Name(number) for number in METHODS_BY_PROTO}
 PAGE_TOKEN_RULE = "is not a token this API returned for this user_id; pass next_page_token unchanged"  # noqa: S105
+
+
+SCENES_BY_PROTO: dict[int, Scene] = {
+    pb.PAYMENT_SCENE_QR: Scene.QR,
+    pb.PAYMENT_SCENE_PAGE: Scene.PAGE,
+    pb.PAYMENT_SCENE_WAP: Scene.WAP,
+    pb.PAYMENT_SCENE_IN_APP: Scene.IN_APP,
+}
+SCENE_NAMES: dict[int, str] = {number: pb.PaymentScene.Name(number) for number in (0, *SCENES_BY_PROTO)}
+# The scenes each provider offers (docs/api.md, "Channels"); the others take none.
+SCENES_OF: dict[Method, frozenset[Scene]] = {
+    Method.ALIPAY: frozenset({Scene.QR, Scene.PAGE, Scene.WAP}),
+    Method.WECHAT_PAY: frozenset({Scene.QR, Scene.IN_APP}),
+    Method.UNIONPAY: frozenset({Scene.PAGE, Scene.WAP, Scene.IN_APP}),
+}
+
+
+@dataclass(frozen=True)
+class ChannelInputs:
+    scene: str
+    card_token: str
+    payer_openid: str
+
+
+def _channel_inputs(
+    v: Violations, method: Method | None, scene_number: int, card_token: str, payer_openid: str
+) -> ChannelInputs:
+    """What a provider needs from the payer's side, checked against the method it is for."""
+    scene = SCENES_BY_PROTO.get(scene_number) if v.enum("scene", scene_number, SCENE_NAMES) else None
+    if scene is not None and method is not None and scene not in SCENES_OF.get(method, frozenset()):
+        offered = ", ".join(f"PAYMENT_SCENE_{s.name}" for s in sorted(SCENES_OF.get(method, ()))) or "none"
+        v.add("scene", f"{method.name} offers the scenes: {offered}")
+    v.identifier("card_token", card_token, required=False)
+    if method is Method.CARD and not card_token:
+        v.add("card_token", "is required for CARD: the processor token your checkout obtained")
+    elif card_token and method is not Method.CARD:
+        v.add("card_token", "is only for CARD payments")
+    v.identifier("payer_openid", payer_openid, required=False)
+    in_app_wechat = method is Method.WECHAT_PAY and scene is Scene.IN_APP
+    if in_app_wechat and not payer_openid:
+        v.add("payer_openid", "is required for WECHAT_PAY in PAYMENT_SCENE_IN_APP: the payer's openid")
+    elif payer_openid and not in_app_wechat:
+        v.add("payer_openid", "is only for WECHAT_PAY in PAYMENT_SCENE_IN_APP")
+    return ChannelInputs(scene.value if scene else "", card_token, payer_openid)
 
 
 def _method(v: Violations, name: str, value: int) -> Method | None:
@@ -70,9 +117,19 @@ def top_up(request: pb.TopUpRequest) -> TopUpCommand:
     method = _method(v, "method", request.method)
     if method is Method.WALLET:
         v.add("method", "WALLET is not a top-up source: money comes in from a channel (e.g. SANDBOX, ALIPAY)")
+    inputs = _channel_inputs(v, method, request.scene, request.card_token, request.payer_openid)
     v.raise_if_any()
     assert method is not None
-    return TopUpCommand(request.order_id, request.user_id, request.amount_minor, request.currency, method)
+    return TopUpCommand(
+        request.order_id,
+        request.user_id,
+        request.amount_minor,
+        request.currency,
+        method,
+        scene=inputs.scene,
+        card_token=inputs.card_token,
+        payer_openid=inputs.payer_openid,
+    )
 
 
 def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
@@ -91,6 +148,7 @@ def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
         quoted = _price(v, "price.", price.list_price_minor, price.discount_rate, price.tax_rate)
     else:
         v.amount("amount_minor", request.amount_minor)
+    inputs = _channel_inputs(v, method, request.scene, request.card_token, request.payer_openid)
     v.raise_if_any()
     assert method is not None
     amount = quoted.amount_minor if quoted else request.amount_minor
@@ -107,6 +165,9 @@ def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
         tax_minor=quoted.tax_minor if quoted else 0,
         discount_rate=request.price.discount_rate if quoted else "",
         tax_rate=request.price.tax_rate if quoted else "",
+        scene=inputs.scene,
+        card_token=inputs.card_token,
+        payer_openid=inputs.payer_openid,
     )
 
 

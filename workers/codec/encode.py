@@ -21,6 +21,7 @@ from workers.domain.types import (
 )
 
 PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
+PROTO_SCENES: dict[str, int] = {scene.value: number for number, scene in validation.SCENES_BY_PROTO.items()}
 PROTO_STATUSES: dict[PaymentStatus, int] = {
     PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
     PaymentStatus.SUCCEEDED: pb.PAYMENT_STATUS_SUCCEEDED,
@@ -57,6 +58,12 @@ def payment(record: PaymentRecord) -> pb.Payment:
         tax_minor=record.tax_minor,
         creator_amount_minor=record.creator_amount_minor,
         platform_fee_minor=record.platform_fee_minor,
+        pay_url=record.pay_url,
+        qr_code=record.qr_code,
+        prepay_id=record.prepay_id,
+        channel_trade_no=record.channel_trade_no,
+        attempt_id=record.attempt_id or "",
+        scene=PROTO_SCENES.get(record.scene, pb.PAYMENT_SCENE_UNSPECIFIED),  # type: ignore[arg-type]
     )
 
 
@@ -76,6 +83,7 @@ def refund(record: RefundRecord) -> pb.Refund:
         entry_id=record.entry_id,
         create_time=_timestamp(record.created_at),
         payment_status=PROTO_STATUSES[record.payment_status],  # type: ignore[arg-type]
+        status=pb.REFUND_STATUS_SUCCEEDED,
     )
 
 

@@ -45,6 +45,16 @@ class AttemptStatus(enum.StrEnum):
         return self in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CLOSED)
 
 
+class Scene(enum.StrEnum):
+    """Where the payer is, which decides what the provider hands back for them."""
+
+    QR = "qr"  # a QR code to scan (Alipay precreate, WeChat Native)
+    PAGE = "page"  # a desktop web page to redirect to (Alipay page.pay, UnionPay front consume)
+    WAP = "wap"  # a mobile web page (Alipay wap.pay)
+    IN_APP = "in_app"  # inside the provider's app (WeChat JSAPI prepay id, UnionPay tn)
+    CARD = "card"  # a processor token collected by the caller's checkout
+
+
 class PaymentType(enum.StrEnum):
     TOP_UP = "top_up"
     PURCHASE = "purchase"
@@ -96,6 +106,10 @@ class TopUpCommand:
     amount_minor: int
     currency: str
     method: Method
+    # What a provider needs from the payer's side (docs/api.md, "Channels"); "" when not given.
+    scene: str = ""
+    card_token: str = ""
+    payer_openid: str = ""
 
     operation = "TopUp"
 
@@ -115,6 +129,9 @@ class CreatePaymentCommand:
     tax_minor: int = 0
     discount_rate: str = ""
     tax_rate: str = ""
+    scene: str = ""
+    card_token: str = ""
+    payer_openid: str = ""
 
     operation = "CreatePayment"
 
@@ -179,9 +196,18 @@ class BalanceQuery:
 Command = TopUpCommand | CreatePaymentCommand | RefundCommand | TransferCommand
 
 
+# Fields added after a release join the fingerprint only when set, so a retry of a call made before the upgrade
+# still matches its idempotency record.
+_FINGERPRINT_ONLY_WHEN_SET = ("scene", "card_token", "payer_openid")
+
+
 def request_hash(command: Command) -> str:
     """sha256 over the operation and every field: the fingerprint an idempotency key is bound to."""
-    canonical = json.dumps({"operation": command.operation, **asdict(command)}, sort_keys=True, default=str)
+    fields_ = asdict(command)
+    for name in _FINGERPRINT_ONLY_WHEN_SET:
+        if fields_.get(name) == "":
+            del fields_[name]
+    canonical = json.dumps({"operation": command.operation, **fields_}, sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -209,6 +235,12 @@ class PaymentRecord:
     creator_amount_minor: int = 0
     platform_fee_minor: int = 0
     attempt_id: str | None = None  # the attempt carrying it at its channel; None for wallet payments
+    # From the current attempt, for the caller: what the payer needs, and the provider's reference.
+    scene: str = ""
+    pay_url: str = ""
+    qr_code: str = ""
+    prepay_id: str = ""
+    channel_trade_no: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
@@ -229,6 +261,8 @@ class PaymentRecord:
         values["payment_type"] = PaymentType(values["payment_type"])
         values["method"] = Method(values["method"])
         values["status"] = PaymentStatus(values["status"])
+        for name in ("scene", "pay_url", "qr_code", "prepay_id", "channel_trade_no"):
+            values[name] = values[name] or ""  # no attempt (a wallet payment): the outer join gave NULL
         # SQLite hands timestamps back without their zone; they were written in UTC.
         for name in ("created_at", "updated_at"):
             if values[name].tzinfo is None:
@@ -246,6 +280,7 @@ class AttemptRecord:
     method: Method
     status: AttemptStatus
     scene: str
+    payer: str  # the card token or WeChat openid the provider needs again if the call must be repeated
     amount_minor: int
     currency: str
     trade_no: str

@@ -96,6 +96,8 @@ def _apply_once(ctx: Context, current: Settled, state: ProviderState) -> None:
     attempt, payment = current.attempt, current.payment
     if state.status is attempt.status or state.status is AttemptStatus.CREATED:
         return  # nothing new: a duplicate notification, or a query that tells what we know
+    if state.status is AttemptStatus.UNKNOWN and attempt.status is not AttemptStatus.CREATED:
+        return  # a query that could not tell: what we knew still stands
     if not states.attempt_allowed(attempt.status, state.status):
         if attempt.status.settled:
             return  # a stale answer (PENDING after SUCCEEDED, say): the settled state stands

@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from runtime.ids import new_id
-from workers.channels.base import Channel, Order, Scene
+from workers.channels.base import Channel, Order
 from workers.domain.types import (
     AccountKind,
     AttemptRecord,
@@ -32,6 +32,7 @@ from workers.domain.types import (
     PaymentRecord,
     PaymentStatus,
     PaymentType,
+    Scene,
     TopUpCommand,
     request_hash,
 )
@@ -44,6 +45,14 @@ from workers.store import attempts, records
 
 # How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
 PROVIDER_ORDER_TTL = timedelta(minutes=30)
+# The scene of a payment whose caller named none (docs/api.md, "Channels").
+DEFAULT_SCENE = {
+    Method.ALIPAY: Scene.QR,
+    Method.WECHAT_PAY: Scene.QR,
+    Method.UNIONPAY: Scene.PAGE,
+    Method.CARD: Scene.CARD,
+    Method.SANDBOX: Scene.QR,
+}
 
 
 def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
@@ -106,6 +115,7 @@ def _through_channel(
     ctx: Context, caller: Caller, command: TopUpCommand | CreatePaymentCommand, payment_type: PaymentType
 ) -> PaymentRecord:
     channel = ctx.channels.get(command.method)  # UNIMPLEMENTED before anything is claimed or written
+    channel.check_available()  # and UNAVAILABLE while its circuit is open
     return ctx.executor.run(
         caller,
         ORDER_SCOPE,
@@ -127,12 +137,15 @@ def _open(
     now = ctx.clock()
     payment = _new_payment(ctx, caller, command, payment_type, claim, now)
     attempt = AttemptRecord(
-        attempt_id=new_id("att"),
+        # Letters and digits only: the one id shape every provider accepts as its order number (UnionPay's
+        # orderId allows no underscore).
+        attempt_id=new_id("att", separator=""),
         payment_id=payment.payment_id,
         owner=caller.owner,
         method=command.method,
         status=AttemptStatus.CREATED,
-        scene=Scene.QR.value,
+        scene=command.scene or DEFAULT_SCENE[command.method].value,
+        payer=command.card_token or command.payer_openid,
         amount_minor=command.amount_minor,
         currency=command.currency,
         trade_no="",
@@ -178,7 +191,7 @@ def _advance(ctx: Context, channel: Channel, payment: PaymentRecord, attempt: At
         subject=payment.description or f"order {payment.order_id}",
         notify_url="",
         scene=Scene(attempt.scene),
-        payer="",
+        payer=attempt.payer,
         created_at=attempt.created_at,
         expires_at=attempt.created_at + PROVIDER_ORDER_TTL,
     )

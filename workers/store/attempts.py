@@ -75,6 +75,7 @@ def insert(connection: Connection, record: AttemptRecord) -> None:
         "method": record.method.value,
         "status": record.status.value,
         "scene": record.scene,
+        "payer": record.payer,
         "amount_minor": record.amount_minor,
         "currency": record.currency,
         "trade_no": record.trade_no,

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
 
-from runtime.schema import accounts, journal_entries, payments, postings, refunds, transfers
+from runtime.schema import accounts, journal_entries, payment_attempts, payments, postings, refunds, transfers
 from workers.domain.types import (
     AccountKind,
     PaymentRecord,
@@ -30,13 +30,20 @@ from workers.domain.types import (
 )
 
 # Built once, bound per call (see workers/ledger/accounts.py for why).
-_PAYMENT_BY_ID = select(payments).where(
+# A payment with what its current attempt handed back for the payer (NULL for wallet payments: no attempt).
+_PAYMENT = select(
+    payments,
+    payment_attempts.c.scene,
+    payment_attempts.c.pay_url,
+    payment_attempts.c.qr_code,
+    payment_attempts.c.prepay_id,
+    payment_attempts.c.trade_no.label("channel_trade_no"),
+).select_from(payments.outerjoin(payment_attempts, payment_attempts.c.attempt_id == payments.c.attempt_id))
+_PAYMENT_BY_ID = _PAYMENT.where(
     payments.c.owner == bindparam("owner"), payments.c.payment_id == bindparam("payment_id")
 )
-_PAYMENT_BY_ORDER = select(payments).where(
-    payments.c.owner == bindparam("owner"), payments.c.order_id == bindparam("order_id")
-)
-_PAYMENT_FOR_CHANNEL = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
+_PAYMENT_BY_ORDER = _PAYMENT.where(payments.c.owner == bindparam("owner"), payments.c.order_id == bindparam("order_id"))
+_PAYMENT_FOR_CHANNEL = _PAYMENT.where(payments.c.payment_id == bindparam("payment_id"))
 _INSERT_PAYMENT = payments.insert()
 _INSERT_REFUND = refunds.insert()
 _INSERT_TRANSFER = transfers.insert()

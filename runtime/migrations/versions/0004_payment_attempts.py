@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("method", sa.String(16), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("scene", sa.String(16), nullable=False),
+        sa.Column("payer", sa.String(128), nullable=False),
         sa.Column("amount_minor", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
         sa.Column("trade_no", sa.String(64), nullable=False),
