@@ -19,6 +19,8 @@ from runtime.settings import parse_host_port
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LOCK_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# Provider calls and payer time span milliseconds (a loopback simulator) to minutes (a payer scanning a QR code).
+CHANNEL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
 def multiprocess_enabled() -> bool:
@@ -107,6 +109,10 @@ class WorkerMetrics:
     payments: Counter
     money_moved_minor: Counter
     ledger_retries: Counter
+    channel_notifications: Counter
+    channel_call_seconds: Histogram
+    payment_stage_seconds: Histogram
+    channel_refusals: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -147,6 +153,33 @@ class WorkerMetrics:
                 "paygate_ledger_retries_total",
                 "Ledger transactions rolled back and retried, by reason (stale_fence, deadlock).",
                 ("reason",),
+                registry=registry,
+            ),
+            channel_notifications=Counter(
+                "paygate_channel_notifications_total",
+                "Provider callbacks handled, by channel, verdict (applied, duplicate, rejected) and reason.",
+                ("channel", "verdict", "reason"),
+                registry=registry,
+            ),
+            channel_call_seconds=Histogram(
+                "paygate_channel_call_seconds",
+                "Calls to a provider over the network (seconds), by channel, purpose and outcome.",
+                ("channel", "purpose", "outcome"),
+                buckets=CHANNEL_BUCKETS_S,
+                registry=registry,
+            ),
+            payment_stage_seconds=Histogram(
+                "paygate_payment_stage_seconds",
+                "Payment time by stage (seconds): processing (ours, without the provider call), provider_call "
+                "(the network), bank (the provider's confirmation delay after our call), notification (handling).",
+                ("channel", "stage"),
+                buckets=CHANNEL_BUCKETS_S,
+                registry=registry,
+            ),
+            channel_refusals=Counter(
+                "paygate_channel_refusals_total",
+                "Calls to a channel refused before anything was sent, by reason (circuit_open, busy).",
+                ("channel", "reason"),
                 registry=registry,
             ),
         )

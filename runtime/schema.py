@@ -196,6 +196,26 @@ payment_attempts = Table(
     **BINARY_TEXT,
 )
 
+# Every provider callback as it arrived, stored before anything else is done with it (docs/channels.md,
+# "Notifications"): forged and mismatched ones are kept for review, and an operator can replay any of them.
+channel_notifications = Table(
+    "channel_notifications",
+    metadata,
+    Column("notification_id", AutoId, primary_key=True, autoincrement=True),
+    Column("channel", String(16), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    # The request as received: its headers (JSON object, names in lower case) and its body, byte for byte.
+    Column("headers", LargeBinary, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    # received | applied | duplicate | rejected
+    Column("verdict", String(16), nullable=False),
+    Column("reason", String(64), nullable=False, default=""),
+    Column("attempt_id", String(ID_LENGTH), nullable=True),
+    Column("processed_at", DateTime(timezone=True), nullable=True),
+    Index(None, "verdict", "received_at"),
+    **BINARY_TEXT,
+)
+
 refunds = Table(
     "refunds",
     metadata,
@@ -256,6 +276,7 @@ __all__ = [
     "NAME_LENGTH",
     "accounts",
     "api_keys",
+    "channel_notifications",
     "idempotency_records",
     "journal_entries",
     "metadata",

@@ -18,6 +18,7 @@ from runtime.errors import ConfigurationError
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
+SWITCHABLE_LISTENERS = ("notify_listen", "channel_sim_listen")
 
 
 def parse_host_port(value: str, what: str) -> tuple[str, int]:
@@ -67,6 +68,23 @@ class Settings:
     max_pending_calls: int = 2048
     max_streams_per_connection: int = 100
     max_forwarded_calls: int = 4096
+    # Payment channels (docs/channels.md). Provider callbacks arrive at the notification edge on notify_listen
+    # ("" runs none); providers are told notify_base_url (default http://notify_listen), which production sets to
+    # the public URL. channels_config is the JSON file of provider ids, keys and endpoints; in dev mode `serve`
+    # also runs the channel simulator on channel_sim_listen ("" runs none) and uses the file it writes.
+    notify_listen: str = "127.0.0.1:8080"
+    notify_base_url: str = ""
+    channels_config: str = ""
+    channel_sim_listen: str = "127.0.0.1:8090"
+    channel_connect_timeout_s: float = 2.0
+    channel_read_timeout_s: float = 10.0
+    channel_max_in_flight: int = 16
+    channel_breaker_failures: int = 5
+    channel_breaker_open_s: float = 10.0
+    # The janitor asks providers about unsettled attempts: first after this, then backing off to the maximum.
+    janitor_interval_s: float = 2.0
+    janitor_first_check_s: float = 5.0
+    janitor_max_check_s: float = 600.0
     # Worker pool health.
     health_interval_s: float = 1.0
     worker_threads: int = 8
@@ -105,10 +123,25 @@ class Settings:
                 raise ConfigurationError(f"{name} must be between 1 and 1000000")
         if not 1 <= self.max_forwarded_calls <= 1_000_000:
             raise ConfigurationError("max_forwarded_calls must be between 1 and 1000000")
+        self._check_channels()
         if not 1 <= self.worker_threads <= 256:
             raise ConfigurationError("worker_threads must be between 1 and 256")
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
+
+    def _check_channels(self) -> None:
+        for name in ("notify_listen", "channel_sim_listen"):
+            if getattr(self, name):
+                parse_host_port(getattr(self, name), name.replace("_", " "))
+        for name in ("channel_connect_timeout_s", "channel_read_timeout_s", "channel_breaker_open_s"):
+            if not 0 < getattr(self, name) <= 600:
+                raise ConfigurationError(f"{name} must be in (0, 600]")
+        if not 1 <= self.channel_max_in_flight <= 1024 or not 1 <= self.channel_breaker_failures <= 1000:
+            raise ConfigurationError(
+                "channel_max_in_flight must be in [1, 1024] and channel_breaker_failures in [1, 1000]"
+            )
+        if not 0 < self.janitor_first_check_s <= self.janitor_max_check_s or self.janitor_interval_s <= 0:
+            raise ConfigurationError("janitor intervals must be positive, first check no later than the maximum")
 
     def _refuse_unsafe_production_defaults(self) -> None:
         missing = [
@@ -144,6 +177,21 @@ class Settings:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'paygate.sqlite3').resolve()}"
 
+    def effective_notify_base_url(self) -> str:
+        return self.notify_base_url.rstrip("/") or f"http://{self.notify_listen}"
+
+    @property
+    def channel_sim_dir(self) -> Path:
+        return self.data_dir / "channel-sim"
+
+    def effective_channels_config(self) -> Path | None:
+        """The channel configuration file, if any: set explicitly, or the simulator's in dev mode."""
+        if self.channels_config:
+            return Path(self.channels_config)
+        if self.mode == "dev" and self.channel_sim_listen:
+            return self.channel_sim_dir / "merchant.json"
+        return None
+
     def effective_redis_url(self) -> str:
         if self.redis_url:
             return self.redis_url
@@ -164,6 +212,9 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = _convert(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in SWITCHABLE_LISTENERS:  # "off": do not run that listener at all
+            if str(values.get(name, "")).lower() == "off":
+                values[name] = ""
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(**values)

@@ -106,12 +106,32 @@ class Supervisor:
                 "PAYGATE_REDIS_URL": redis_url,
                 MULTIPROC_ENV: str(settings.metrics_dir),
                 "PYTHONUNBUFFERED": "1",
+                # Flags given to `serve` reach its children too (workers tell providers where to call back).
+                "PAYGATE_NOTIFY_LISTEN": settings.notify_listen or "off",
+                "PAYGATE_CHANNEL_SIM_LISTEN": settings.channel_sim_listen or "off",
             }
         )
         return env
 
     def build_children(self) -> None:
         python = [sys.executable, "-m", "stack"]
+        settings = self.settings
+        if settings.mode == "dev" and settings.channel_sim_listen:
+            # The providers' stand-in, first: workers read the channel configuration it writes.
+            self.children.append(
+                Child(
+                    "channel-sim",
+                    [
+                        *python,
+                        "channel-sim",
+                        "--listen",
+                        settings.channel_sim_listen,
+                        "--data-dir",
+                        str(settings.data_dir),
+                    ],
+                    extra={"address": settings.channel_sim_listen},
+                )
+            )
         addresses = []
         for index in range(1, self.settings.workers + 1):
             worker_id = f"worker-{index}"
@@ -138,6 +158,34 @@ class Supervisor:
                 extra={"address": self.settings.listen},
             )
         )
+        if settings.notify_listen:
+            self.children.append(
+                Child(
+                    "notify-edge",
+                    [
+                        *python,
+                        "notify-edge",
+                        "--listen",
+                        settings.notify_listen,
+                        "--worker-addresses",
+                        ",".join(addresses),
+                    ],
+                    extra={"address": settings.notify_listen},
+                )
+            )
+
+    def wait_for_channel_sim(self, timeout_s: float = 30.0) -> None:
+        """Workers load the channel configuration the simulator writes once it listens; wait for it."""
+        marker = self.settings.channel_sim_dir / "listen"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            if marker.exists():
+                return
+            sim = next(c for c in self.children if c.name == "channel-sim")
+            if sim.process is not None and sim.process.poll() is not None:
+                raise ConfigurationError(f"the channel simulator exited with {sim.process.returncode} at start")
+            time.sleep(POLL_INTERVAL_S)
+        raise ConfigurationError(f"the channel simulator did not start listening within {timeout_s:g} s")
 
     def spawn(self, child: Child, env: dict[str, str]) -> None:
         child.process = subprocess.Popen(
@@ -160,7 +208,11 @@ class Supervisor:
             serve_metrics(self.settings.metrics_listen, None, str(self.settings.metrics_dir))
             self.build_children()
             for child in self.children:
+                if child.name == "channel-sim":
+                    (self.settings.channel_sim_dir / "listen").unlink(missing_ok=True)
                 self.spawn(child, env)
+                if child.name == "channel-sim":
+                    self.wait_for_channel_sim()
             self.write_state()
             self.announce_when_ready()
             return self.watch(env)
@@ -279,10 +331,12 @@ class Supervisor:
     def shutdown(self) -> None:
         self.stopping = True
         (self.settings.run_dir / "gateway.ready").unlink(missing_ok=True)
-        gateway = [c for c in self.children if c.name == "gateway"]
-        workers = [c for c in self.children if c.name != "gateway"]
-        # Gateway first: it stops accepting and drains in-flight calls, which still need the workers.
-        for group in (gateway, workers):
+        edges = [c for c in self.children if c.name in ("gateway", "notify-edge")]
+        simulator = [c for c in self.children if c.name == "channel-sim"]
+        workers = [c for c in self.children if c not in edges and c not in simulator]
+        # Edges first: they stop accepting and drain in-flight calls, which still need the workers; the
+        # simulator last, since draining workers may still be calling it.
+        for group in (edges, workers, simulator):
             self._stop_group(group)
         if self.redis is not None:
             self.redis.stop()

@@ -104,6 +104,8 @@ class Stack:
     process: subprocess.Popen[bytes]
     log_path: Path
     env: dict[str, str]
+    notify_listen: str = "off"  # the notification edge, when the stack runs channels
+    sim_listen: str = "off"  # the channel simulator, when the stack runs channels
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -159,13 +161,24 @@ class Stack:
 
 
 def start_stack(
-    data_dir: Path, *, workers: int = 3, database_url: str | None = None, extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    workers: int = 3,
+    database_url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    channels: bool = False,
 ) -> Stack:
+    """`paygate serve` in a real process. With `channels`, also the notification edge and the channel simulator
+    (each on a free port); without, neither runs, and only WALLET and SANDBOX payments are offered."""
     data_dir.mkdir(parents=True, exist_ok=True)
     listen = f"127.0.0.1:{free_port()}"
     metrics_listen = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYGATE_")}
     env["PAYGATE_LOG_LEVEL"] = "INFO"
+    notify_listen = f"127.0.0.1:{free_port()}" if channels else "off"
+    sim_listen = f"127.0.0.1:{free_port()}" if channels else "off"
+    env["PAYGATE_NOTIFY_LISTEN"] = notify_listen
+    env["PAYGATE_CHANNEL_SIM_LISTEN"] = sim_listen
     if database_url:
         env["PAYGATE_DATABASE_URL"] = database_url
     env.update(extra_env or {})
@@ -191,7 +204,7 @@ def start_stack(
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
         )
-    stack = Stack(data_dir, listen, metrics_listen, process, log_path, env)
+    stack = Stack(data_dir, listen, metrics_listen, process, log_path, env, notify_listen, sim_listen)
     ready = data_dir / "run" / "gateway.ready"
 
     def is_ready() -> bool:

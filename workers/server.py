@@ -30,11 +30,13 @@ from runtime.errors import Unauthenticated, to_rpc_status
 from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import WorkerMetrics, process_registry, serve_metrics
 from runtime.settings import Settings
+from workers import internal
 from workers.boundary import translate
 from workers.codec import decode as validation
 from workers.codec import encode as encoding
 from workers.codec import wire
 from workers.domain.types import Caller
+from workers.operations.janitor import Backoff
 from workers.service import PaymentService
 from workers.wiring import build_service
 
@@ -173,25 +175,26 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-async def sweep_expired(
-    settings: Settings, service: PaymentService, executor: ThreadPoolExecutor, stopping: asyncio.Event
+async def every(
+    interval_s: float, name: str, job: Callable[[], int], executor: ThreadPoolExecutor, stopping: asyncio.Event
 ) -> None:
-    """Close PENDING payments past their time-to-live. Every worker runs this loop; a Redis lease lets only one
-    sweep at a time, and the guarded update makes a double sweep harmless anyway."""
+    """Run `job` on the thread pool every `interval_s` until stopping. Every worker runs the background jobs
+    (expiry, the janitor); a Redis lease inside each lets one worker at a time do a round, and their guarded
+    updates make a double round harmless anyway."""
     loop = asyncio.get_running_loop()
     while not stopping.is_set():
         try:
-            await asyncio.wait_for(stopping.wait(), timeout=settings.sweep_interval_s)
+            await asyncio.wait_for(stopping.wait(), timeout=interval_s)
             return
         except TimeoutError:
             pass
         try:
-            closed = await loop.run_in_executor(executor, service.sweep_once, settings.payment_ttl_s)
+            done = await loop.run_in_executor(executor, job)
         except Exception:  # a failed round (database or Redis down) must not end the loop
-            log.exception("expiry sweep failed")
+            log.exception("background round failed", extra={"fields": {"job": name}})
             continue
-        if closed:
-            log.info("closed expired payments", extra={"fields": {"closed": closed}})
+        if done:
+            log.info("background round", extra={"fields": {"job": name, "settled": done}})
 
 
 async def run_worker(settings: Settings, worker_id: str, address: str, metrics_listen: str | None = None) -> None:
@@ -204,7 +207,12 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     service = build_service(settings, database, metrics)
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
-    server.add_generic_rpc_handlers((WorkerServicer(service, worker_id, executor, metrics).generic_handler(),))
+    server.add_generic_rpc_handlers(
+        (
+            WorkerServicer(service, worker_id, executor, metrics).generic_handler(),
+            internal.generic_handler(service, executor),
+        )
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, address)
@@ -217,9 +225,23 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    sweeper = asyncio.create_task(sweep_expired(settings, service, executor, stopping), name="expiry-sweeper")
+    backoff = Backoff(settings.janitor_first_check_s, settings.janitor_max_check_s)
+    jobs = [
+        asyncio.create_task(
+            every(
+                settings.sweep_interval_s,
+                "expiry",
+                lambda: service.sweep_once(settings.payment_ttl_s),
+                executor,
+                stopping,
+            )
+        ),
+        asyncio.create_task(
+            every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
+        ),
+    ]
     await stopping.wait()
-    await sweeper
+    await asyncio.gather(*jobs)
     log.info("worker draining", extra={"fields": {"worker": worker_id}})
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_s)

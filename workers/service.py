@@ -22,7 +22,7 @@ from workers.domain.types import (
     TransferRecord,
 )
 from workers.execution.locks import FencedLocks
-from workers.operations import confirmation, expiry, payments, queries, refunds, transfers
+from workers.operations import confirmation, expiry, janitor, payments, queries, refunds, transfers
 from workers.operations.context import Context
 
 
@@ -37,6 +37,7 @@ class PaymentService:
     def close(self) -> None:
         """Stop background helpers (the in-flight guard renewer); the worker calls this when it stops."""
         self.context.executor.idempotency.close()
+        self.context.channels.close()
 
     def top_up(self, caller: Caller, command: TopUpCommand) -> PaymentRecord:
         return payments.top_up(self.context, caller, command)
@@ -67,3 +68,6 @@ class PaymentService:
 
     def close_expired(self, ttl_s: int, limit: int = expiry.MAX_PER_ROUND) -> int:
         return expiry.close_expired(self.context, ttl_s, limit)
+
+    def check_attempts(self, backoff: janitor.Backoff) -> int:
+        return janitor.run_once(self.context, backoff)

@@ -10,6 +10,10 @@ from runtime.master_key import derive_key
 from runtime.metrics import WorkerMetrics
 from runtime.redis_support import connect
 from runtime.settings import Settings
+from workers.channels.adapter import ProviderChannel
+from workers.channels.config import load_channels
+from workers.channels.http import ChannelLimits
+from workers.channels.nonces import NotificationNonces
 from workers.channels.registry import Channels
 from workers.channels.sandbox import SandboxChannel
 from workers.codec.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
@@ -49,10 +53,38 @@ def build_service(
     context = Context(
         db=database,
         executor=executor,
-        channels=Channels([SandboxChannel(deferred=settings.sandbox_confirmation == "deferred")]),
+        channels=Channels(
+            [
+                SandboxChannel(deferred=settings.sandbox_confirmation == "deferred"),
+                *_providers(settings, metrics, clock),
+            ]
+        ),
         page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
         platform_fee_bps=settings.platform_fee_bps,
         metrics=metrics,
         clock=clock,
+        notification_nonces=NotificationNonces(client, settings.redis_prefix),
     )
     return PaymentService(context)
+
+
+def _providers(
+    settings: Settings, metrics: WorkerMetrics | None, clock: Callable[[], datetime]
+) -> list[ProviderChannel]:
+    """The provider channels of the channels configuration file; none when there is no file (only SANDBOX)."""
+    path = settings.effective_channels_config()
+    if path is None or not path.exists():
+        return []
+    limits = ChannelLimits(
+        connect_timeout_s=settings.channel_connect_timeout_s,
+        read_timeout_s=settings.channel_read_timeout_s,
+        max_in_flight=settings.channel_max_in_flight,
+        breaker_failures=settings.channel_breaker_failures,
+        breaker_open_s=settings.channel_breaker_open_s,
+    )
+
+    def observe(channel: str, purpose: str, outcome: str, seconds: float) -> None:
+        if metrics is not None:
+            metrics.channel_call_seconds.labels(channel, purpose, outcome).observe(seconds)
+
+    return load_channels(path, settings.effective_notify_base_url(), limits, clock, observe)

@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class ProviderChannel:
-    def __init__(
-        self, provider: Provider, http: ChannelHttp, notify_url: str, clock: Callable[[], datetime]
-    ) -> None:
+    def __init__(self, provider: Provider, http: ChannelHttp, notify_url: str, clock: Callable[[], datetime]) -> None:
         self.provider = provider
         self.method = provider.method
         self.http = http
@@ -51,11 +49,11 @@ class ProviderChannel:
         return self._ask(order.out_trade_no, call, lambda reply: self.provider.read_create(order, reply))
 
     def query(self, out_trade_no: str, created_at: datetime) -> ProviderState:
-        call = self.provider.query(out_trade_no, self._clock())
+        call = self.provider.query(out_trade_no, self._clock(), created_at=created_at)
         return self._ask(out_trade_no, call, lambda reply: self.provider.read_query(out_trade_no, reply))
 
     def close(self, out_trade_no: str, trade_no: str, created_at: datetime) -> ProviderState:
-        call = self.provider.close(out_trade_no, trade_no, self._clock())
+        call = self.provider.close(out_trade_no, trade_no, self._clock(), created_at=created_at)
         return self._ask(out_trade_no, call, lambda reply: self.provider.read_close(out_trade_no, reply))
 
     def _ask(self, out_trade_no: str, call: HttpCall, read: Callable[[HttpReply], ProviderState]) -> ProviderState:

@@ -139,6 +139,10 @@ class StatementLine:
     refund_no: str = ""  # for refunds: the provider's own id of the refund
 
 
+# The failure_reason of a FAILED state that means "the provider has no such order" (a query's answer).
+NOT_FOUND = "not found"
+
+
 class ProviderAnswerError(Exception):
     """The provider's answer could not be trusted or understood (bad signature, unexpected shape): the outcome of
     the call is unknown, and only a later query may tell."""
@@ -165,13 +169,17 @@ class Provider(Protocol):
 
     def read_create(self, order: Order, reply: HttpReply) -> ProviderState: ...
 
-    def query(self, out_trade_no: str, now: datetime) -> HttpCall: ...
+    def query(self, out_trade_no: str, now: datetime, created_at: datetime | None = None) -> HttpCall:
+        """`created_at`: when the attempt was opened (UnionPay finds an order only by its txnTime)."""
+        ...
 
     def read_query(self, out_trade_no: str, reply: HttpReply) -> ProviderState:
         """A query for an order the provider never received answers FAILED with failure_reason "not found"."""
         ...
 
-    def close(self, out_trade_no: str, trade_no: str, now: datetime) -> HttpCall: ...
+    def close(
+        self, out_trade_no: str, trade_no: str, now: datetime, created_at: datetime | None = None
+    ) -> HttpCall: ...
 
     def read_close(self, out_trade_no: str, reply: HttpReply) -> ProviderState:
         """CLOSED when the order can no longer be paid; SUCCEEDED if it was paid before the close arrived."""

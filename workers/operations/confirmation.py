@@ -132,7 +132,8 @@ def _check_amount(attempt: AttemptRecord, state: ProviderState) -> None:
 
 
 def _transition_attempt(connection: Connection, attempt: AttemptRecord, state: ProviderState, now: datetime) -> None:
-    unknown = state.status is AttemptStatus.UNKNOWN
+    # An unsettled attempt is next asked about by the janitor after a while; a settled one never again.
+    next_check_at = None if state.status.settled else now + FIRST_CHECK_DELAY
     moved = attempts.transition(
         connection,
         attempt,
@@ -143,7 +144,7 @@ def _transition_attempt(connection: Connection, attempt: AttemptRecord, state: P
         pay_url=state.pay_url or None,
         qr_code=state.qr_code or None,
         prepay_id=state.prepay_id or None,
-        next_check_at=now + FIRST_CHECK_DELAY if unknown else attempt.next_check_at,
+        next_check_at=next_check_at,
     )
     if not moved:
         raise ConcurrentChange(attempt.attempt_id)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from runtime.db import Database
 from runtime.errors import InsufficientFunds, NotFound
 from runtime.metrics import WorkerMetrics
+from workers.channels.nonces import NotificationNonces
 from workers.channels.registry import Channels
 from workers.codec.grammar import quote
 from workers.codec.page_tokens import PageTokens
@@ -34,6 +35,7 @@ class Context:
     platform_fee_bps: int = 0
     metrics: WorkerMetrics | None = None
     clock: Callable[[], datetime] = utc_now
+    notification_nonces: NotificationNonces | None = None
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:

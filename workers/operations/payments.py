@@ -45,6 +45,7 @@ from workers.store import attempts, records
 
 # How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
 PROVIDER_ORDER_TTL = timedelta(minutes=30)
+CREATED_CHECK_DELAY = timedelta(seconds=30)
 # The scene of a payment whose caller named none (docs/api.md, "Channels").
 DEFAULT_SCENE = {
     Method.ALIPAY: Scene.QR,
@@ -155,7 +156,8 @@ def _open(
         prepay_id="",
         created_at=now,
         updated_at=now,
-        next_check_at=None,
+        # Not before the provider call below could have ended: the janitor must not race it.
+        next_check_at=now + CREATED_CHECK_DELAY,
         checks=0,
     )
     payment = replace(payment, attempt_id=attempt.attempt_id)

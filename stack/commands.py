@@ -1,0 +1,188 @@
+"""The `paygate` commands other than parsing: each imports only what it runs (a worker never loads the gateway)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from google.protobuf.json_format import MessageToJson
+
+from runtime.errors import PaygateError
+from runtime.settings import Settings
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    from stack.supervisor import Supervisor  # noqa: PLC0415 - each command imports only what it runs
+
+    return Supervisor(settings).run()
+
+
+def gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.server import run_gateway  # noqa: PLC0415
+
+    addresses = [a.strip() for a in args.worker_addresses.split(",") if a.strip()]
+    asyncio.run(run_gateway(settings, addresses, args.metrics_listen))
+    return 0
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.server import run_worker  # noqa: PLC0415
+
+    asyncio.run(run_worker(settings, args.worker_id, args.listen, args.metrics_listen))
+    return 0
+
+
+def notify_edge(args: argparse.Namespace, settings: Settings) -> int:
+    from notifications.edge import run_edge  # noqa: PLC0415
+
+    addresses = [a.strip() for a in args.worker_addresses.split(",") if a.strip()]
+    asyncio.run(run_edge(settings, args.listen or settings.notify_listen, addresses))
+    return 0
+
+
+def channel_sim(args: argparse.Namespace, settings: Settings) -> int:
+    return int(args.func(args))
+
+
+def ledger(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import db  # noqa: PLC0415
+    from workers.ledger.verify import verify  # noqa: PLC0415
+
+    database = db.Database(settings.effective_database_url(), pool_size=1)
+    try:
+        db.require_current_schema(database)
+        report = verify(database)
+    finally:
+        database.dispose()
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import db  # noqa: PLC0415
+    from workers.codec.encode import payment as encode_payment  # noqa: PLC0415
+    from workers.wiring import build_service  # noqa: PLC0415
+
+    settings = _running_stack_redis(settings)
+    database = db.Database(settings.effective_database_url(), pool_size=1)
+    try:
+        db.require_current_schema(database)
+        service = build_service(settings, database, metrics=None)
+        try:
+            confirmed = service.confirm_payment(args.payment_id)
+        finally:
+            service.close()
+    except PaygateError as error:
+        print(f"paygate: {error.message}", file=sys.stderr)
+        return 1
+    finally:
+        database.dispose()
+    print(MessageToJson(encode_payment(confirmed), preserving_proto_field_name=True, indent=None))
+    return 0
+
+
+def database(args: argparse.Namespace, settings: Settings) -> int:
+    from runtime import db  # noqa: PLC0415
+
+    database = db.Database(settings.effective_database_url(), pool_size=1)
+    try:
+        db.upgrade(database)
+        print(f"schema at revision {db.current_revision(database)}")
+    finally:
+        database.dispose()
+    return 0
+
+
+def keys(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.keystore import KeyStore, announce_key_change, load_master_key  # noqa: PLC0415
+    from runtime import db  # noqa: PLC0415
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = db.Database(settings.effective_database_url(), pool_size=1)
+    try:
+        db.upgrade(database)  # a key can be created before the first `serve`
+        store = KeyStore(database, load_master_key(settings, create=True))
+        if args.keys_command == "create":
+            try:
+                created = store.create(args.name, args.scopes)
+            except ValueError as error:
+                print(f"paygate: {error}", file=sys.stderr)
+                return 2
+            _announce(settings, announce_key_change)
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "key_id": created.key.key_id,
+                            "secret": created.secret,
+                            "name": created.key.owner,
+                            "scopes": list(created.key.scopes),
+                        }
+                    )
+                )
+            else:
+                print(f"key_id: {created.key.key_id}")
+                print(f"secret: {created.secret}")
+                print(f"name:   {created.key.owner}")
+                print(f"scopes: {','.join(created.key.scopes)}")
+                print("The secret is shown only now; store it in your secret manager.", file=sys.stderr)
+            return 0
+        if args.keys_command == "list":
+            keys = store.list()
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "keys": [
+                                {
+                                    "key_id": k.key_id,
+                                    "name": k.owner,
+                                    "scopes": list(k.scopes),
+                                    "created_at": k.created_at.isoformat(),
+                                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+                                }
+                                for k in keys
+                            ]
+                        }
+                    )
+                )
+            else:
+                for k in keys:
+                    state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
+                    print(f"{k.key_id}  {k.owner:<24} {','.join(k.scopes):<40} {state}")
+            return 0
+        if args.keys_command == "revoke":
+            if not store.revoke(args.key_id):
+                print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
+                return 1
+            _announce(settings, announce_key_change)
+            print(f"revoked {args.key_id}")
+            return 0
+    finally:
+        database.dispose()
+    raise AssertionError(args.keys_command)
+
+
+def _running_stack_redis(settings: Settings) -> Settings:
+    """The Redis of the `serve` stack using this data dir, when no PAYGATE_REDIS_URL names one."""
+    marker = settings.run_dir / "redis.url"
+    if not settings.redis_url and marker.exists():
+        return settings.replace(redis_url=marker.read_text().strip())
+    return settings
+
+
+def _announce(settings: Settings, announce: Callable[[str, str], bool]) -> None:
+    """Nudge running gateways (if any) so a change applies on their next call."""
+    url = settings.redis_url
+    marker = settings.run_dir / "redis.url"
+    if not url and marker.exists():
+        url = marker.read_text().strip()
+    if url and not announce(url, settings.redis_prefix):
+        logging.getLogger(__name__).info(
+            "no running gateway reachable through Redis; gateways pick the change up within %s s",
+            settings.key_cache_ttl_s,
+        )

@@ -1,0 +1,99 @@
+"""The janitor: asks providers about attempts that are not settled (docs/channels.md, "Unknown states").
+
+An attempt stays CREATED, PENDING or UNKNOWN when its outcome never reached us: a timeout, a crash between the
+provider call and our commit, a notification that never came. One worker at a time (a Redis lease) queries the
+provider for each attempt that is due, applies the answer through `confirmation.apply`, and otherwise backs off:
+the first check after `first_check_s`, then doubling up to `max_check_s`. Each round is bounded.
+
+"The provider has no such order" settles an attempt only when the create can no longer be in flight (CREATED or
+UNKNOWN, older than the grace below): the order never reached the provider, so the payment FAILED and nothing was
+charged. For a PENDING attempt it proves nothing (a redirect-style order exists only once the payer opens it);
+expiry closes those.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from workers.channels.base import NOT_FOUND, ProviderState
+from workers.domain.types import AttemptRecord, AttemptStatus
+from workers.operations import confirmation
+from workers.operations.context import Context
+from workers.store import attempts
+
+log = logging.getLogger(__name__)
+
+JANITOR_LEASE = "janitor:attempts"
+JANITOR_LEASE_MS = 60_000
+MAX_PER_ROUND = 200
+NEVER_ARRIVED_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    first_check_s: float
+    max_check_s: float
+
+    def next_check(self, attempt: AttemptRecord, now: datetime) -> datetime:
+        delay = min(self.max_check_s, self.first_check_s * 2 ** min(attempt.checks, 30))
+        return now + timedelta(seconds=delay)
+
+
+def run_once(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:
+    """One round, if no other worker is running one; returns how many attempts were settled."""
+    lease = ctx.executor.locks.try_acquire(JANITOR_LEASE, lease_ms=JANITOR_LEASE_MS)
+    if lease is None:
+        return 0
+    try:
+        return check_due(ctx, backoff, limit)
+    finally:
+        ctx.executor.locks.release_quietly(lease)
+
+
+def check_due(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:
+    now = ctx.clock()
+    with ctx.db.read() as connection:
+        due = attempts.due_for_check(connection, now, limit)
+    settled = 0
+    for attempt in due:
+        try:
+            settled += _check(ctx, attempt, backoff)
+        except Exception:  # one provider failing must not stop the round; the attempt is due again later
+            log.exception("checking an attempt failed", extra={"fields": {"attempt_id": attempt.attempt_id}})
+            with ctx.db.write() as connection:
+                attempts.schedule_check(connection, attempt, backoff.next_check(attempt, ctx.clock()))
+    return settled
+
+
+def _check(ctx: Context, attempt: AttemptRecord, backoff: Backoff) -> bool:
+    if attempt.method.value == "sandbox" and attempt.status is AttemptStatus.PENDING:
+        # The sandbox confirms only through `paygate sandbox confirm`; asking it tells nothing new.
+        with ctx.db.write() as connection:
+            attempts.schedule_check(connection, attempt, backoff.next_check(attempt, ctx.clock()))
+        return False
+    state = ctx.channels.get(attempt.method).query(attempt.attempt_id, attempt.created_at)
+    now = ctx.clock()
+    if _not_found(state):
+        if attempt.status is AttemptStatus.PENDING or now - attempt.created_at < NEVER_ARRIVED_GRACE:
+            state = ProviderState(AttemptStatus.UNKNOWN, out_trade_no=attempt.attempt_id)
+        else:
+            state = ProviderState(
+                AttemptStatus.FAILED,
+                out_trade_no=attempt.attempt_id,
+                failure_reason="the order never reached the channel; nothing was charged",
+            )
+    after = confirmation.apply(ctx, attempt.attempt_id, state)
+    with ctx.db.read() as connection:
+        current = attempts.for_provider(connection, attempt.attempt_id)
+    if current is not None and not current.status.settled:
+        with ctx.db.write() as connection:
+            attempts.schedule_check(connection, current, backoff.next_check(current, now))
+        return False
+    log.info("attempt settled by query", extra={"fields": {"payment_id": after.payment_id, "status": state.status}})
+    return True
+
+
+def _not_found(state: ProviderState) -> bool:
+    return state.status is AttemptStatus.FAILED and state.failure_reason == NOT_FOUND
