@@ -230,6 +230,15 @@ refunds = Table(
     Column("reason", String(256), nullable=False),
     Column("entry_id", String(ID_LENGTH), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Through a provider (docs/channels.md, "Refunds"): PENDING until the provider confirms it; our refund number
+    # at the provider (letters and digits, as every provider accepts), its own reference, why it failed.
+    Column("status", String(16), nullable=False, server_default="succeeded"),
+    Column("out_refund_no", String(ID_LENGTH), nullable=True, unique=True),
+    Column("channel_refund_no", String(NAME_LENGTH), nullable=False, server_default=""),
+    Column("failure_reason", String(256), nullable=False, server_default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=True),
+    Column("next_check_at", DateTime(timezone=True), nullable=True),
+    Column("checks", Integer, nullable=False, server_default="0"),
     UniqueConstraint("owner", "refund_id"),
     CheckConstraint(_AMOUNT, name="amount_range"),
     **BINARY_TEXT,
@@ -286,3 +295,4 @@ __all__ = [
     "refunds",
     "transfers",
 ]
+

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from channelsim.cli import add_subcommands as add_channel_sim
 from runtime import logs
@@ -22,7 +23,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="Paygate payment gateway")
     subcommands = parser.add_subparsers(dest="command", required=True)
+    _process_commands(subcommands)
+    add_channel_sim(subcommands)
+    _admin_commands(subcommands)
+    _reconcile_command(subcommands)
+    return parser
 
+
+def _process_commands(subcommands: Any) -> None:
+    """The long-running processes: the whole stack, or one of its parts."""
     serve = subcommands.add_parser("serve", help="run the whole stack: gateway, workers, embedded Redis and SQLite")
     _common(serve)
     serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
@@ -56,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
     edge.add_argument("--worker-addresses", required=True, help="comma-separated worker addresses (as for gateway)")
 
-    add_channel_sim(subcommands)
 
+def _admin_commands(subcommands: Any) -> None:
+    """What an operator runs against a stack's data: keys, the ledger, the sandbox channel, the schema."""
     keys = subcommands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print its secret (shown only once)")
@@ -90,7 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = database.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest schema")
     _common(upgrade)
-    return parser
+
+
+def _reconcile_command(subcommands: Any) -> None:
+    """`paygate reconcile --channel C --date D` and `paygate reconcile correct ITEM --reason TEXT`."""
+    reconcile = subcommands.add_parser(
+        "reconcile", help="match a channel's daily statement with our records; exit 1 when anything is unmatched"
+    )
+    _common(reconcile)
+    reconcile.add_argument("--channel", choices=("alipay", "wechat_pay", "unionpay", "card"))
+    reconcile.add_argument("--date", help="the provider's day YYYY-MM-DD (Asia/Shanghai; UTC for card)")
+    reconcile.add_argument("--json", action="store_true", help="print one JSON object")
+    actions = reconcile.add_subparsers(dest="reconcile_command")
+    correct = actions.add_parser("correct", help="book one item's difference as a correction entry (once)")
+    # SUPPRESS: given before `correct`, the reconcile parser's --data-dir must not be reset by this one's default.
+    correct.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="data directory")
+    correct.add_argument("item_id")
+    correct.add_argument("--reason", required=True, help="why the difference is booked (kept with the item)")
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
@@ -103,6 +129,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ledger": commands.ledger,
     "sandbox": commands.sandbox,
     "db": commands.database,
+    "reconcile": commands.reconcile,
 }
 
 

@@ -186,3 +186,55 @@ def _announce(settings: Settings, announce: Callable[[str, str], bool]) -> None:
             "no running gateway reachable through Redis; gateways pick the change up within %s s",
             settings.key_cache_ttl_s,
         )
+
+
+def reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate reconcile --channel C --date D`: 0 all matched, 1 anything unmatched, 2 could not reconcile.
+    `paygate reconcile correct ITEM --reason TEXT`: 0 posted, 1 refused (docs/reconciliation.md)."""
+    from datetime import UTC, date, datetime  # noqa: PLC0415
+
+    from runtime import db  # noqa: PLC0415
+    from workers.domain.types import Method  # noqa: PLC0415
+    from workers.reconciliation import fetch, metrics, report, run  # noqa: PLC0415
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    if getattr(args, "reconcile_command", None) == "correct":
+        database = db.Database(settings.effective_database_url(), pool_size=1)
+        try:
+            db.require_current_schema(database)
+            done = run.correct(database, args.item_id, args.reason, clock())
+        except run.NotCorrectable as refused:
+            print(f"paygate: {refused}", file=sys.stderr)
+            return 1
+        finally:
+            database.dispose()
+        amount, currency = done.clearing_minor, done.currency
+        print(
+            f"corrected {done.item_id}: entry {done.entry_id} (correction), "
+            f"clearing:{done.channel} {amount:+d} {currency}, suspense:{done.channel} {-amount:+d} {currency}"
+        )
+        return 0
+    if not args.channel or not args.date:
+        print("paygate: reconcile needs --channel and --date (or: reconcile correct ITEM)", file=sys.stderr)
+        return 2
+    try:
+        day = date.fromisoformat(args.date)
+    except ValueError:
+        print(f"paygate: --date must be YYYY-MM-DD, got {args.date!r}", file=sys.stderr)
+        return 2
+    channel = fetch.load_channel(settings, Method(args.channel), clock)  # ConfigurationError: exit 2
+    database = db.Database(settings.effective_database_url(), pool_size=1)
+    try:
+        db.require_current_schema(database)
+        done_run = run.reconcile(database, channel, day, clock)
+    except fetch.StatementUnavailable as error:
+        print(f"paygate: {error}; nothing was stored", file=sys.stderr)
+        return 2
+    finally:
+        channel.http.close()
+        database.dispose()
+    metrics.export_items(done_run.channel, report.counts(done_run), settings.metrics_dir)
+    print(report.as_json(done_run) if args.json else report.render_text(done_run))
+    return 1 if done_run.unmatched else 0

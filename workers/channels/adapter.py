@@ -23,7 +23,10 @@ from workers.channels.base import (
     Order,
     Provider,
     ProviderAnswerError,
+    ProviderRefund,
     ProviderState,
+    RefundOrder,
+    RefundStatus,
 )
 from workers.channels.http import ChannelHttp, TransportFailed
 
@@ -55,6 +58,29 @@ class ProviderChannel:
     def close(self, out_trade_no: str, trade_no: str, created_at: datetime) -> ProviderState:
         call = self.provider.close(out_trade_no, trade_no, self._clock(), created_at=created_at)
         return self._ask(out_trade_no, call, lambda reply: self.provider.read_close(out_trade_no, reply))
+
+    def refund(self, order: RefundOrder) -> ProviderRefund:
+        call = self.provider.refund(order, self._clock())
+        return self._ask_refund(order, call, lambda reply: self.provider.read_refund(order, reply))
+
+    def refund_query(self, order: RefundOrder) -> ProviderRefund:
+        call = self.provider.refund_query(order, self._clock())
+        return self._ask_refund(order, call, lambda reply: self.provider.read_refund_query(order, reply))
+
+    def _ask_refund(
+        self, order: RefundOrder, call: HttpCall, read: Callable[[HttpReply], ProviderRefund]
+    ) -> ProviderRefund:
+        try:
+            return read(self.http.send(call))
+        except TransportFailed as failure:
+            reason = str(failure)
+        except ProviderAnswerError as error:
+            reason = f"{self.method.value}: {error}"
+        log.warning(
+            "channel refund outcome unknown",
+            extra={"fields": {"channel": self.method.value, "purpose": call.purpose, "refund": order.out_refund_no}},
+        )
+        return ProviderRefund(RefundStatus.UNKNOWN, out_refund_no=order.out_refund_no, failure_reason=reason[:256])
 
     def _ask(self, out_trade_no: str, call: HttpCall, read: Callable[[HttpReply], ProviderState]) -> ProviderState:
         try:

@@ -19,14 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
-from workers.domain.types import AttemptStatus, Method, Scene  # defined with the records
-
-
-class RefundStatus(enum.StrEnum):
-    PENDING = "pending"  # accepted by the provider, money not yet back with the payer
-    UNKNOWN = "unknown"  # the call's outcome is not known: query
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+from workers.domain.types import AttemptStatus, Method, RefundStatus, Scene  # defined with the records
 
 
 @dataclass(frozen=True)
@@ -224,3 +217,7 @@ class Channel(Protocol):
     def query(self, out_trade_no: str, created_at: datetime) -> ProviderState: ...
 
     def close(self, out_trade_no: str, trade_no: str, created_at: datetime) -> ProviderState: ...
+
+    def refund(self, order: RefundOrder) -> ProviderRefund: ...
+
+    def refund_query(self, order: RefundOrder) -> ProviderRefund: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from workers.channels.base import AttemptStatus, Order, ProviderState
+from workers.channels.base import AttemptStatus, Order, ProviderRefund, ProviderState, RefundOrder, RefundStatus
 from workers.domain.types import Method
 
 
@@ -31,6 +31,12 @@ class SandboxChannel:
 
     def close(self, out_trade_no: str, trade_no: str, created_at: datetime) -> ProviderState:
         return self._state(out_trade_no, AttemptStatus.CLOSED)
+
+    def refund(self, order: RefundOrder) -> ProviderRefund:
+        return ProviderRefund(RefundStatus.SUCCEEDED, order.out_refund_no, refund_no=f"sbx-{order.out_refund_no}")
+
+    def refund_query(self, order: RefundOrder) -> ProviderRefund:
+        return self.refund(order)
 
     @staticmethod
     def _state(out_trade_no: str, status: AttemptStatus) -> ProviderState:

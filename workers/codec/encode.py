@@ -16,11 +16,18 @@ from workers.domain.types import (
     PaymentStatus,
     PaymentType,
     RefundRecord,
+    RefundStatus,
     TransactionsPage,
     TransferRecord,
 )
 
 PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
+PROTO_REFUND_STATUSES: dict[RefundStatus, int] = {
+    RefundStatus.PENDING: pb.REFUND_STATUS_PENDING,
+    RefundStatus.UNKNOWN: pb.REFUND_STATUS_PENDING,  # never stored; a refund whose outcome is unknown is pending
+    RefundStatus.SUCCEEDED: pb.REFUND_STATUS_SUCCEEDED,
+    RefundStatus.FAILED: pb.REFUND_STATUS_FAILED,
+}
 PROTO_SCENES: dict[str, int] = {scene.value: number for number, scene in validation.SCENES_BY_PROTO.items()}
 PROTO_STATUSES: dict[PaymentStatus, int] = {
     PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
@@ -83,7 +90,9 @@ def refund(record: RefundRecord) -> pb.Refund:
         entry_id=record.entry_id,
         create_time=_timestamp(record.created_at),
         payment_status=PROTO_STATUSES[record.payment_status],  # type: ignore[arg-type]
-        status=pb.REFUND_STATUS_SUCCEEDED,
+        status=PROTO_REFUND_STATUSES[record.status],  # type: ignore[arg-type]
+        channel_refund_no=record.channel_refund_no,
+        failure_reason=record.failure_reason,
     )
 
 

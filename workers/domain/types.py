@@ -55,6 +55,13 @@ class Scene(enum.StrEnum):
     CARD = "card"  # a processor token collected by the caller's checkout
 
 
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"  # accepted by the provider (or about to be asked), money not yet back with the payer
+    UNKNOWN = "unknown"  # a provider answer that could not tell (never stored: the refund stays PENDING)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class PaymentType(enum.StrEnum):
     TOP_UP = "top_up"
     PURCHASE = "purchase"
@@ -65,10 +72,16 @@ class AccountKind(enum.StrEnum):
     PAYABLE = "payable"  # what the platform owes a course creator; never negative
     REVENUE = "revenue"  # the platform's own income
     CLEARING = "clearing"  # money in transit with an external channel; negative = owed to us by the channel
+    # Refunds accepted but not yet confirmed by the channel: owed back to payers through it. Credited when a
+    # refund is opened, debited when the provider confirms it (into clearing) or it fails (back to its sources).
+    IN_TRANSIT = "in_transit"
+    # Differences reconciliation found between a provider's statement and our ledger, booked by an operator's
+    # explicit correction (`paygate reconcile correct`) until they are explained; may go either way.
+    SUSPENSE = "suspense"
 
     @property
     def non_negative(self) -> bool:
-        return self in (AccountKind.WALLET, AccountKind.PAYABLE)
+        return self in (AccountKind.WALLET, AccountKind.PAYABLE, AccountKind.IN_TRANSIT)
 
     @property
     def balance_range(self) -> tuple[int, int]:
@@ -84,6 +97,8 @@ class AccountKind(enum.StrEnum):
             AccountKind.PAYABLE: f"the payable of creator {subject!r}",
             AccountKind.REVENUE: "the platform's revenue account",
             AccountKind.CLEARING: f"the clearing account of the {subject} channel",
+            AccountKind.IN_TRANSIT: f"the refunds in transit through the {subject} channel",
+            AccountKind.SUSPENSE: f"the reconciliation suspense account of the {subject} channel",
         }[self]
 
 
@@ -322,6 +337,11 @@ class RefundRecord:
     entry_id: str
     created_at: datetime
     payment_status: PaymentStatus
+    # Through a provider: PENDING until it confirms; wallet and sandbox refunds are SUCCEEDED at once.
+    status: RefundStatus = RefundStatus.SUCCEEDED
+    out_refund_no: str = ""
+    channel_refund_no: str = ""
+    failure_reason: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), default=_json_default, sort_keys=True).encode()
@@ -331,6 +351,7 @@ class RefundRecord:
         data: dict[str, Any] = json.loads(raw)
         data["created_at"] = datetime.fromisoformat(data["created_at"])
         data["payment_status"] = PaymentStatus(data["payment_status"])
+        data["status"] = RefundStatus(data.get("status", RefundStatus.SUCCEEDED))
         return cls(**data)
 
 

@@ -13,7 +13,8 @@ Every check is one aggregate query run by the database, reporting at most MAX_EX
    matches the refunded total;
 7. every transfer has its entry;
 8. a CLOSED payment moved no money, unless it was confirmed late, in which case it has exactly one late_payment
-   entry and was refunded in full.
+   entry and was refunded in full;
+9. each channel's IN_TRANSIT account equals the sum of its PENDING refunds (workers/ledger/verify_channels.py).
 
 No sum can overflow. PostgreSQL and MySQL add BIGINTs into NUMERIC/DECIMAL. SQLite's sum() stops with "integer
 overflow" past int64, so the one unbounded sum, an account's postings (any number of them), is split there into
@@ -34,6 +35,7 @@ from sqlalchemy.exc import OperationalError
 from runtime.db import Database
 from runtime.schema import accounts, journal_entries, payments, postings, refunds, transfers
 from workers.domain.limits import MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
+from workers.ledger.verify_channels import in_transit_matches_pending_refunds
 
 MAX_EXAMPLES = 20
 MONEY_MOVED = ("succeeded", "partially_refunded", "refunded")
@@ -88,6 +90,9 @@ def verify(database: Database) -> Report:
             _run("refunds match their payments", _refund_totals, connection),
             _run("every transfer has its entry", _transfer_entries, connection),
             _run("closed payments moved nothing, or were refunded in full", _closed_payments, connection),
+            _run(
+                "refunds in transit equal the pending channel refunds", in_transit_matches_pending_refunds, connection
+            ),
         ]
         counts = [
             connection.execute(select(func.count()).select_from(table)).scalar_one()
@@ -276,8 +281,10 @@ def _payment_entries(connection: Connection) -> list[str]:
 
 
 def _refund_totals(connection: Connection) -> list[str]:
+    # A refund the provider refused was reversed (its money went back, the payment's refundable amount with it).
     totals = (
         select(refunds.c.payment_id, func.sum(refunds.c.amount_minor).label("total"))
+        .where(refunds.c.status != "failed")
         .group_by(refunds.c.payment_id)
         .subquery()
     )

@@ -12,12 +12,13 @@ straight back out (an automatic refund); the payment stays CLOSED or FAILED and 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
 from runtime.errors import FailedPrecondition, IllegalTransition, Unavailable
+from runtime.ids import new_id
 from workers.channels.base import ProviderState
 from workers.domain import states
 from workers.domain.types import (
@@ -27,11 +28,12 @@ from workers.domain.types import (
     PaymentRecord,
     PaymentStatus,
     RefundRecord,
+    RefundStatus,
 )
 from workers.execution.keyed import MAX_ATTEMPTS, ConcurrentChange
 from workers.ledger import accounts
 from workers.ledger.movement import BalanceChange, Entry, move
-from workers.operations import money
+from workers.operations import channel_refunds, money
 from workers.operations.context import Context, payment_not_found
 from workers.store import attempts, records
 
@@ -193,25 +195,51 @@ def _settle(ctx: Context, payment: PaymentRecord, attempt: AttemptRecord, state:
 def _refund_late_money(
     ctx: Context, payment: PaymentRecord, attempt: AttemptRecord, state: ProviderState, now: datetime
 ) -> None:
-    """The payer was charged for an order we gave up on: in through the clearing account to the payer's wallet,
-    and straight back out to the channel, recorded as an automatic refund. The wallet debit needs no lock: the
-    credit just before it, in this same transaction, covers it, so the wallet never dips below its balance."""
+    """The payer was charged for an order we gave up on: the money is recorded coming in, and goes straight back
+    out as an automatic refund. Through a provider, the refund is a real one: the money waits in IN_TRANSIT and
+    the provider is asked to return it (channel_refunds.py). In-process (the sandbox), it goes back at once,
+    through the payer's wallet; that debit needs no lock, since the credit just before it covers it."""
     refund_id = f"auto-{payment.payment_id}"
     reason = LATE_MONEY_REASON.format(status=payment.status.name)
+    via_provider = channel_refunds.through_provider(ctx, payment)
+    amount = payment.amount_minor
+    refund = _auto_refund(payment, refund_id, reason, "", now)
     with ctx.db.write() as connection:
         _transition_attempt(connection, attempt, state, now)
         clearing = accounts.ensure_account(
             connection, AccountKind.CLEARING, payment.method.value, payment.currency, now
         )
-        wallet = accounts.ensure_account(connection, AccountKind.WALLET, payment.user_id, payment.currency, now)
-        amount = payment.amount_minor
+        holder_kind, holder_subject = (
+            (AccountKind.IN_TRANSIT, payment.method.value) if via_provider else (AccountKind.WALLET, payment.user_id)
+        )
+        holder = accounts.ensure_account(connection, holder_kind, holder_subject, payment.currency, now)
         incoming = Entry("late_payment", payment.owner, payment.payment_id, payment.payment_id, payment.currency, now)
-        with move(connection, [BalanceChange(clearing, -amount), BalanceChange(wallet, amount)], incoming) as entry_id:
+        with move(connection, [BalanceChange(clearing, -amount), BalanceChange(holder, amount)], incoming) as entry_id:
             _transition_payment(connection, payment, payment.status, entry_id, reason, amount, now)
-        outgoing = Entry("refund", payment.owner, payment.payment_id, refund_id, payment.currency, now)
-        with move(connection, [BalanceChange(wallet, -amount), BalanceChange(clearing, amount)], outgoing) as entry_id:
-            records.insert_refund(connection, payment.owner, _auto_refund(payment, refund_id, reason, entry_id, now))
+        if via_provider:
+            refund = replace(
+                refund,
+                entry_id=entry_id,
+                status=RefundStatus.PENDING,
+                out_refund_no=new_id("rfd", separator=""),
+            )
+            records.insert_refund(connection, payment.owner, refund)
+        else:
+            outgoing = Entry("refund", payment.owner, payment.payment_id, refund_id, payment.currency, now)
+            changes = [BalanceChange(holder, -amount), BalanceChange(clearing, amount)]
+            with move(connection, changes, outgoing) as refund_entry_id:
+                records.insert_refund(connection, payment.owner, replace(refund, entry_id=refund_entry_id))
     log.warning("late money refunded", extra={"fields": {"payment_id": payment.payment_id}})
+    if via_provider:
+        _send_quietly(ctx, refund.out_refund_no)
+
+
+def _send_quietly(ctx: Context, out_refund_no: str) -> None:
+    """Ask the provider now; if that fails, the janitor asks again (the refund is PENDING and scheduled)."""
+    try:
+        channel_refunds.send(ctx, out_refund_no)
+    except Exception:
+        log.exception("automatic refund not sent yet", extra={"fields": {"refund": out_refund_no}})
 
 
 def _auto_refund(payment: PaymentRecord, refund_id: str, reason: str, entry_id: str, now: datetime) -> RefundRecord:

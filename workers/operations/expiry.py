@@ -72,6 +72,9 @@ def _close_one(ctx: Context, owner: str, payment_id: str, ttl_s: int) -> bool:
                 now=ctx.clock(),
             )
     state = ctx.channels.get(attempt.method).close(attempt.attempt_id, attempt.trade_no, attempt.created_at)
-    if state.status is AttemptStatus.CLOSED:
+    # CLOSED: closed at the provider. PENDING: the provider has no way to close it (UnionPay's orders only time
+    # out there): we close it here anyway, and money the payer still sends is late money, refunded through the
+    # provider. UNKNOWN leaves it for the next round; SUCCEEDED (paid just before the close) settles it.
+    if state.status in (AttemptStatus.CLOSED, AttemptStatus.PENDING):
         state = ProviderState(AttemptStatus.CLOSED, out_trade_no=attempt.attempt_id, failure_reason=reason)
     return confirmation.apply(ctx, attempt.attempt_id, state).status is PaymentStatus.CLOSED

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from workers.channels.base import NOT_FOUND, ProviderState
-from workers.domain.types import AttemptRecord, AttemptStatus
-from workers.operations import confirmation
+from workers.domain.types import AttemptRecord, AttemptStatus, RefundStatus
+from workers.operations import channel_refunds, confirmation
 from workers.operations.context import Context
 from workers.store import attempts
+from workers.store import refunds as refund_rows
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def check_due(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int
     now = ctx.clock()
     with ctx.db.read() as connection:
         due = attempts.due_for_check(connection, now, limit)
-    settled = 0
+    settled = _check_refunds(ctx, backoff, limit)
     for attempt in due:
         try:
             settled += _check(ctx, attempt, backoff)
@@ -93,6 +94,28 @@ def _check(ctx: Context, attempt: AttemptRecord, backoff: Backoff) -> bool:
         return False
     log.info("attempt settled by query", extra={"fields": {"payment_id": after.payment_id, "status": state.status}})
     return True
+
+
+def _check_refunds(ctx: Context, backoff: Backoff, limit: int) -> int:
+    """Pending refunds through providers whose answer never came: ask, apply, or ask again later."""
+    with ctx.db.read() as connection:
+        due = refund_rows.due_for_check(connection, ctx.clock(), limit)
+    settled = 0
+    for stored in due:
+        try:
+            after = channel_refunds.query(ctx, stored.record.out_refund_no)
+        except Exception:  # one provider failing must not stop the round
+            log.exception("checking a refund failed", extra={"fields": {"refund": stored.record.out_refund_no}})
+            after = stored
+        if after.record.status is RefundStatus.PENDING:
+            delay = min(backoff.max_check_s, backoff.first_check_s * 2 ** min(stored.checks, 30))
+            with ctx.db.write() as connection:
+                refund_rows.schedule_check(
+                    connection, stored.record.out_refund_no, ctx.clock() + timedelta(seconds=delay)
+                )
+        else:
+            settled += 1
+    return settled
 
 
 def _not_found(state: ProviderState) -> bool:

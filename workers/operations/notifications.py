@@ -18,11 +18,19 @@ import logging
 from dataclasses import dataclass
 
 from runtime.errors import FailedPrecondition, NotFound
-from workers.channels.base import HttpReply, Notification, NotificationKind, NotificationRejected, Provider
-from workers.domain.types import AttemptRecord, Method
-from workers.operations import confirmation
+from workers.channels.base import (
+    HttpReply,
+    Notification,
+    NotificationKind,
+    NotificationRejected,
+    Provider,
+    ProviderRefund,
+)
+from workers.domain.types import AttemptRecord, Method, RefundStatus
+from workers.operations import channel_refunds, confirmation
 from workers.operations.context import Context
-from workers.store import attempts, notifications
+from workers.store import attempts, notifications, records
+from workers.store import refunds as refund_rows
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +83,10 @@ def _apply(ctx: Context, provider: Provider, method: Method, note: Notification,
     nonces = ctx.notification_nonces
     if note.nonce and nonces is not None and not nonces.acceptable(method.value, note.nonce, body):
         raise Mismatch("nonce_reused")
-    if note.kind is not NotificationKind.PAYMENT or note.payment is None:
-        return Verdict("rejected", "unsupported_kind", None)  # refund callbacks: applied by the refunds flow
+    if note.kind is NotificationKind.REFUND and note.refund is not None:
+        return _apply_refund(ctx, provider, method, note.refund)
+    if note.payment is None:
+        raise Mismatch("malformed")
     state = note.payment
     with ctx.db.read() as connection:
         attempt = attempts.for_provider(connection, state.out_trade_no)
@@ -100,3 +110,22 @@ def _cross_check(provider: Provider, attempt: AttemptRecord, note: Notification)
         raise Mismatch("amount_mismatch", attempt.attempt_id)
     if state.currency and state.currency != attempt.currency:
         raise Mismatch("currency_mismatch", attempt.attempt_id)
+
+
+def _apply_refund(ctx: Context, provider: Provider, method: Method, refund: ProviderRefund) -> Verdict:
+    with ctx.db.read() as connection:
+        stored = refund_rows.for_provider(connection, refund.out_refund_no)
+        payment = records.payment_by_id(connection, stored.owner, stored.record.payment_id) if stored else None
+    if stored is None or payment is None or payment.method is not method:
+        raise Mismatch("unknown_refund")
+    if refund.merchant_id and refund.merchant_id != provider.merchant_id:
+        raise Mismatch("wrong_merchant", payment.attempt_id)
+    if refund.currency and refund.currency != stored.record.currency:
+        raise Mismatch("currency_mismatch", payment.attempt_id)
+    before = stored.record.status
+    try:
+        after = channel_refunds.apply(ctx, refund.out_refund_no, refund)
+    except FailedPrecondition as refused:
+        raise Mismatch(refused.reason.lower(), payment.attempt_id) from refused
+    changed = before is RefundStatus.PENDING and after.record.status is not RefundStatus.PENDING
+    return Verdict("applied" if changed else "duplicate", "", payment.attempt_id)

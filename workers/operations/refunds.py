@@ -9,9 +9,10 @@ last of it: the loser re-reads and is refused or applied on the new total.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runtime.errors import FailedPrecondition
+from runtime.ids import new_id
 from workers.domain import states
 from workers.domain.pricing import allocate_refund
 from workers.domain.types import (
@@ -24,12 +25,14 @@ from workers.domain.types import (
     PaymentType,
     RefundCommand,
     RefundRecord,
+    RefundStatus,
     request_hash,
 )
 from workers.execution.idempotency import Claim
 from workers.execution.keyed import ConcurrentChange
 from workers.ledger import accounts
 from workers.ledger.movement import BalanceChange, Entry, move
+from workers.operations import channel_refunds
 from workers.operations.context import REFUND_SCOPE, Context, lock_resource, payment_not_found
 from workers.store import records
 
@@ -55,13 +58,24 @@ class Plan:
 
 
 def refund_payment(ctx: Context, caller: Caller, command: RefundCommand) -> RefundRecord:
-    return ctx.executor.run(
+    record = ctx.executor.run(
         caller,
         REFUND_SCOPE,
         command.refund_id,
         request_hash(command),
         lambda claim: _refund_once(ctx, caller, command, claim),
         lambda _claim, stored: RefundRecord.from_json(stored),
+    )
+    if not record.out_refund_no:
+        return record  # wallet and sandbox refunds are done when committed
+    # Through a provider: ask it (again, after a lost answer: it deduplicates by out_refund_no) while PENDING,
+    # and answer the refund as it is now.
+    current = channel_refunds.send(ctx, record.out_refund_no).record
+    return replace(
+        record,
+        status=current.status,
+        channel_refund_no=current.channel_refund_no,
+        failure_reason=current.failure_reason,
     )
 
 
@@ -70,7 +84,8 @@ def _refund_once(ctx: Context, caller: Caller, command: RefundCommand, claim: Cl
         payment = records.payment_by_id(connection, caller.owner, command.payment_id)
     if payment is None:
         raise payment_not_found("payment_id")  # also another owner's payment: it must look missing
-    plan = _plan(payment, command.amount_minor)
+    via_provider = channel_refunds.through_provider(ctx, payment)
+    plan = _plan(payment, command.amount_minor, via_provider)
     fenced = [lock_resource(s.kind, s.subject, payment.currency) for s in plan.sources if s.fenced]
     with ctx.executor.leases(*fenced) as leases:
         now = ctx.clock()
@@ -119,14 +134,18 @@ def _refund_once(ctx: Context, caller: Caller, command: RefundCommand, claim: Cl
                     entry_id=entry_id,
                     created_at=now,
                     payment_status=plan.new_status,
+                    status=RefundStatus.PENDING if via_provider else RefundStatus.SUCCEEDED,
+                    # Letters and digits only: the one refund number every provider accepts.
+                    out_refund_no=new_id("rfd", separator="") if via_provider else "",
                 )
                 records.insert_refund(connection, caller.owner, record)
                 ctx.executor.idempotency.record(connection, claim, command.refund_id, record.to_json(), now)
     return record
 
 
-def _plan(payment: PaymentRecord, requested_minor: int) -> Plan:
-    """What this refund moves, checked against the payment as read."""
+def _plan(payment: PaymentRecord, requested_minor: int, via_provider: bool) -> Plan:
+    """What this refund moves, checked against the payment as read. Through a provider, the money goes to the
+    channel's IN_TRANSIT account until the provider confirms the refund (channel_refunds.py)."""
     if payment.status not in states.REFUNDABLE:
         raise FailedPrecondition(
             f"payment {payment.payment_id} is {payment.status.name}; only SUCCEEDED or PARTIALLY_REFUNDED "
@@ -144,7 +163,7 @@ def _plan(payment: PaymentRecord, requested_minor: int) -> Plan:
     new_refunded = payment.refunded_minor + amount
     new_status = PaymentStatus.REFUNDED if new_refunded == payment.amount_minor else PaymentStatus.PARTIALLY_REFUNDED
     states.check(payment.status, new_status)
-    channel_destination = (AccountKind.CLEARING, payment.method.value)
+    channel_destination = (AccountKind.IN_TRANSIT if via_provider else AccountKind.CLEARING, payment.method.value)
     if payment.payment_type is PaymentType.TOP_UP:
         return Plan(
             amount, new_status, 0, 0, [Source(AccountKind.WALLET, payment.user_id, amount, True)], channel_destination

@@ -14,7 +14,7 @@ Functions take the caller's open transaction and never commit: the service owns 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
@@ -103,6 +103,9 @@ _WALLET_POSTINGS = (
     .order_by(postings.c.posting_id.desc())
     .limit(bindparam("limit"))
 )
+
+
+REFUND_FIRST_CHECK = timedelta(seconds=30)
 
 
 class UnscopedAccess(Exception):
@@ -242,6 +245,14 @@ def insert_refund(connection: Connection, owner: str, record: RefundRecord) -> N
             "reason": record.reason,
             "entry_id": record.entry_id,
             "created_at": record.created_at,
+            "status": record.status.value,
+            "out_refund_no": record.out_refund_no or None,
+            "channel_refund_no": record.channel_refund_no,
+            "failure_reason": record.failure_reason,
+            "updated_at": record.created_at,
+            # A refund through a provider is next asked about by the janitor, unless the provider answers first.
+            "next_check_at": record.created_at + REFUND_FIRST_CHECK if record.out_refund_no else None,
+            "checks": 0,
         },
     )
 
