@@ -296,3 +296,45 @@ __all__ = [
     "transfers",
 ]
 
+# -- reconciliation (docs/reconciliation.md) -------------------------------------------------------------------
+# One row per `paygate reconcile` of one channel and one provider day, and one row per difference it found. Items
+# are never edited except to record their resolution: a correction is a journal entry (correction_entry_id), and
+# the guarded update that names it (WHERE resolved_at IS NULL) is what stops an item being corrected twice.
+reconciliation_runs = Table(
+    "reconciliation_runs",
+    metadata,
+    Column("run_id", String(ID_LENGTH), primary_key=True),
+    Column("channel", String(16), nullable=False),
+    # The provider's calendar day (Asia/Shanghai, or UTC for card) as YYYY-MM-DD, which sorts and compares as a date.
+    Column("day", String(10), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("lines", Integer, nullable=False),  # statement lines read
+    Column("matched", Integer, nullable=False),  # statement references that agree with ours
+    Column("unmatched", Integer, nullable=False),  # items below
+    Index(None, "channel", "day"),
+    **BINARY_TEXT,
+)
+
+reconciliation_items = Table(
+    "reconciliation_items",
+    metadata,
+    Column("item_id", String(ID_LENGTH), primary_key=True),
+    Column("run_id", String(ID_LENGTH), ForeignKey("reconciliation_runs.run_id"), nullable=False, index=True),
+    # missing_locally | missing_at_channel | amount_differs | status_differs | duplicate_at_channel
+    Column("kind", String(24), nullable=False),
+    Column("record", String(8), nullable=False),  # payment | refund
+    Column("out_trade_no", String(NAME_LENGTH), nullable=False),  # our attempt id, as the provider knows it
+    Column("out_refund_no", String(NAME_LENGTH), nullable=False),  # our refund number at the provider; "" for payments
+    Column("currency", String(3), nullable=False),
+    # What each side counts as settled; NULL when that side has no settled record of it.
+    Column("ours_minor", BigInteger, nullable=True),
+    Column("theirs_minor", BigInteger, nullable=True),
+    Column("detail", String(256), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    Column("correction_entry_id", String(ID_LENGTH), nullable=True),
+    Column("resolution", String(256), nullable=False),  # the operator's --reason
+    **BINARY_TEXT,
+)
+
+__all__ += ["reconciliation_items", "reconciliation_runs"]

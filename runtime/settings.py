@@ -78,7 +78,7 @@ class Settings:
     channel_sim_listen: str = "127.0.0.1:8090"
     channel_connect_timeout_s: float = 2.0
     channel_read_timeout_s: float = 10.0
-    channel_max_in_flight: int = 16
+    channel_max_in_flight: int = 4  # per worker process; keep it well below worker_threads
     channel_breaker_failures: int = 5
     channel_breaker_open_s: float = 10.0
     # The janitor asks providers about unsettled attempts: first after this, then backing off to the maximum.
@@ -155,6 +155,8 @@ class Settings:
         ]
         if missing:
             raise ConfigurationError("production mode refuses the embedded dev defaults; set " + ", ".join(missing))
+        if os.environ.get("PAYGATE_FAILPOINT"):
+            raise ConfigurationError("production mode refuses PAYGATE_FAILPOINT (a crash point for tests)")
         if self.database_url.startswith("sqlite"):
             raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
 

@@ -87,4 +87,8 @@ def _providers(
         if metrics is not None:
             metrics.channel_call_seconds.labels(channel, purpose, outcome).observe(seconds)
 
-    return load_channels(path, settings.effective_notify_base_url(), limits, clock, observe)
+    def refused(channel: str, reason: str) -> None:
+        if metrics is not None:
+            metrics.channel_refusals.labels(channel, reason).inc()
+
+    return load_channels(path, settings.effective_notify_base_url(), limits, clock, observe, refused)

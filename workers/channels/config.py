@@ -110,6 +110,7 @@ def load_channels(
     limits: ChannelLimits,
     clock: Callable[[], datetime],
     observe: Observe | None = None,
+    refused: Callable[[str, str], None] | None = None,
 ) -> list[ProviderChannel]:
     """Every provider the file configures, each behind its own HTTP client (pool, bounds, circuit breaker)."""
     try:
@@ -133,6 +134,12 @@ def load_channels(
             def channel_observe(purpose: str, outcome: str, seconds: float, method: str = method) -> None:
                 observe(method, purpose, outcome, seconds)
 
-        http = ChannelHttp(provider.method.value, limits, observe=channel_observe)
+        channel_refused = None
+        if refused is not None:
+
+            def channel_refused(reason: str, method: str = provider.method.value) -> None:
+                refused(method, reason)
+
+        http = ChannelHttp(provider.method.value, limits, observe=channel_observe, refused=channel_refused)
         channels.append(ProviderChannel(provider, http, notify_url, clock))
     return channels

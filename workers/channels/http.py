@@ -28,8 +28,13 @@ from workers.channels.base import HttpCall, HttpReply
 class ChannelLimits:
     connect_timeout_s: float = 2.0
     read_timeout_s: float = 10.0
-    max_in_flight: int = 16  # calls at once to this provider from one worker
-    queue_timeout_s: float = 1.0  # how long a call waits for one of those slots before UNAVAILABLE
+    # Calls at once to this provider from one worker process. Each holds one of the worker's threads while the
+    # provider takes its time, so this stays well below the worker's thread pool: a hanging provider can hold
+    # at most this many, and the rest keep serving wallet payments and the other channels.
+    max_in_flight: int = 4
+    # How long a call waits for one of those slots before UNAVAILABLE. Zero: a busy channel answers at once,
+    # rather than a waiting call holding a thread too.
+    queue_timeout_s: float = 0.0
     retries: int = 2  # extra tries of a call that is safe to repeat
     retry_backoff_s: float = 0.1
     breaker_failures: int = 5  # consecutive failures that open the circuit
@@ -92,12 +97,16 @@ class ChannelHttp:
         limits: ChannelLimits,
         *,
         observe: Callable[[str, str, float], None] | None = None,
+        refused: Callable[[str], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.channel = channel
         self.limits = limits
         self._observe = observe  # (purpose, outcome, seconds): the provider-call histogram
+        self._refused = refused or (lambda _reason: None)  # (reason): calls refused before sending
         self._slots = threading.BoundedSemaphore(limits.max_in_flight)
+        self._in_flight = 0
+        self._count_lock = threading.Lock()
         self.breaker = CircuitBreaker(limits.breaker_failures, limits.breaker_open_s)
         self._client = httpx.Client(
             timeout=httpx.Timeout(limits.read_timeout_s, connect=limits.connect_timeout_s),
@@ -110,24 +119,33 @@ class ChannelHttp:
         self._client.close()
 
     def check_available(self) -> None:
-        """Fail fast, before anything is written, while the circuit is open."""
+        """Fail fast, before anything is written, while the circuit is open or every slot is taken. (A slot can
+        still be gone by the time the call is sent; `send` checks again, and the attempt is then resumed by the
+        caller's retry with the same id.)"""
         if self.breaker.is_open:
+            self._refused("circuit_open")
             raise CircuitOpen(self._unavailable_message())
+        if self._in_flight >= self.limits.max_in_flight:
+            self._refused("busy")
+            raise self._busy()
 
     def send(self, call: HttpCall) -> HttpReply:
         if not self.breaker.allow():
+            self._refused("circuit_open")
             raise CircuitOpen(self._unavailable_message())
         if not self._slots.acquire(timeout=self.limits.queue_timeout_s):
-            raise Unavailable(
-                f"the {self.channel} channel has {self.limits.max_in_flight} calls in flight already; retry shortly",
-                retry_after_ms=int(self.limits.queue_timeout_s * 1000),
-            )
+            self._refused("busy")
+            raise self._busy()
+        with self._count_lock:  # read without the lock by check_available: a hint; the semaphore is the bound
+            self._in_flight += 1
         try:
             reply = self._send_with_retries(call)
         except TransportFailed:
             self.breaker.record(False)
             raise
         finally:
+            with self._count_lock:
+                self._in_flight -= 1
             self._slots.release()
         self.breaker.record(reply.status < 500)
         return reply
@@ -175,6 +193,12 @@ class ChannelHttp:
         finally:
             if self._observe is not None:
                 self._observe(call.purpose, outcome, time.perf_counter() - started)
+
+    def _busy(self) -> Unavailable:
+        return Unavailable(
+            f"the {self.channel} channel has {self.limits.max_in_flight} calls in flight already; retry shortly",
+            retry_after_ms=max(100, int(self.limits.queue_timeout_s * 1000)),
+        )
 
     def _unavailable_message(self) -> str:
         return (

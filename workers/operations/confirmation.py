@@ -178,6 +178,8 @@ def _transition_payment(
 
 def _settle(ctx: Context, payment: PaymentRecord, attempt: AttemptRecord, state: ProviderState, now: datetime) -> None:
     states.check(payment.status, PaymentStatus.SUCCEEDED)
+    # "Bank time": from opening the order at the provider to its confirmation reaching us (payer and provider).
+    ctx.observe_stage(payment.method.value, "bank", (now - attempt.created_at).total_seconds())
     with ctx.db.write() as connection:
         _transition_attempt(connection, attempt, state, now)
         entry = Entry(

@@ -44,6 +44,11 @@ class Context:
         self.metrics.payments.labels(*labels).inc()
         self.metrics.money_moved_minor.labels(record.payment_type.value, record.currency).inc(record.amount_minor)
 
+    def observe_stage(self, channel: str, stage: str, seconds: float) -> None:
+        """Payment time by stage (docs/channels.md, "Payment time"): processing, provider_call, bank, notification."""
+        if self.metrics is not None:
+            self.metrics.payment_stage_seconds.labels(channel, stage).observe(max(0.0, seconds))
+
 
 def lock_resource(kind: AccountKind, subject: str, currency: str) -> str:
     """Locks are named by account, not by row id, so they can be taken before the account exists."""

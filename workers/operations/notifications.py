@@ -15,6 +15,7 @@ Anything that fails 1-3 moves nothing, is kept with its reason, counted, and get
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from runtime.errors import FailedPrecondition, NotFound
@@ -51,6 +52,14 @@ class Mismatch(Exception):
 
 def handle(ctx: Context, method: Method, notification_id: int) -> HttpReply:
     """Verify and apply stored callback `notification_id` of `method`; the answer for the provider."""
+    started = time.perf_counter()
+    try:
+        return _handle(ctx, method, notification_id)
+    finally:
+        ctx.observe_stage(method.value, "notification", time.perf_counter() - started)
+
+
+def _handle(ctx: Context, method: Method, notification_id: int) -> HttpReply:
     provider = ctx.channels.provider(method)
     with ctx.db.read() as connection:
         received = notifications.load(connection, notification_id)

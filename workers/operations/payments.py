@@ -17,9 +17,11 @@ it again can never charge twice.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from runtime.failpoints import crash_here
 from runtime.ids import new_id
 from workers.channels.base import Channel, Order
 from workers.domain.types import (
@@ -117,14 +119,20 @@ def _through_channel(
 ) -> PaymentRecord:
     channel = ctx.channels.get(command.method)  # UNIMPLEMENTED before anything is claimed or written
     channel.check_available()  # and UNAVAILABLE while its circuit is open
-    return ctx.executor.run(
-        caller,
-        ORDER_SCOPE,
-        command.order_id,
-        request_hash(command),
-        lambda claim: _open(ctx, channel, caller, command, payment_type, claim),
-        lambda _claim, stored: _resume(ctx, channel, PaymentRecord.from_json(stored)),
-    )
+    started = time.perf_counter()
+    waited = Stopwatch()
+    try:
+        return ctx.executor.run(
+            caller,
+            ORDER_SCOPE,
+            command.order_id,
+            request_hash(command),
+            lambda claim: _open(ctx, channel, caller, command, payment_type, claim, waited),
+            lambda _claim, stored: _resume(ctx, channel, PaymentRecord.from_json(stored), waited),
+        )
+    finally:
+        # Our own processing: the whole call but the time spent waiting for the provider.
+        ctx.observe_stage(command.method.value, "processing", time.perf_counter() - started - waited.seconds)
 
 
 def _open(
@@ -134,6 +142,7 @@ def _open(
     command: TopUpCommand | CreatePaymentCommand,
     payment_type: PaymentType,
     claim: Claim,
+    waited: Stopwatch,
 ) -> PaymentRecord:
     now = ctx.clock()
     payment = _new_payment(ctx, caller, command, payment_type, claim, now)
@@ -167,12 +176,12 @@ def _open(
         records.insert_payment(connection, payment)
         attempts.insert(connection, attempt)
         ctx.executor.idempotency.record(connection, claim, payment.payment_id, payment.to_json(), now)
-    result = _advance(ctx, channel, payment, attempt)
+    result = _advance(ctx, channel, payment, attempt, waited)
     ctx.count_payment(result)
     return result
 
 
-def _resume(ctx: Context, channel: Channel, stored: PaymentRecord) -> PaymentRecord:
+def _resume(ctx: Context, channel: Channel, stored: PaymentRecord, waited: Stopwatch) -> PaymentRecord:
     """A repeated call: the payment as it is now, after resuming an attempt whose outcome was lost."""
     with ctx.db.read() as connection:
         payment = records.payment_by_id(connection, stored.owner, stored.payment_id)
@@ -181,10 +190,12 @@ def _resume(ctx: Context, channel: Channel, stored: PaymentRecord) -> PaymentRec
         raise LookupError(f"payment {stored.payment_id} of an idempotency record is missing")
     if attempt is None or attempt.status is not AttemptStatus.CREATED:
         return payment
-    return _advance(ctx, channel, payment, attempt)
+    return _advance(ctx, channel, payment, attempt, waited)
 
 
-def _advance(ctx: Context, channel: Channel, payment: PaymentRecord, attempt: AttemptRecord) -> PaymentRecord:
+def _advance(
+    ctx: Context, channel: Channel, payment: PaymentRecord, attempt: AttemptRecord, waited: Stopwatch
+) -> PaymentRecord:
     """Ask the provider to open the attempt's order and apply its answer."""
     order = Order(
         out_trade_no=attempt.attempt_id,
@@ -197,8 +208,30 @@ def _advance(ctx: Context, channel: Channel, payment: PaymentRecord, attempt: At
         created_at=attempt.created_at,
         expires_at=attempt.created_at + PROVIDER_ORDER_TTL,
     )
-    state = channel.open(order)
+    with waited:
+        state = channel.open(order)
+    ctx.observe_stage(attempt.method.value, "provider_call", waited.last)
+    # The provider may hold the order now, and nothing of its answer is committed yet: a crash here must leave a
+    # recoverable attempt (CREATED, resumed by a retry or the janitor), never a charge nobody recorded.
+    crash_here("after_provider_call")
     return confirmation.apply(ctx, attempt.attempt_id, state)
+
+
+class Stopwatch:
+    """Time spent inside `with` blocks (the provider calls of one request), in total and the last one."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.last = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.last = time.perf_counter() - self._started
+        self.seconds += self.last
 
 
 def _new_payment(
