@@ -3,8 +3,9 @@
 WeChat Pay stops answering (the simulator holds every request). While learners keep trying to pay with it,
 wallet purchases and Alipay payments keep succeeding; WeChat payments end with a clear UNAVAILABLE (its bounded
 slots are busy, or its circuit is open), or PENDING with an unknown attempt, or SUCCEEDED when the provider's
-notification overtook its own hung answer — never a hung call and never an INTERNAL error. Afterwards the janitor resolves every unknown attempt by query, and nobody was charged twice.
-Outcomes are counted; no timing is asserted."""
+notification overtook its own hung answer — never a hung call and never an INTERNAL error. Afterwards the
+janitor resolves every unknown attempt by query, and nobody was charged twice. Outcomes are counted; no timing
+is asserted."""
 
 from __future__ import annotations
 
