@@ -42,7 +42,13 @@ def apply_faults(lines: list[Line], faults: list[str], channel: str, day_start: 
     if "missing_line" in faults and lines:
         lines.pop(0)
     if "amount_differs" in faults and lines:
-        lines[0] = dataclasses.replace(lines[0], amount=lines[0].amount + 1)
+        # Every amount column of the line differs (order amount and amount received alike), whichever one the
+        # merchant's reconciliation reads.
+        first = lines[0]
+        order = dataclasses.replace(first.order, amount=first.order.amount + 1)
+        lines[0] = dataclasses.replace(
+            first, amount=first.amount + 1, order=order if first.refund is None else first.order
+        )
     if "status_differs" in faults and lines:
         lines[0] = dataclasses.replace(lines[0], status_differs=True)
     if "duplicate_line" in faults and lines:
@@ -177,80 +183,38 @@ def render_wechat(lines: list[Line], appid: str, mchid: str) -> str:
 
 
 def render_unionpay(lines: list[Line]) -> str:
-    """The simulator's UnionPay settlement file: fixed-width lines, documented in channelsim/README.md."""
-    out = []
+    """The simulator's UnionPay settlement file (documented in channelsim/README.md): one `|`-separated line per
+    transaction, `txnType|orderId|queryId|txnAmt|currencyCode|respCode|txnTime|origOrderId`, after a `#` header.
+    The real file is a zipped set of fixed-width files; this is the documented simplification both sides read."""
+    out = ["#txnType|orderId|queryId|txnAmt|currencyCode|respCode|txnTime|origOrderId"]
     for line in lines:
         order, refund = line.order, line.refund
         if refund is None:
             txn_type, query_id, order_id = "01", order.trade_no, order.out_trade_no
-            txn_time, orig = str(order.extra.get("txnTime", "")), ""
+            txn_time, orig = str(order.extra.get("txnTime", "")) or fmt(line.at, "%Y%m%d%H%M%S"), ""
         else:
             txn_type = "31" if refund.extra.get("kind") == "void" else "04"
             query_id, order_id = refund.refund_no, refund.out_refund_no
-            txn_time, orig = str(refund.extra.get("txnTime", "")), order.trade_no
-        out.append(
-            " ".join(
-                [
-                    txn_type,
-                    f"{query_id:<21.21}",
-                    f"{order_id:<40.40}",
-                    f"{txn_time:<14.14}",
-                    f"{line.amount:012d}",
-                    "156",
-                    f"{orig:<21.21}",
-                    "01" if line.status_differs else "00",
-                    fmt(line.at, "%m%d"),
-                ]
-            )
-        )
+            txn_time, orig = str(refund.extra.get("txnTime", "")) or fmt(line.at, "%Y%m%d%H%M%S"), order.out_trade_no
+        response = "01" if line.status_differs else "00"
+        out.append("|".join([txn_type, order_id, query_id, str(line.amount), "156", response, txn_time, orig]))
     return "".join(f"{row}\n" for row in out)
 
 
-CARD_COLUMNS = [
-    "id",
-    "type",
-    "reference",
-    "authorization",
-    "refund_reference",
-    "amount",
-    "currency",
-    "status",
-    "created_utc",
-]
+CARD_COLUMNS = ["type", "id", "reference", "authorization", "amount", "currency", "status", "created"]
 
 
 def render_card(lines: list[Line]) -> str:
+    """One CSV row per payment (id = authorization, reference = our out_trade_no) or refund (id = refund,
+    reference = our out_refund_no, authorization = the refunded authorization)."""
     rows = [CARD_COLUMNS]
     for line in lines:
         order, refund = line.order, line.refund
         status = "failed" if line.status_differs else "succeeded"
         created = fmt(line.at, "%Y-%m-%dT%H:%M:%SZ", UTC)
         if refund is None:
-            rows.append(
-                [
-                    order.trade_no,
-                    "charge",
-                    order.out_trade_no,
-                    order.trade_no,
-                    "",
-                    str(line.amount),
-                    order.currency,
-                    status,
-                    created,
-                ]
-            )
+            row = ["payment", order.trade_no, order.out_trade_no, order.trade_no]
         else:
-            rows.append(
-                [
-                    refund.refund_no,
-                    "refund",
-                    order.out_trade_no,
-                    order.trade_no,
-                    refund.out_refund_no,
-                    str(line.amount),
-                    order.currency,
-                    status,
-                    created,
-                ]
-            )
+            row = ["refund", refund.refund_no, refund.out_refund_no, order.trade_no]
+        rows.append([*row, str(line.amount), order.currency, status, created])
     return _csv(rows)

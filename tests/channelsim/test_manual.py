@@ -157,7 +157,9 @@ def unionpay_rows(sim: Simulator) -> list[Row]:
     text = zlib.decompress(base64.b64decode(answer["fileContent"])).decode()
     rows = []
     for line in text.splitlines():
-        kind, order_id, amount, status = line[0:2], line[25:65].strip(), line[81:93], line[120:122]
+        if line.startswith("#"):
+            continue
+        kind, order_id, _query_id, amount, _currency, status, _time, _orig = line.split("|")
         rows.append(Row(order_id, "payment" if kind == "01" else "refund", int(amount), status))
     return rows
 
@@ -167,8 +169,8 @@ def card_rows(sim: Simulator) -> list[Row]:
     text = clients.card(sim, "GET", f"/statements/{day}").text
     return [
         Row(
-            r["reference"] if r["type"] == "charge" else r["refund_reference"],
-            "payment" if r["type"] == "charge" else "refund",
+            r["reference"],
+            r["type"],
             int(r["amount"]),
             r["status"],
         )
