@@ -46,3 +46,7 @@ def configure(process_name: str, level: str = "INFO") -> None:
     # grpc and urllib chatter at INFO is noise for operators.
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # httpx logs every provider request line at INFO, query strings included (signed parameters, bill download
+    # tokens): our own channel logs say what matters, without them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
