@@ -61,6 +61,7 @@ class Card(Provider):
         app.router.add_post(f"{API}/authorizations/{{id}}/capture", wrap(self.capture))
         app.router.add_post(f"{API}/authorizations/{{id}}/void", wrap(self.void))
         app.router.add_post(f"{API}/refunds", wrap(self.refund))
+        app.router.add_get(f"{API}/refunds", wrap(self.list_refunds))
         app.router.add_get(f"{API}/refunds/{{id}}", wrap(self.get_refund))
         app.router.add_get(f"{API}/statements/{{day}}", self.statement)
         app.router.add_route("*", "/card/{tail:.*}", self.not_found)
@@ -310,6 +311,16 @@ class Card(Provider):
             order, reference, refund_no, amount, notify_url=str(url), extra={"reason": data.get("reason")}
         )
         return 200, views.refund(order, item)
+
+    def list_refunds(self, request: web.Request, _data: dict[str, Any]) -> Result:
+        """Refunds by the merchant's reference (its out_refund_no): how a merchant finds one whose answer it lost."""
+        reference = request.query.get("reference", "")
+        if not reference:
+            return views.error(400, "invalid_request_error", "Missing required param: reference.", "parameter_missing")
+        item = self.store.refund_by_out(self.name, reference)
+        order = self.store.order(item.order_id) if item is not None else None
+        data = [views.refund(order, item)] if item is not None and order is not None else []
+        return 200, {"object": "list", "data": data, "has_more": False}
 
     def get_refund(self, request: web.Request, _data: dict[str, Any]) -> Result:
         item = self.store.refund_by_no(self.name, request.match_info["id"])

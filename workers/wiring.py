@@ -64,6 +64,7 @@ def build_service(
         metrics=metrics,
         clock=clock,
         notification_nonces=NotificationNonces(client, settings.redis_prefix),
+        first_check=timedelta(seconds=settings.janitor_first_check_s),
     )
     return PaymentService(context)
 

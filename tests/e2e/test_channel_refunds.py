@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from paygate.client import PaygateClient
@@ -151,3 +152,23 @@ def test_money_paid_after_expiry_is_refunded_through_the_provider(
     assert client.get_balance(pb.GetBalanceRequest(user_id=payment.user_id, currency="CNY")).available_minor == 0
     verified = stack.cli("ledger", "verify")
     assert verified.returncode == 0, verified.stdout
+
+
+@pytest.mark.parametrize("channel", ["alipay", "wechatpay"])
+def test_expiry_closes_the_order_at_the_provider_first_so_it_cannot_be_paid_late(
+    stack: Stack, client: PaygateClient, sim: Simulator, channel: str
+) -> None:
+    method, extra = CHANNELS[channel]
+    payment = client.top_up(
+        pb.TopUpRequest(
+            order_id=uid("exp"), user_id=uid("learner"), amount_minor=4_00, currency="CNY", method=method, **extra
+        )
+    )
+    sim.control("POST", f"/orders/{channel}/{payment.attempt_id}/abandon")
+    closed = wait_for_status(client, payment.payment_id, pb.PAYMENT_STATUS_CLOSED, "closed by expiry", attempts=600)
+    assert sim.order(channel, payment.attempt_id)["status"] == "closed"  # closed there, not only here
+    late = httpx.post(f"{sim.base_url}/control/orders/{channel}/{payment.attempt_id}/pay", timeout=10)
+    assert late.status_code >= 400  # the payer can no longer pay it
+    after = client.get_payment(pb.GetPaymentRequest(payment_id=payment.payment_id))
+    assert (after.status, after.refunded_minor, after.entry_id) == (pb.PAYMENT_STATUS_CLOSED, 0, "")
+    assert closed.failure_reason == after.failure_reason and "closed" in after.failure_reason

@@ -120,16 +120,33 @@ def test_a_declined_card_is_a_failed_payment_with_a_reason(client: PaygateClient
         assert "fraud" not in payment.failure_reason.lower()  # the payer is not told why the issuer refused
 
 
+HOSTILE_TARGETS: dict[str, tuple[int, dict[str, object]]] = {
+    "alipay": (pb.PAYMENT_METHOD_ALIPAY, {}),
+    "wechatpay": (pb.PAYMENT_METHOD_WECHAT_PAY, {}),
+    "unionpay": (pb.PAYMENT_METHOD_UNIONPAY, {"scene": pb.PAYMENT_SCENE_IN_APP}),
+}
+
+
 @pytest.mark.parametrize(
-    ("mode", "reason"),
-    [("forged", "bad_signature"), ("wrong_amount", "amount_mismatch"), ("wrong_app_id", "wrong_merchant")],
+    ("channel", "mode", "reason"),
+    [
+        (channel, mode, reason)
+        for channel in ("alipay", "wechatpay", "unionpay")
+        for mode, reason in (
+            ("forged", "bad_signature"),
+            ("wrong_amount", "amount_mismatch"),
+            ("wrong_currency", "currency_mismatch"),
+            ("wrong_app_id", "wrong_merchant"),
+        )
+    ],
 )
 def test_a_hostile_callback_moves_nothing_and_the_janitor_settles_by_query(
-    stack: Stack, client: PaygateClient, sim: Simulator, mode: str, reason: str
+    stack: Stack, client: PaygateClient, sim: Simulator, channel: str, mode: str, reason: str
 ) -> None:
-    rejected_before = counter(stack, "paygate_channel_notifications_total", verdict="rejected", channel="alipay")
-    with sim.misbehaving("alipay", callback=[mode]):
-        payment = purchase(client, pb.PAYMENT_METHOD_ALIPAY)
+    method, extra = HOSTILE_TARGETS[channel]
+    rejected_before = counter(stack, "paygate_channel_notifications_total", verdict="rejected", reason=reason)
+    with sim.misbehaving(channel, callback=[mode]):
+        payment = purchase(client, method, **extra)
         paid = wait_for_status(client, payment.payment_id, pb.PAYMENT_STATUS_SUCCEEDED, "settled by the janitor")
     verdicts = notification_verdicts(stack, payment.attempt_id)
     assert paid.amount_minor == 12_34 and paid.entry_id
@@ -138,7 +155,7 @@ def test_a_hostile_callback_moves_nothing_and_the_janitor_settles_by_query(
         reasons = {row[0] for row in connection.execute("SELECT reason FROM channel_notifications")}
     assert reason in reasons
     assert ("applied", "") not in verdicts  # the money moved by the janitor's query, not by the hostile callback
-    assert counter(stack, "paygate_channel_notifications_total", verdict="rejected", channel="alipay") > rejected_before
+    assert counter(stack, "paygate_channel_notifications_total", verdict="rejected", reason=reason) > rejected_before
 
 
 def test_duplicate_callbacks_move_the_money_once(stack: Stack, client: PaygateClient, sim: Simulator) -> None:
@@ -178,3 +195,28 @@ def test_the_ledger_verifies_after_channel_payments(stack: Stack, client: Paygat
     result = stack.cli("ledger", "verify")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ledger verify: OK" in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["delay_ms", "out_of_order", "never"])
+def test_late_out_of_order_or_missing_callbacks_still_settle_once(
+    stack: Stack, client: PaygateClient, sim: Simulator, mode: str
+) -> None:
+    user = uid("learner")
+    with sim.misbehaving("alipay", callback=[mode], callback_delay_ms=1500):
+        top_up = client.top_up(
+            pb.TopUpRequest(
+                order_id=uid("t"), user_id=user, amount_minor=3_00, currency="CNY", method=pb.PAYMENT_METHOD_ALIPAY
+            )
+        )
+        wait_for_status(client, top_up.payment_id, pb.PAYMENT_STATUS_SUCCEEDED, attempts=600)
+        # A refund too, so that out-of-order delivery has a later notification to put first.
+        refund = pb.RefundPaymentRequest(payment_id=top_up.payment_id, refund_id=uid("r"), amount_minor=1_00)
+        client.refund_payment(refund)
+        wait_until(
+            lambda: client.refund_payment(refund).status == pb.REFUND_STATUS_SUCCEEDED,
+            attempts=600,
+            what="the refund settled",
+        )
+    assert client.get_balance(pb.GetBalanceRequest(user_id=user, currency="CNY")).available_minor == 2_00
+    verdicts = [verdict for verdict, _ in notification_verdicts(stack, top_up.attempt_id)]
+    assert "rejected" not in verdicts and verdicts.count("applied") <= 2

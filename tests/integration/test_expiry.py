@@ -44,7 +44,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str, clock: Clock) -> Iterator[PaymentService]:
-    settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred")
+    settings = Settings(
+        channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred"
+    )
     built = build_service(settings, database, metrics=None, clock=clock)  # the one seam: time
     yield built
     built.close()

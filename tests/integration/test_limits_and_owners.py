@@ -37,7 +37,9 @@ OWNER_B = Caller(owner="orders-b", key_id="key_b", request_id="req_b")
 
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str) -> Iterator[PaymentService]:
-    yield build_service(Settings(redis_url=redis_url, redis_prefix=redis_prefix), database, metrics=None)
+    yield build_service(
+        Settings(channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix), database, metrics=None
+    )
 
 
 def uid(prefix: str) -> str:

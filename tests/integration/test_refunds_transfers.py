@@ -33,7 +33,9 @@ CALLER = Caller(owner="refunds", key_id="key_r", request_id="req_r")
 
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str) -> Iterator[PaymentService]:
-    settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, lock_wait_ms=5000, platform_fee_bps=3000)
+    settings = Settings(
+        channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix, lock_wait_ms=5000, platform_fee_bps=3000
+    )
     yield build_service(settings, database, metrics=None)
 
 

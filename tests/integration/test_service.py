@@ -29,7 +29,7 @@ from workers.wiring import build_service
 
 @pytest.fixture
 def service(database: Database, redis_url: str, redis_prefix: str) -> Iterator[PaymentService]:
-    settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, lock_wait_ms=5000)
+    settings = Settings(channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix, lock_wait_ms=5000)
     built = build_service(settings, database, metrics=None)
     yield built
     built.close()  # stops the in-flight guard renewer
@@ -191,7 +191,9 @@ def test_unknown_payment_is_not_found(service: PaymentService) -> None:
         service.get_payment(CALLER, PaymentLookup("", "no-such-order"))
 
 
-def test_channels_that_are_not_built_yet_are_unimplemented(service: PaymentService) -> None:
+def test_a_channel_this_deployment_has_no_configuration_for_is_unimplemented(service: PaymentService) -> None:
+    # The service here is built without a channels file (as a production stack without one): only WALLET and
+    # SANDBOX are offered.
     with pytest.raises(Unimplemented, match="ALIPAY"):
         service.top_up(CALLER, TopUpCommand(uid("o"), uid("u"), 1, "CNY", Method.ALIPAY))
 

@@ -20,7 +20,9 @@ CALLER = Caller(owner="verify", key_id="key_v", request_id="req_v")
 
 
 def populate(database: Database, redis_url: str, prefix: str) -> dict[str, str]:
-    service = build_service(Settings(redis_url=redis_url, redis_prefix=prefix), database, metrics=None)
+    service = build_service(
+        Settings(channel_sim_listen="", redis_url=redis_url, redis_prefix=prefix), database, metrics=None
+    )
     tag = uuid.uuid4().hex[:8]
     user, other, creator = f"u-{tag}", f"w-{tag}", f"c-{tag}"
     service.top_up(CALLER, TopUpCommand(f"t-{tag}", user, 10_000, "CNY", Method.SANDBOX))
@@ -58,7 +60,9 @@ def test_a_ledger_written_by_the_services_verifies(fresh_database: Database, red
 
 
 def test_late_confirmations_verify(fresh_database: Database, redis_url: str, redis_prefix: str) -> None:
-    settings = Settings(redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred")
+    settings = Settings(
+        channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix, sandbox_confirmation="deferred"
+    )
     service = build_service(settings, fresh_database, metrics=None)
     tag = uuid.uuid4().hex[:8]
     pending = service.top_up(CALLER, TopUpCommand(f"lt-{tag}", f"u-{tag}", 900, "CNY", Method.SANDBOX))

@@ -145,3 +145,43 @@ def test_get_balance_validates_both_fields() -> None:
 )
 def test_minor_unit_exponents(code: str, exponent: int | None) -> None:
     assert minor_unit_exponent(code) == exponent
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"method": pb.PAYMENT_METHOD_CARD}, "card_token", "required for CARD"),
+        ({"method": pb.PAYMENT_METHOD_ALIPAY, "card_token": "tok_1"}, "card_token", "only for CARD"),
+        ({"method": pb.PAYMENT_METHOD_CARD, "card_token": "tok 1"}, "card_token", ""),
+        ({"method": pb.PAYMENT_METHOD_ALIPAY, "scene": pb.PAYMENT_SCENE_IN_APP}, "scene", "ALIPAY offers"),
+        ({"method": pb.PAYMENT_METHOD_SANDBOX, "scene": pb.PAYMENT_SCENE_QR}, "scene", "offers the scenes: none"),
+        ({"method": pb.PAYMENT_METHOD_WECHAT_PAY, "scene": 99}, "scene", ""),
+        ({"method": pb.PAYMENT_METHOD_WECHAT_PAY, "scene": pb.PAYMENT_SCENE_IN_APP}, "payer_openid", "required"),
+        ({"method": pb.PAYMENT_METHOD_WECHAT_PAY, "payer_openid": "o-1"}, "payer_openid", "only for WECHAT_PAY"),
+        ({"method": pb.PAYMENT_METHOD_ALIPAY, "currency": "USD"}, "currency", "takes CNY only"),
+        ({"method": pb.PAYMENT_METHOD_UNIONPAY, "currency": "JPY"}, "currency", "takes CNY only"),
+    ],
+)
+def test_channel_inputs_are_checked_against_the_method(changes: dict[str, object], field: str, words: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        validation.top_up(good_top_up(**changes))
+    assert words in _fields(refused)[field]
+
+
+@pytest.mark.parametrize(
+    ("changes", "scene", "token", "openid"),
+    [
+        ({"method": pb.PAYMENT_METHOD_ALIPAY}, "", "", ""),
+        ({"method": pb.PAYMENT_METHOD_ALIPAY, "scene": pb.PAYMENT_SCENE_WAP}, "wap", "", ""),
+        ({"method": pb.PAYMENT_METHOD_CARD, "card_token": "tok_abc", "currency": "USD"}, "", "tok_abc", ""),
+        (
+            {"method": pb.PAYMENT_METHOD_WECHAT_PAY, "scene": pb.PAYMENT_SCENE_IN_APP, "payer_openid": "oUpF8uMuAJO"},
+            "in_app",
+            "",
+            "oUpF8uMuAJO",
+        ),
+    ],
+)
+def test_good_channel_inputs_reach_the_command(changes: dict[str, object], scene: str, token: str, openid: str) -> None:
+    command = validation.top_up(good_top_up(**changes))
+    assert (command.scene, command.card_token, command.payer_openid) == (scene, token, openid)

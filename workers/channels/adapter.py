@@ -46,7 +46,11 @@ class ProviderChannel:
 
     def open(self, order: Order) -> ProviderState:
         order = replace(order, notify_url=self.notify_url)
-        call = self.provider.create(order, self._clock())
+        try:
+            call = self.provider.create(order, self._clock())
+        except ValueError as refused:  # the provider cannot take this order at all (a currency, a scene)
+            reason = f"the {self.method.value} channel cannot take this order: {refused}"
+            return ProviderState(AttemptStatus.FAILED, out_trade_no=order.out_trade_no, failure_reason=reason[:256])
         if isinstance(call, ProviderState):
             return call  # a signed redirect URL: nothing to send
         return self._ask(order.out_trade_no, call, lambda reply: self.provider.read_create(order, reply))

@@ -53,6 +53,10 @@ SCENES_OF: dict[Method, frozenset[Scene]] = {
 }
 
 
+# The Chinese providers' domestic interfaces settle in yuan only.
+CNY_ONLY = frozenset({Method.ALIPAY, Method.WECHAT_PAY, Method.UNIONPAY})
+
+
 @dataclass(frozen=True)
 class ChannelInputs:
     scene: str
@@ -61,7 +65,7 @@ class ChannelInputs:
 
 
 def _channel_inputs(
-    v: Violations, method: Method | None, scene_number: int, card_token: str, payer_openid: str
+    v: Violations, method: Method | None, currency: str, scene_number: int, card_token: str, payer_openid: str
 ) -> ChannelInputs:
     """What a provider needs from the payer's side, checked against the method it is for."""
     scene = SCENES_BY_PROTO.get(scene_number) if v.enum("scene", scene_number, SCENE_NAMES) else None
@@ -69,6 +73,8 @@ def _channel_inputs(
         offered = ", ".join(f"PAYMENT_SCENE_{s.name}" for s in sorted(SCENES_OF.get(method, ()))) or "none"
         v.add("scene", f"{method.name} offers the scenes: {offered}")
     v.identifier("card_token", card_token, required=False)
+    if method in CNY_ONLY and currency and currency != "CNY":
+        v.add("currency", f"{method.name} takes CNY only")
     if method is Method.CARD and not card_token:
         v.add("card_token", "is required for CARD: the processor token your checkout obtained")
     elif card_token and method is not Method.CARD:
@@ -117,7 +123,7 @@ def top_up(request: pb.TopUpRequest) -> TopUpCommand:
     method = _method(v, "method", request.method)
     if method is Method.WALLET:
         v.add("method", "WALLET is not a top-up source: money comes in from a channel (e.g. SANDBOX, ALIPAY)")
-    inputs = _channel_inputs(v, method, request.scene, request.card_token, request.payer_openid)
+    inputs = _channel_inputs(v, method, request.currency, request.scene, request.card_token, request.payer_openid)
     v.raise_if_any()
     assert method is not None
     return TopUpCommand(
@@ -148,7 +154,7 @@ def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
         quoted = _price(v, "price.", price.list_price_minor, price.discount_rate, price.tax_rate)
     else:
         v.amount("amount_minor", request.amount_minor)
-    inputs = _channel_inputs(v, method, request.scene, request.card_token, request.payer_openid)
+    inputs = _channel_inputs(v, method, request.currency, request.scene, request.card_token, request.payer_openid)
     v.raise_if_any()
     assert method is not None
     amount = quoted.amount_minor if quoted else request.amount_minor

@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from runtime.errors import FailedPrecondition, Unavailable
-from workers.channels.base import ProviderRefund, RefundOrder
+from workers.channels.base import NOT_FOUND, ProviderRefund, RefundOrder
 from workers.domain.types import (
     PLATFORM_SUBJECT,
     AccountKind,
@@ -61,9 +61,16 @@ def send(ctx: Context, out_refund_no: str) -> StoredRefund:
     return apply(ctx, out_refund_no, answer)
 
 
-def query(ctx: Context, out_refund_no: str) -> StoredRefund:
+def refresh(ctx: Context, out_refund_no: str) -> StoredRefund:
+    """Ask the provider where a PENDING refund stands and apply the answer. A refund the provider has never
+    heard of was never sent (a crash, a busy channel): it is sent now — never reversed for that alone."""
     stored, order = _order(ctx, out_refund_no)
-    answer = ctx.channels.get(_method(ctx, stored)).refund_query(order)
+    if stored.record.status is not RefundStatus.PENDING:
+        return stored
+    channel = ctx.channels.get(_method(ctx, stored))
+    answer = channel.refund_query(order)
+    if answer.status is RefundStatus.FAILED and answer.failure_reason == NOT_FOUND:
+        answer = channel.refund(order)
     return apply(ctx, out_refund_no, answer)
 
 

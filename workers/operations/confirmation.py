@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection
 
@@ -39,8 +39,6 @@ from workers.store import attempts, records
 
 log = logging.getLogger(__name__)
 
-# The first query of an attempt whose outcome is unknown; the janitor backs off from there.
-FIRST_CHECK_DELAY = timedelta(seconds=5)
 LATE_MONEY_REASON = "paid at the channel after the payment was {status}; refunded automatically"
 # What an attempt's end means for a PENDING payment, and the reason it gives when the provider gave none.
 _PAYMENT_ENDS = {
@@ -113,7 +111,7 @@ def _apply_once(ctx: Context, current: Settled, state: ProviderState) -> None:
             _refund_late_money(ctx, payment, attempt, state, now)
         return
     with ctx.db.write() as connection:
-        _transition_attempt(connection, attempt, state, now)
+        _transition_attempt(ctx, connection, attempt, state, now)
         ends = _PAYMENT_ENDS.get(state.status)
         if ends is not None and payment.status is PaymentStatus.PENDING:
             new_status, default_reason = ends
@@ -133,9 +131,11 @@ def _check_amount(attempt: AttemptRecord, state: ProviderState) -> None:
         )
 
 
-def _transition_attempt(connection: Connection, attempt: AttemptRecord, state: ProviderState, now: datetime) -> None:
+def _transition_attempt(
+    ctx: Context, connection: Connection, attempt: AttemptRecord, state: ProviderState, now: datetime
+) -> None:
     # An unsettled attempt is next asked about by the janitor after a while; a settled one never again.
-    next_check_at = None if state.status.settled else now + FIRST_CHECK_DELAY
+    next_check_at = None if state.status.settled else now + ctx.first_check
     moved = attempts.transition(
         connection,
         attempt,
@@ -181,7 +181,7 @@ def _settle(ctx: Context, payment: PaymentRecord, attempt: AttemptRecord, state:
     # "Bank time": from opening the order at the provider to its confirmation reaching us (payer and provider).
     ctx.observe_stage(payment.method.value, "bank", (now - attempt.created_at).total_seconds())
     with ctx.db.write() as connection:
-        _transition_attempt(connection, attempt, state, now)
+        _transition_attempt(ctx, connection, attempt, state, now)
         entry = Entry(
             kind=payment.payment_type.value,
             owner=payment.owner,
@@ -207,7 +207,7 @@ def _refund_late_money(
     amount = payment.amount_minor
     refund = _auto_refund(payment, refund_id, reason, "", now)
     with ctx.db.write() as connection:
-        _transition_attempt(connection, attempt, state, now)
+        _transition_attempt(ctx, connection, attempt, state, now)
         clearing = accounts.ensure_account(
             connection, AccountKind.CLEARING, payment.method.value, payment.currency, now
         )

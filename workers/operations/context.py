@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from runtime.db import Database
 from runtime.errors import InsufficientFunds, NotFound
@@ -36,6 +36,8 @@ class Context:
     metrics: WorkerMetrics | None = None
     clock: Callable[[], datetime] = utc_now
     notification_nonces: NotificationNonces | None = None
+    # When the janitor first asks about an attempt left unsettled (PENDING or UNKNOWN).
+    first_check: timedelta = timedelta(seconds=5)
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:

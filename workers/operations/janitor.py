@@ -103,7 +103,7 @@ def _check_refunds(ctx: Context, backoff: Backoff, limit: int) -> int:
     settled = 0
     for stored in due:
         try:
-            after = channel_refunds.query(ctx, stored.record.out_refund_no)
+            after = channel_refunds.refresh(ctx, stored.record.out_refund_no)
         except Exception:  # one provider failing must not stop the round
             log.exception("checking a refund failed", extra={"fields": {"refund": stored.record.out_refund_no}})
             after = stored

@@ -182,14 +182,17 @@ def _open(
 
 
 def _resume(ctx: Context, channel: Channel, stored: PaymentRecord, waited: Stopwatch) -> PaymentRecord:
-    """A repeated call: the payment as it is now, after resuming an attempt whose outcome was lost."""
+    """A repeated call: the payment as it is now, after resuming an attempt whose outcome was lost (CREATED: the
+    call may never have left; UNKNOWN: its answer never came)."""
     with ctx.db.read() as connection:
         payment = records.payment_by_id(connection, stored.owner, stored.payment_id)
         attempt = attempts.by_id(connection, stored.owner, stored.attempt_id) if stored.attempt_id else None
     if payment is None:  # cannot happen: the record and the payment commit together
         raise LookupError(f"payment {stored.payment_id} of an idempotency record is missing")
-    if attempt is None or attempt.status is not AttemptStatus.CREATED:
+    if attempt is None or attempt.status not in (AttemptStatus.CREATED, AttemptStatus.UNKNOWN):
         return payment
+    # Open it again: the provider deduplicates by the attempt id, and answers with what the payer needs (the QR
+    # code, the pay URL) — which a query would not give back after a lost answer.
     return _advance(ctx, channel, payment, attempt, waited)
 
 

@@ -9,6 +9,7 @@ last of it: the loser re-reads and is refused or applied on the new total.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from runtime.errors import FailedPrecondition
@@ -35,6 +36,7 @@ from workers.ledger.movement import BalanceChange, Entry, move
 from workers.operations import channel_refunds
 from workers.operations.context import REFUND_SCOPE, Context, lock_resource, payment_not_found
 from workers.store import records
+from workers.store.refunds import StoredRefund
 
 
 @dataclass(frozen=True)
@@ -58,19 +60,23 @@ class Plan:
 
 
 def refund_payment(ctx: Context, caller: Caller, command: RefundCommand) -> RefundRecord:
-    record = ctx.executor.run(
+    return ctx.executor.run(
         caller,
         REFUND_SCOPE,
         command.refund_id,
         request_hash(command),
-        lambda claim: _refund_once(ctx, caller, command, claim),
-        lambda _claim, stored: RefundRecord.from_json(stored),
+        lambda claim: _through_provider(ctx, _refund_once(ctx, caller, command, claim), channel_refunds.send),
+        # The same refund again answers it as it is now: while PENDING, the provider is asked where it stands.
+        lambda _claim, stored: _through_provider(ctx, RefundRecord.from_json(stored), channel_refunds.refresh),
     )
-    if not record.out_refund_no:
-        return record  # wallet and sandbox refunds are done when committed
-    # Through a provider: ask it (again, after a lost answer: it deduplicates by out_refund_no) while PENDING,
-    # and answer the refund as it is now.
-    current = channel_refunds.send(ctx, record.out_refund_no).record
+
+
+def _through_provider(ctx: Context, record: RefundRecord, ask: Callable[[Context, str], StoredRefund]) -> RefundRecord:
+    """Wallet and sandbox refunds are done when committed; a provider refund is sent (or looked up) and answered
+    with its current status."""
+    if not record.out_refund_no or record.status is not RefundStatus.PENDING:
+        return record
+    current = ask(ctx, record.out_refund_no).record
     return replace(
         record,
         status=current.status,

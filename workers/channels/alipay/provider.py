@@ -341,7 +341,9 @@ class AlipayProvider:
             params["out_trade_no"],
             trade_no=params.get("trade_no", ""),
             amount_minor=parse_yuan(params["total_amount"]),
-            currency="CNY",
+            # Domestic notifications name no currency (it is CNY); cross-border ones carry trans_currency, which
+            # must then be CNY too, or the notification is not about the order we opened.
+            currency=params.get("trans_currency") or "CNY",
             merchant_id=params["app_id"],
             paid_at=paid_at if status is AttemptStatus.SUCCEEDED else None,
         )
