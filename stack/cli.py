@@ -59,11 +59,19 @@ def _process_commands(subcommands: Any) -> None:
     worker.add_argument("--worker-id", default=os.environ.get("HOSTNAME", "worker"), help="id in x-paygate-worker")
     worker.add_argument("--listen", required=True, help="HOST:PORT or unix:PATH")
     worker.add_argument("--metrics-listen", help="serve this process's own /metrics on HOST:PORT")
+    worker.add_argument(
+        "--internal-listen",
+        help="HOST:PORT or unix:PATH for the notification edge's callbacks only (none: the worker takes none)",
+    )
 
     edge = subcommands.add_parser("notify-edge", help="run the HTTP edge that receives provider callbacks")
     _common(edge)
     edge.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
-    edge.add_argument("--worker-addresses", required=True, help="comma-separated worker addresses (as for gateway)")
+    edge.add_argument(
+        "--worker-addresses",
+        required=True,
+        help="comma-separated *internal* worker addresses (their --internal-listen)",
+    )
 
 
 def _admin_commands(subcommands: Any) -> None:

@@ -32,7 +32,7 @@ def gateway(args: argparse.Namespace, settings: Settings) -> int:
 def worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.server import run_worker  # noqa: PLC0415
 
-    asyncio.run(run_worker(settings, args.worker_id, args.listen, args.metrics_listen))
+    asyncio.run(run_worker(settings, args.worker_id, args.listen, args.metrics_listen, args.internal_listen))
     return 0
 
 

@@ -59,7 +59,7 @@ class Child:
 def socket_dir(settings: Settings) -> Path:
     """The run directory, or a short private temp dir when its paths would be too long for a Unix socket."""
     run_dir = settings.run_dir.resolve()
-    if len(str(run_dir / "worker-999.sock")) <= UNIX_SOCKET_PATH_MAX:
+    if len(str(run_dir / "worker-999-internal.sock")) <= UNIX_SOCKET_PATH_MAX:
         return run_dir
     return Path(tempfile.mkdtemp(prefix="paygate-"))
 
@@ -132,18 +132,17 @@ class Supervisor:
                     extra={"address": settings.channel_sim_listen},
                 )
             )
-        addresses = []
+        addresses, internal_addresses = [], []
         for index in range(1, self.settings.workers + 1):
             worker_id = f"worker-{index}"
             address = f"unix:{self.sockets / f'{worker_id}.sock'}"
+            internal = f"unix:{self.sockets / f'{worker_id}-internal.sock'}"
             addresses.append(address)
-            self.children.append(
-                Child(
-                    worker_id,
-                    [*python, "worker", "--worker-id", worker_id, "--listen", address],
-                    extra={"address": address},
-                )
-            )
+            internal_addresses.append(internal)
+            argv = [*python, "worker", "--worker-id", worker_id, "--listen", address]
+            if settings.notify_listen:
+                argv += ["--internal-listen", internal]
+            self.children.append(Child(worker_id, argv, extra={"address": address}))
         self.children.append(
             Child(
                 "gateway",
@@ -168,7 +167,7 @@ class Supervisor:
                         "--listen",
                         settings.notify_listen,
                         "--worker-addresses",
-                        ",".join(addresses),
+                        ",".join(internal_addresses),  # the workers' internal service, nothing else of them
                     ],
                     extra={"address": settings.notify_listen},
                 )

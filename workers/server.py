@@ -197,7 +197,29 @@ async def every(
             log.info("background round", extra={"fields": {"job": name, "settled": done}})
 
 
-async def run_worker(settings: Settings, worker_id: str, address: str, metrics_listen: str | None = None) -> None:
+async def _internal_server(
+    address: str | None, service: PaymentService, executor: ThreadPoolExecutor
+) -> grpc.aio.Server | None:
+    """The internal service (provider callbacks from the notification edge) on its own address, so that the edge —
+    the one process facing the internet — can reach nothing else of a worker: not the PaymentGateway service,
+    whose caller identity workers take on trust from gateways. Without an address the worker takes no callbacks
+    (providers retry; the janitor still settles by query)."""
+    if not address:
+        return None
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=256)
+    server.add_generic_rpc_handlers((internal.generic_handler(service, executor),))
+    bind(server, address)
+    await server.start()
+    return server
+
+
+async def run_worker(
+    settings: Settings,
+    worker_id: str,
+    address: str,
+    metrics_listen: str | None = None,
+    internal_address: str | None = None,
+) -> None:
     registry = process_registry()
     metrics = WorkerMetrics.create(registry)
     if metrics_listen:
@@ -207,19 +229,18 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     service = build_service(settings, database, metrics)
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
-    server.add_generic_rpc_handlers(
-        (
-            WorkerServicer(service, worker_id, executor, metrics).generic_handler(),
-            internal.generic_handler(service, executor),
-        )
-    )
+    server.add_generic_rpc_handlers((WorkerServicer(service, worker_id, executor, metrics).generic_handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, address)
     await server.start()
+    internal_server = await _internal_server(internal_address, service, executor)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info("worker serving", extra={"fields": {"worker": worker_id, "address": address}})
+    log.info(
+        "worker serving",
+        extra={"fields": {"worker": worker_id, "address": address, "internal_address": internal_address or "none"}},
+    )
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -244,6 +265,8 @@ async def run_worker(settings: Settings, worker_id: str, address: str, metrics_l
     await asyncio.gather(*jobs)
     log.info("worker draining", extra={"fields": {"worker": worker_id}})
     await health_servicer.enter_graceful_shutdown()
+    if internal_server is not None:
+        await internal_server.stop(settings.shutdown_grace_s)
     await server.stop(settings.shutdown_grace_s)
     executor.shutdown(wait=True)
     service.close()
