@@ -17,18 +17,12 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
-CHANNEL_OPTIONS = [
-    # Come back quickly after a worker restarts: the default back-off grows to two minutes.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ("grpc.enable_retries", 0),  # we decide about retries: only undelivered calls go to another worker
-]
+CHANNEL_OPTIONS = WORKER_CHANNEL_OPTIONS
 MAX_DNS_ENDPOINTS = 256
 
 # Marks of a failure to connect, where the request provably never reached the worker.

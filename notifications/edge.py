@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from runtime.db import Database
-from runtime.grpc_server import SERVER_OPTIONS
+from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.settings import Settings, parse_host_port
 from workers import internal
 from workers.channels.base import HttpReply
@@ -42,7 +42,9 @@ class Edge:
     def __init__(self, settings: Settings, database: Database, worker_addresses: Sequence[str]) -> None:
         self._settings = settings
         self._database = database
-        self._channels = [grpc.aio.insecure_channel(address, options=SERVER_OPTIONS) for address in worker_addresses]
+        self._channels = [
+            grpc.aio.insecure_channel(address, options=WORKER_CHANNEL_OPTIONS) for address in worker_addresses
+        ]
         self._next = itertools.cycle(range(len(self._channels)))
 
     def app(self) -> web.Application:

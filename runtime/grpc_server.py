@@ -20,3 +20,14 @@ def bind(server: grpc.aio.Server, address: str) -> None:
         Path(address.removeprefix("unix:").removeprefix("//")).unlink(missing_ok=True)
     if server.add_insecure_port(address) == 0:
         raise ConfigurationError(f"could not listen on {address} (in use, or not permitted)")
+
+
+# Client channels from one process of the stack to workers (gateway → workers, notification edge → workers).
+WORKER_CHANNEL_OPTIONS = [
+    # Come back quickly after a worker restarts: the default back-off grows to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.enable_retries", 0),  # we decide about retries: only undelivered calls go to another worker
+]

@@ -9,6 +9,7 @@ settles it. One worker sweeps at a time (a Redis lease), and the guarded updates
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from workers.channels.base import AttemptStatus, ProviderState
@@ -21,7 +22,9 @@ from workers.store import attempts, records
 log = logging.getLogger(__name__)
 
 SWEEPER_LEASE = "sweeper:expiry"
-SWEEPER_LEASE_MS = 60_000
+# Short, with a bounded round, for the same reason as the janitor's (janitor.py).
+SWEEPER_LEASE_MS = 20_000
+ROUND_BUDGET_S = 8.0
 MAX_PER_ROUND = 500
 
 
@@ -42,7 +45,10 @@ def close_expired(ctx: Context, ttl_s: int, limit: int = MAX_PER_ROUND) -> int:
     with ctx.db.read() as connection:
         expired = records.expired_pending_payments(connection, now - timedelta(seconds=ttl_s), limit)
     closed = 0
+    deadline = time.monotonic() + ROUND_BUDGET_S
     for owner, payment_id in expired:
+        if time.monotonic() > deadline:
+            break  # the rest are still expired: the next round takes them
         try:
             closed += _close_one(ctx, owner, payment_id, ttl_s)
         except Exception:  # one payment's channel failing must not stop the round; the next round retries it

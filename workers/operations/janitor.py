@@ -14,6 +14,7 @@ expiry closes those.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,7 +28,11 @@ from workers.store import refunds as refund_rows
 log = logging.getLogger(__name__)
 
 JANITOR_LEASE = "janitor:attempts"
-JANITOR_LEASE_MS = 60_000
+# The lease is short and a round stops taking new work well before it ends, so a worker killed mid-round holds
+# the others up for one lease at most; a round that still overruns (a slow provider call) is harmless, since
+# every transition is a guarded update.
+JANITOR_LEASE_MS = 20_000
+ROUND_BUDGET_S = 8.0
 MAX_PER_ROUND = 200
 NEVER_ARRIVED_GRACE = timedelta(seconds=60)
 
@@ -54,11 +59,14 @@ def run_once(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:
 
 
 def check_due(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:
+    deadline = time.monotonic() + ROUND_BUDGET_S
     now = ctx.clock()
     with ctx.db.read() as connection:
         due = attempts.due_for_check(connection, now, limit)
-    settled = _check_refunds(ctx, backoff, limit)
+    settled = _check_refunds(ctx, backoff, limit, deadline)
     for attempt in due:
+        if time.monotonic() > deadline:
+            break  # the rest are still due: the next round takes them
         try:
             settled += _check(ctx, attempt, backoff)
         except Exception:  # one provider failing must not stop the round; the attempt is due again later
@@ -96,12 +104,14 @@ def _check(ctx: Context, attempt: AttemptRecord, backoff: Backoff) -> bool:
     return True
 
 
-def _check_refunds(ctx: Context, backoff: Backoff, limit: int) -> int:
+def _check_refunds(ctx: Context, backoff: Backoff, limit: int, deadline: float) -> int:
     """Pending refunds through providers whose answer never came: ask, apply, or ask again later."""
     with ctx.db.read() as connection:
         due = refund_rows.due_for_check(connection, ctx.clock(), limit)
     settled = 0
     for stored in due:
+        if time.monotonic() > deadline:
+            break
         try:
             after = channel_refunds.refresh(ctx, stored.record.out_refund_no)
         except Exception:  # one provider failing must not stop the round
