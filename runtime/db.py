@@ -52,7 +52,9 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; WAL keeps it consistent
+        # FULL: every commit is fsynced before it returns, so an OK answer survives power loss (with NORMAL, WAL
+        # commits reach the disk only at the next checkpoint). Its cost is paid back by group commit (docs/ledger.md).
+        cursor.execute("PRAGMA synchronous = FULL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -65,6 +67,17 @@ def _sqlite_engine(url: str, *, writer: bool, pool_size: int) -> Engine:
     # The reader emits no BEGIN: each statement is its own implicit transaction (autocommit), which is all the
     # single-statement reads of the hot path need and saves two round trips into SQLite per read.
     return engine
+
+
+def _durable_postgres_commits(engine: Engine) -> None:
+    """An OK answer means the movement is on disk: every session commits with synchronous_commit on, whatever the
+    server's default (a server set to `off` would acknowledge commits it could still lose)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO on")
+        dbapi_connection.commit()
 
 
 class Database:
@@ -86,6 +99,8 @@ class Database:
             }
             self.writer = create_engine(self.url, **options)
             self.reader = self.writer
+            if self.dialect == "postgresql":
+                _durable_postgres_commits(self.writer)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
