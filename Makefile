@@ -23,7 +23,7 @@ help:
 	@echo "make stress    the long soak/stress runs"
 	@echo "make check     ruff + mypy + tests"
 	@echo "make protos    regenerate paygate/v1 from protos/"
-	@echo "make bench     end-to-end throughput benchmark (prints figures)"
+	@echo "make bench     paygate bench: every scenario against the bare gRPC floor (JSON lines)"
 	@echo "make loadtest  a short headless Locust run against a running stack"
 
 $(STAMP): pyproject.toml Makefile
@@ -64,8 +64,10 @@ check: lint buf-lint typecheck test
 protos: install
 	$(PY) -m scripts.gen_protos
 
+# Every scenario against the bare gRPC floor, 2 workers on SQLite, 2 load processes x 32 calls in flight, 10 s
+# per run: a few minutes. ARGS="--scenarios wallet_purchase --database-url URL --fresh-database --out FILE".
 bench: install
-	$(PY) -m loadtest.bench $(ARGS)
+	$(VENV)/bin/paygate bench --workers 2 --processes 2 --in-flight 32 --warmup-s 2 --duration-s 10 $(ARGS)
 
 loadtest: install
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u 20 -r 10 -t 30s --host 127.0.0.1:50051

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_channel_sim(subcommands)
     _admin_commands(subcommands)
     _reconcile_command(subcommands)
+    _bench_command(subcommands)
     return parser
 
 
@@ -127,6 +128,30 @@ def _reconcile_command(subcommands: Any) -> None:
     correct.add_argument("--reason", required=True, help="why the difference is booked (kept with the item)")
 
 
+def _bench_command(subcommands: Any) -> None:
+    """`paygate bench`: the stack beside the bare gRPC floor, one JSON object per scenario (loadtest/)."""
+    bench = subcommands.add_parser(
+        "bench", help="benchmark a fresh stack against the bare gRPC floor; one JSON line per scenario"
+    )
+    bench.add_argument(
+        "--scenarios",
+        help="comma-separated (default: all): wallet_purchase, hot_creator, balance_read, top_up, transfer, "
+        "refund, channel_purchase, mixed",
+    )
+    bench.add_argument("--duration-s", type=float, help="measured seconds of each run (default 10)")
+    bench.add_argument("--warmup-s", type=float, help="unmeasured seconds before each run (default 2)")
+    bench.add_argument("--processes", type=int, help="load generator processes (default 2)")
+    bench.add_argument("--in-flight", type=int, help="calls in flight per load process, closed loop (default 32)")
+    bench.add_argument("--workers", type=int, help="the stack's worker processes (default 2)")
+    bench.add_argument("--half-load", type=float, help="open-loop rate as a share of the saturating rate (0.5)")
+    bench.add_argument("--database-url", help="run the stack on this PostgreSQL/MariaDB database (default SQLite)")
+    bench.add_argument(
+        "--fresh-database", action="store_true", help="with --database-url: a throwaway database on that server"
+    )
+    bench.add_argument("--smoke", action="store_true", help="tiny durations and load, for tests: figures mean nothing")
+    bench.add_argument("--out", type=Path, help="also write the JSON lines to this file")
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": commands.serve,
     "gateway": commands.gateway,
@@ -138,6 +163,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "sandbox": commands.sandbox,
     "db": commands.database,
     "reconcile": commands.reconcile,
+    "bench": commands.bench,
 }
 
 

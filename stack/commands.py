@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from google.protobuf.json_format import MessageToJson
 
@@ -238,3 +240,17 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
     metrics.export_items(done_run.channel, report.counts(done_run), settings.metrics_dir)
     print(report.as_json(done_run) if args.json else report.render_text(done_run))
     return 1 if done_run.unmatched else 0
+
+
+def bench(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate bench` (loadtest/paygate_bench.py). It drives a checkout's loadtest/ and tests/support.py, which
+    are not installed packages: the repository root goes on the path, for the load processes it spawns too."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "loadtest" / "paygate_bench.py").is_file():
+        print("paygate bench: needs the source checkout (loadtest/ beside stack/)", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    # Imported by name: loadtest/ and tests/ are outside the packages mypy checks (pyproject.toml).
+    bench_module = importlib.import_module("loadtest.paygate_bench")
+    return int(bench_module.main(args))

@@ -1,0 +1,277 @@
+"""`paygate bench` (issue 8): each scenario on a real stack beside the bare gRPC floor, with one load generator.
+
+    paygate bench                                   # every scenario, SQLite, 2 workers, 2 processes x 32 in flight
+    paygate bench --scenarios wallet_purchase,hot_creator --duration-s 20
+    paygate bench --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test --fresh-database
+    paygate bench --smoke                           # tiny durations, for the test suite: figures mean nothing
+
+One run: the floor (loadtest/floor.py) and the load processes (loadtest/generator.py) start once; a stack
+(`paygate serve --workers N`, tests/support.py) starts for the wallet scenarios, and another one with the
+channel simulator for `channel_purchase`. For each scenario (loadtest/scenarios.py): its set-up, outside any
+timed window; the floor under the scenario's own signed calls (closed loop); the stack under the same calls
+(closed loop: the saturating rate and its latency); then the stack in an open loop at `--half-load` (default
+0.5) of that rate, latency timed from each call's scheduled start. stdout gets one JSON object for the machine,
+then one per scenario as it finishes (`--out FILE` gets the same lines); progress goes to stderr.
+
+Per scenario: rps (successful calls/s in the window), p50/p95/p99_ms, calls, errors (and error_codes), floor_rps,
+ratio_to_floor, half_load_rps (the offered rate), half_load_achieved_rps, half_load_p50/p95/p99_ms and
+half_load_errors. Nothing here asserts a speed.
+
+The channel stack runs with PAYGATE_CHANNEL_MAX_IN_FLIGHT raised to the generator's concurrency: at the default
+of 4 per worker most calls would be refused at once, and the figure would measure the refusal.
+
+TODO(issue 8, next step): write docs/benchmarks.md from these figures, with a PNG chart (throughput and p99
+against concurrency, the floor beside Paygate) and the machine it ran on. Not done yet: this module only prints
+and writes JSON lines, and nothing in the repository renders them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from loadtest.floor import Floor
+from loadtest.generator import LoadGenerator, Result
+from loadtest.scenarios import CHANNEL_SCENARIOS, SCENARIOS, Setup
+from tests.support import Stack, create_throwaway_database, drop_throwaway_database, start_stack
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Options:
+    scenarios: tuple[str, ...] = SCENARIOS
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    processes: int = 2
+    in_flight: int = 32
+    workers: int = 2
+    database_url: str | None = None
+    fresh_database: bool = False
+    half_load: float = 0.5
+    smoke: bool = False
+    out: Path | None = None
+
+    @property
+    def learners(self) -> int:
+        """Funded learners: four per call in flight, so concurrent calls rarely wait for one wallet's lock."""
+        return max(8, 4 * self.processes * self.in_flight)
+
+    @property
+    def purchases(self) -> int:
+        return max(8, 2 * self.processes * self.in_flight)
+
+    @property
+    def database(self) -> str:
+        if not self.database_url:
+            return "sqlite"
+        return self.database_url.split(":", 1)[0].split("+", 1)[0]
+
+
+SMOKE = {"duration_s": 0.5, "warmup_s": 0.2, "processes": 2, "in_flight": 4, "workers": 1}
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    """Flags given win; the rest come from the smoke set when --smoke, else from the defaults."""
+    base = {**asdict(Options()), **(SMOKE if args.smoke else {})}
+    given = {
+        name: getattr(args, name, None)
+        for name in ("duration_s", "warmup_s", "processes", "in_flight", "workers", "database_url", "half_load")
+    }
+    base.update({name: value for name, value in given.items() if value is not None})
+    if args.scenarios:
+        names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
+        unknown = [n for n in names if n not in SCENARIOS]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}"
+            )
+        base["scenarios"] = names
+    base.update(smoke=bool(args.smoke), fresh_database=bool(getattr(args, "fresh_database", False)), out=args.out)
+    options = Options(**base)
+    if options.duration_s <= 0 or options.warmup_s < 0 or options.processes < 1 or options.in_flight < 1:
+        raise ValueError("--duration-s must be positive, --warmup-s not negative, --processes and --in-flight >= 1")
+    if options.workers < 1 or not 0 < options.half_load <= 1:
+        raise ValueError("--workers must be >= 1 and --half-load in (0, 1]")
+    return options
+
+
+def _cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+
+
+def machine(options: Options) -> dict[str, Any]:
+    try:
+        memory_gib: float | None = round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)
+    except (ValueError, OSError):
+        memory_gib = None
+    return {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "memory_gib": memory_gib,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "grpcio": grpc.__version__,
+            # Anything else running shares the cores with the bench: a load near 0 at the start is a quiet machine.
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2),
+        },
+        "settings": {
+            "database": options.database,
+            "workers": options.workers,
+            "processes": options.processes,
+            "in_flight_per_process": options.in_flight,
+            "warmup_s": options.warmup_s,
+            "duration_s": options.duration_s,
+            "half_load": options.half_load,
+            "smoke": options.smoke,
+            "floor": "grpc.aio unary pass-through proxy (TCP) -> 2 grpc.aio echo processes (Unix sockets)",
+        },
+    }
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def record(scenario: str, floor: Result, closed: Result, half: Result, half_rate: float) -> dict[str, Any]:
+    return {
+        "scenario": scenario,
+        "rps": round(closed.rps, 1),
+        "p50_ms": _ms(closed.percentile(50)),
+        "p95_ms": _ms(closed.percentile(95)),
+        "p99_ms": _ms(closed.percentile(99)),
+        "calls": closed.ok,
+        "errors": closed.errors,
+        "error_codes": closed.error_codes,
+        "floor_rps": round(floor.rps, 1),
+        "floor_p50_ms": _ms(floor.percentile(50)),
+        "floor_p99_ms": _ms(floor.percentile(99)),
+        "floor_errors": floor.errors,
+        "ratio_to_floor": round(closed.rps / floor.rps, 3) if floor.rps > 0 else None,
+        "half_load_rps": round(half_rate, 1),
+        "half_load_achieved_rps": round(half.rps, 1),
+        "half_load_p50_ms": _ms(half.percentile(50)),
+        "half_load_p95_ms": _ms(half.percentile(95)),
+        "half_load_p99_ms": _ms(half.percentile(99)),
+        "half_load_calls": half.ok,
+        "half_load_errors": half.errors,
+    }
+
+
+def _progress(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def measure(
+    scenario: str, setup: Setup, load: LoadGenerator, floor_target: str, stack_target: str, options: Options
+) -> dict[str, Any]:
+    _progress(f"{scenario}: set-up")
+    plan = setup.plan(scenario)
+    timing = {"warmup_s": options.warmup_s, "duration_s": options.duration_s}
+    _progress(f"{scenario}: floor, closed loop")
+    floor = load.closed(floor_target, plan, in_flight=options.in_flight, phase="f", **timing)
+    _progress(f"{scenario}: stack, closed loop (floor {floor.rps:.0f}/s)")
+    closed = load.closed(stack_target, plan, in_flight=options.in_flight, phase="c", **timing)
+    # An open loop needs a rate; with nothing served at all, offer one call a second to show the failure.
+    half_rate = max(closed.rps * options.half_load, 1.0)
+    _progress(f"{scenario}: stack, open loop at {half_rate:.0f}/s (closed {closed.rps:.0f}/s)")
+    half = load.open(stack_target, plan, rate=half_rate, phase="o", **timing)
+    return record(scenario, floor, closed, half, half_rate)
+
+
+@contextmanager
+def _database(options: Options) -> Iterator[str | None]:
+    """The stack's database: SQLite in its data directory, the given URL, or a throwaway database on that server."""
+    if not (options.database_url and options.fresh_database):
+        yield options.database_url
+        return
+    url = create_throwaway_database(options.database_url)
+    try:
+        yield url
+    finally:
+        drop_throwaway_database(url)
+
+
+def _run_group(
+    names: list[str], directory: Path, database_url: str | None, load: LoadGenerator, floor: Floor, options: Options
+) -> Iterator[dict[str, Any]]:
+    """One stack (with the channel simulator when the scenarios need it) for `names`, measured in turn."""
+    channels = any(name in CHANNEL_SCENARIOS for name in names)
+    extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
+    _progress(f"starting paygate serve --workers {options.workers} ({options.database}, channels={channels})")
+    stack: Stack = start_stack(
+        directory, workers=options.workers, database_url=database_url, channels=channels, extra_env=extra_env
+    )
+    setup: Setup | None = None
+    try:
+        key_id, secret = stack.create_key("bench")
+        setup = Setup(stack.listen, key_id, secret, learners=options.learners, purchases=options.purchases)
+        for name in names:
+            yield measure(name, setup, load, floor.target, stack.listen, options)
+    finally:
+        if setup is not None:
+            setup.close()
+        code = stack.stop()
+        if code != 0:
+            _progress(f"paygate serve exited with {code}; its log: {stack.log_path}")
+
+
+def run(options: Options, emit: Emit) -> None:
+    emit(machine(options))
+    groups = [
+        [n for n in options.scenarios if n not in CHANNEL_SCENARIOS],
+        [n for n in options.scenarios if n in CHANNEL_SCENARIOS],
+    ]
+    # A short path: Unix socket paths are limited to about 100 characters.
+    with tempfile.TemporaryDirectory(prefix="pgbench-", dir="/tmp" if os.path.isdir("/tmp") else None) as tmp:
+        directory = Path(tmp)
+        with (
+            _database(options) as database_url,
+            LoadGenerator(options.processes) as load,
+            Floor(directory / "floor") as floor,
+        ):
+            _progress(f"floor at {floor.target}; {options.processes} load processes x {options.in_flight} in flight")
+            for n, names in enumerate(groups):
+                if names:
+                    for line in _run_group(names, directory / f"stack-{n}", database_url, load, floor, options):
+                        emit(line)
+
+
+def main(args: argparse.Namespace) -> int:
+    """The `paygate bench` command (stack/commands.py): 0 when every scenario ran, 2 on bad options."""
+    try:
+        options = options_from_args(args)
+    except ValueError as error:
+        print(f"paygate bench: {error}", file=sys.stderr)
+        return 2
+    out = options.out.open("w") if options.out else None
+
+    def emit(line: dict[str, Any]) -> None:
+        text = json.dumps(line)
+        print(text, flush=True)
+        if out is not None:
+            out.write(text + "\n")
+            out.flush()
+
+    try:
+        run(options, emit)
+    finally:
+        if out is not None:
+            out.close()
+    return 0
