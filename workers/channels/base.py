@@ -14,9 +14,10 @@ client (channels/http.py) sends the calls; the operations decide what the answer
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, timezone
 from typing import Protocol
 
 from workers.domain.types import AttemptStatus, Method, RefundStatus, Scene  # defined with the records
@@ -132,8 +133,24 @@ class StatementLine:
     refund_no: str = ""  # for refunds: the provider's own id of the refund
 
 
-# The failure_reason of a FAILED state that means "the provider has no such order" (a query's answer).
+# The failure_reason of a FAILED state that means "the provider has no such order" (a query's answer). The
+# janitor and the refund flow compare against it: providers must use this constant, not their own spelling.
 NOT_FOUND = "not found"
+
+# The clock and calendar of Alipay, WeChat Pay and UnionPay: Beijing time. China keeps no daylight saving, so a
+# fixed +08:00 offset is exact and needs no time zone database on the host.
+CHINA_TIME = timezone(timedelta(hours=8), "Asia/Shanghai")
+_YUAN = re.compile(r"(-?)(0|[1-9][0-9]{0,15})\.([0-9]{2})")
+
+
+def parse_yuan(text: object, *, allow_negative: bool = False) -> int:
+    """Parse "12.30" as 1230 fen: exactly two decimals, never a float; a leading minus only where the document
+    states refunds negative."""
+    match = _YUAN.fullmatch(text) if isinstance(text, str) else None
+    if match is None or (match.group(1) and not allow_negative):
+        raise ValueError(f"not a yuan amount with exactly two decimals: {text!r}")
+    fen = int(match.group(2)) * 100 + int(match.group(3))
+    return -fen if match.group(1) else fen
 
 
 class ProviderAnswerError(Exception):

@@ -54,20 +54,19 @@ def through_provider(ctx: Context, payment: PaymentRecord) -> bool:
 def send(ctx: Context, out_refund_no: str) -> StoredRefund:
     """Ask the provider to carry out a PENDING refund and apply its answer; the provider deduplicates by
     out_refund_no, so asking again after a lost answer is safe."""
-    stored, order = _order(ctx, out_refund_no)
+    stored, method, order = _order(ctx, out_refund_no)
     if stored.record.status is not RefundStatus.PENDING:
         return stored
-    answer = ctx.channels.get(_method(ctx, stored)).refund(order)
-    return apply(ctx, out_refund_no, answer)
+    return apply(ctx, out_refund_no, ctx.channels.get(method).refund(order))
 
 
 def refresh(ctx: Context, out_refund_no: str) -> StoredRefund:
     """Ask the provider where a PENDING refund stands and apply the answer. A refund the provider has never
     heard of was never sent (a crash, a busy channel): it is sent now — never reversed for that alone."""
-    stored, order = _order(ctx, out_refund_no)
+    stored, method, order = _order(ctx, out_refund_no)
     if stored.record.status is not RefundStatus.PENDING:
         return stored
-    channel = ctx.channels.get(_method(ctx, stored))
+    channel = ctx.channels.get(method)
     answer = channel.refund_query(order)
     if answer.status is RefundStatus.FAILED and answer.failure_reason == NOT_FOUND:
         answer = channel.refund(order)
@@ -115,14 +114,12 @@ def _payment(connection: Connection, stored: StoredRefund) -> PaymentRecord:
     return payment
 
 
-def _method(ctx: Context, stored: StoredRefund) -> Method:
+def _order(ctx: Context, out_refund_no: str) -> tuple[StoredRefund, Method, RefundOrder]:
+    """The refund, its payment's channel and what to ask that channel, in one read."""
     with ctx.db.read() as connection:
-        return _payment(connection, stored).method
-
-
-def _order(ctx: Context, out_refund_no: str) -> tuple[StoredRefund, RefundOrder]:
-    stored = _read(ctx, out_refund_no)
-    with ctx.db.read() as connection:
+        stored = refund_rows.for_provider(connection, out_refund_no)
+        if stored is None:
+            raise LookupError(f"no refund {out_refund_no}")
         payment = _payment(connection, stored)
         attempt = attempts.by_id(connection, stored.owner, payment.attempt_id or "")
     if attempt is None:
@@ -138,7 +135,7 @@ def _order(ctx: Context, out_refund_no: str) -> tuple[StoredRefund, RefundOrder]
         notify_url="",
         created_at=stored.record.created_at,
     )
-    return stored, order
+    return stored, payment.method, order
 
 
 def _settle(ctx: Context, stored: StoredRefund, answer: ProviderRefund) -> None:

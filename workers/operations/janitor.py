@@ -77,11 +77,6 @@ def check_due(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int
 
 
 def _check(ctx: Context, attempt: AttemptRecord, backoff: Backoff) -> bool:
-    if attempt.method.value == "sandbox" and attempt.status is AttemptStatus.PENDING:
-        # The sandbox confirms only through `paygate sandbox confirm`; asking it tells nothing new.
-        with ctx.db.write() as connection:
-            attempts.schedule_check(connection, attempt, backoff.next_check(attempt, ctx.clock()))
-        return False
     state = ctx.channels.get(attempt.method).query(attempt.attempt_id, attempt.created_at)
     now = ctx.clock()
     if _not_found(state):

@@ -9,19 +9,19 @@ download URL, i.e. another call; the exchange is bounded so that a provider cann
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, time, tzinfo
 
 from runtime.errors import ConfigurationError, Unavailable
 from runtime.settings import Settings
 from workers.channels.adapter import ProviderChannel
-from workers.channels.base import ProviderAnswerError, StatementLine
+from workers.channels.base import CHINA_TIME, ProviderAnswerError, StatementLine
 from workers.channels.config import load_channels
 from workers.channels.http import ChannelLimits, TransportFailed
 from workers.domain.types import Method
 from workers.reconciliation.match import ONE_DAY, ProviderDay
 
 # China keeps no daylight saving time, so a fixed offset is Asia/Shanghai exactly (and needs no tz database).
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+CHINA = CHINA_TIME
 # Whose calendar a statement's day is: the Chinese providers bill by Beijing days, the card processor by UTC days.
 DAY_ZONES: dict[Method, tzinfo] = {
     Method.ALIPAY: CHINA,

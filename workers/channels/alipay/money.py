@@ -7,14 +7,14 @@ allowed, spaces) is refused rather than guessed at.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 
-# Alipay's times are Beijing wall-clock times without an offset; China has no daylight saving, so a fixed +08:00
-# offset is exact (and needs no tz database on the host).
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")
+from workers.channels.base import CHINA_TIME, parse_yuan
 
-_YUAN = re.compile(r"(-?)(0|[1-9][0-9]{0,15})\.([0-9]{2})")
+__all__ = ["CHINA", "china_time", "parse_china_time", "parse_yuan", "to_yuan"]
+
+# Alipay's times are Beijing wall-clock times without an offset.
+CHINA = CHINA_TIME
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
@@ -23,15 +23,6 @@ def to_yuan(amount_minor: int) -> str:
     if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
         raise ValueError(f"an Alipay amount must be a positive number of fen, not {amount_minor!r}")
     return f"{amount_minor // 100}.{amount_minor % 100:02d}"
-
-
-def parse_yuan(text: object, *, allow_negative: bool = False) -> int:
-    """Parse "12.30" as 1230. Exactly two decimals; a leading minus only where the document states refunds negative."""
-    match = _YUAN.fullmatch(text) if isinstance(text, str) else None
-    if match is None or (match.group(1) and not allow_negative):
-        raise ValueError(f"not a yuan amount with exactly two decimals: {text!r}")
-    fen = int(match.group(2)) * 100 + int(match.group(3))
-    return -fen if match.group(1) else fen
 
 
 def china_time(moment: datetime) -> str:

@@ -38,6 +38,7 @@ from workers.channels.alipay import bill, signature
 from workers.channels.alipay.config import AlipayConfig
 from workers.channels.alipay.money import CHINA, china_time, parse_china_time, parse_yuan, to_yuan
 from workers.channels.base import (
+    NOT_FOUND,
     AttemptStatus,
     HttpCall,
     HttpReply,
@@ -71,7 +72,6 @@ _ISP_ANSWERS = ("isp.bill_not_exist",)  # isp.* is Alipay's side failing, except
 _NOTIFY_REQUIRED = ("notify_id", "app_id", "out_trade_no", "trade_status", "total_amount")
 # Alipay builds the day's bill by about 09:00 the next day (Beijing); before that "no bill" means "not yet".
 _BILL_READY = timedelta(days=1, hours=10)
-NOT_FOUND = "not found"
 
 
 class AlipayProvider:

@@ -20,6 +20,7 @@ from datetime import date, datetime
 from urllib.parse import quote, urlencode
 
 from workers.channels.base import (
+    NOT_FOUND,
     AttemptStatus,
     HttpCall,
     HttpReply,
@@ -199,7 +200,7 @@ class CardProvider:
     def read_query(self, out_trade_no: str, reply: HttpReply) -> ProviderState:
         obj = self._single(reply)
         if obj is None:
-            return ProviderState(AttemptStatus.FAILED, out_trade_no, failure_reason="not found")
+            return ProviderState(AttemptStatus.FAILED, out_trade_no, failure_reason=NOT_FOUND)
         return authorization_state(obj, out_trade_no)
 
     def read_close(self, out_trade_no: str, reply: HttpReply) -> ProviderState:
@@ -232,7 +233,7 @@ class CardProvider:
     def read_refund_query(self, order: RefundOrder, reply: HttpReply) -> ProviderRefund:
         obj = self._single(reply)
         if obj is None:
-            return ProviderRefund(RefundStatus.FAILED, order.out_refund_no, failure_reason="not found")
+            return ProviderRefund(RefundStatus.FAILED, order.out_refund_no, failure_reason=NOT_FOUND)
         return refund_state(obj, order.out_refund_no, self.config.account_id)
 
     def read_statement(self, day: date, reply: HttpReply, now: datetime) -> HttpCall | list[StatementLine]:

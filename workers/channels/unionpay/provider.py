@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 
 from workers.channels.base import (
+    NOT_FOUND,
     AttemptStatus,
     HttpCall,
     HttpReply,
@@ -256,7 +257,7 @@ class UnionPayProvider:
         params = self._answer(reply)
         outcome = self._outcome(params)
         if outcome == "not_found":
-            return ProviderState(AttemptStatus.FAILED, out_trade_no, failure_reason="not found")
+            return ProviderState(AttemptStatus.FAILED, out_trade_no, failure_reason=NOT_FOUND)
         self._same_order(params, out_trade_no)
         status = {"succeeded": AttemptStatus.SUCCEEDED, "pending": AttemptStatus.PENDING}.get(outcome)
         return ProviderState(
@@ -302,7 +303,7 @@ class UnionPayProvider:
         params = self._answer(reply)
         outcome = self._outcome(params)
         if outcome == "not_found":
-            return ProviderRefund(RefundStatus.FAILED, order.out_refund_no, failure_reason="not found")
+            return ProviderRefund(RefundStatus.FAILED, order.out_refund_no, failure_reason=NOT_FOUND)
         self._same_merchant(params)
         self._same_order(params, order.out_refund_no)
         status = {"succeeded": RefundStatus.SUCCEEDED, "pending": RefundStatus.PENDING}.get(outcome)

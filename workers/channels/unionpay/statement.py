@@ -23,11 +23,11 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
-from workers.channels.base import NotificationKind, ProviderAnswerError, StatementLine
+from workers.channels.base import CHINA_TIME, NotificationKind, ProviderAnswerError, StatementLine
 
-CHINA = timezone(timedelta(hours=8), "UTC+08:00")  # China keeps no daylight saving time: a fixed offset is exact
+CHINA = CHINA_TIME
 CURRENCIES = {"156": "CNY"}
 COLUMNS = ("txnType", "orderId", "queryId", "txnAmt", "currencyCode", "respCode", "txnTime", "origOrderId")
 # A day's file for a course platform is kilobytes; refuse to inflate a "zip bomb" into memory.

@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import codecs
 import csv
-import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
-from workers.channels.base import NotificationKind, ProviderAnswerError, StatementLine
+from workers.channels.base import CHINA_TIME, NotificationKind, ProviderAnswerError, StatementLine, parse_yuan
 
-CHINA = timezone(timedelta(hours=8), "Asia/Shanghai")  # no daylight saving in China: a fixed offset is exact
+CHINA = CHINA_TIME
 SUMMARY_FIRST_COLUMN = "总交易单数"
-_YUAN = re.compile(r"(0|[1-9][0-9]{0,15})\.([0-9]{2})")
 _COLUMNS: dict[str, tuple[str, ...]] = {
     "time": ("交易时间",),
     "trade_no": ("微信订单号",),
@@ -52,13 +50,6 @@ _OPTIONAL: dict[str, tuple[str, ...]] = {
     "refund": ("申请退款金额", "退款金额"),
     "refund_state": ("退款状态",),
 }
-
-
-def parse_yuan(text: str) -> int:
-    match = _YUAN.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a yuan amount with exactly two decimals: {text!r}")
-    return int(match.group(1)) * 100 + int(match.group(2))
 
 
 def _decode(raw: bytes) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import quote
 
 from workers.channels.base import (
+    NOT_FOUND,
     AttemptStatus,
     HttpCall,
     HttpReply,
@@ -51,7 +52,6 @@ from workers.channels.wechat_pay.config import WechatPayConfig
 from workers.domain.types import Method
 
 USER_AGENT = "paygate/0.1"  # API v3 refuses requests without a User-Agent
-NOT_FOUND = "not found"
 CALLBACK_WINDOW = timedelta(seconds=300)
 _PAID = ("ORDERPAID", "ORDER_PAID")  # the documentation has used both spellings
 _REFUSED = ("PARAM_ERROR", "INVALID_REQUEST", "APPID_MCHID_NOT_MATCH", "MCH_NOT_EXISTS", "NO_AUTH")
