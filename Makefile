@@ -67,6 +67,7 @@ protos: install
 # Every scenario against the bare gRPC floor, 2 workers on SQLite, 2 load processes x 32 calls in flight, 10 s
 # per run: a few minutes. ARGS="--scenarios wallet_purchase --database-url URL --fresh-database --out FILE".
 bench: install
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/paygate bench --workers 2 --processes 2 --in-flight 32 --warmup-s 2 --duration-s 10 $(ARGS)
 
 loadtest: install

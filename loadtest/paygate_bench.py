@@ -20,9 +20,13 @@ half_load_errors. Nothing here asserts a speed.
 The channel stack runs with PAYGATE_CHANNEL_MAX_IN_FLIGHT raised to the generator's concurrency: at the default
 of 4 per worker most calls would be refused at once, and the figure would measure the refusal.
 
-TODO(issue 8, next step): write docs/benchmarks.md from these figures, with a PNG chart (throughput and p99
-against concurrency, the floor beside Paygate) and the machine it ran on. Not done yet: this module only prints
-and writes JSON lines, and nothing in the repository renders them.
+Then a sweep (`--sweep`, calls in flight per load process) of the floor and the stack under wallet purchases,
+one JSON object per level, and — unless `--smoke` or `--no-docs` — the run's section of docs/benchmarks.md with
+the targets of issue 8, every figure, the machine, and a PNG chart of the sweep (loadtest/report.py).
+
+`--ledger-postings N` then seeds the wallet stack's database with a ledger of N postings (loadtest/seed_ledger.py,
+one account per 10 postings) and measures the wallet scenarios again on it: their records carry
+`ledger_postings` and `ratio_to_empty` (the issue's "within 10 % of the empty-ledger figure").
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import grpc
 
 from loadtest.floor import Floor
 from loadtest.generator import LoadGenerator, Result
+from loadtest.report import update_docs
 from loadtest.scenarios import CHANNEL_SCENARIOS, SCENARIOS, Setup
 from tests.support import Stack, create_throwaway_database, drop_throwaway_database, start_stack
 
@@ -62,6 +67,9 @@ class Options:
     half_load: float = 0.5
     smoke: bool = False
     out: Path | None = None
+    sweep: tuple[int, ...] = (1, 4, 16, 32, 64)
+    docs: Path | None = Path("docs/benchmarks.md")
+    ledger_postings: int = 0
 
     @property
     def learners(self) -> int:
@@ -79,7 +87,15 @@ class Options:
         return self.database_url.split(":", 1)[0].split("+", 1)[0]
 
 
-SMOKE = {"duration_s": 0.5, "warmup_s": 0.2, "processes": 2, "in_flight": 4, "workers": 1}
+SMOKE = {
+    "duration_s": 0.5,
+    "warmup_s": 0.2,
+    "processes": 2,
+    "in_flight": 4,
+    "workers": 1,
+    "sweep": (1, 4),
+    "docs": None,
+}
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -99,11 +115,21 @@ def options_from_args(args: argparse.Namespace) -> Options:
             )
         base["scenarios"] = names
     base.update(smoke=bool(args.smoke), fresh_database=bool(getattr(args, "fresh_database", False)), out=args.out)
+    if getattr(args, "sweep", None) is not None:
+        base["sweep"] = tuple(int(n) for n in args.sweep.split(",") if n.strip()) if args.sweep.strip() else ()
+    if getattr(args, "docs", None):
+        base["docs"] = args.docs
+    if getattr(args, "no_docs", False):
+        base["docs"] = None
+    if getattr(args, "ledger_postings", None):
+        base["ledger_postings"] = args.ledger_postings
     options = Options(**base)
     if options.duration_s <= 0 or options.warmup_s < 0 or options.processes < 1 or options.in_flight < 1:
         raise ValueError("--duration-s must be positive, --warmup-s not negative, --processes and --in-flight >= 1")
     if options.workers < 1 or not 0 < options.half_load <= 1:
         raise ValueError("--workers must be >= 1 and --half-load in (0, 1]")
+    if any(n < 1 for n in options.sweep) or options.ledger_postings < 0:
+        raise ValueError("--sweep takes calls in flight >= 1, and --ledger-postings cannot be negative")
     return options
 
 
@@ -211,7 +237,8 @@ def _database(options: Options) -> Iterator[str | None]:
 def _run_group(
     names: list[str], directory: Path, database_url: str | None, load: LoadGenerator, floor: Floor, options: Options
 ) -> Iterator[dict[str, Any]]:
-    """One stack (with the channel simulator when the scenarios need it) for `names`, measured in turn."""
+    """One stack (with the channel simulator when the scenarios need it) for `names`, measured in turn; for the
+    wallet stack also the sweep and, with --ledger-postings, the same scenarios again on a seeded ledger."""
     channels = any(name in CHANNEL_SCENARIOS for name in names)
     extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
     _progress(f"starting paygate serve --workers {options.workers} ({options.database}, channels={channels})")
@@ -222,14 +249,54 @@ def _run_group(
     try:
         key_id, secret = stack.create_key("bench")
         setup = Setup(stack.listen, key_id, secret, learners=options.learners, purchases=options.purchases)
+        empty: dict[str, dict[str, Any]] = {}
         for name in names:
-            yield measure(name, setup, load, floor.target, stack.listen, options)
+            empty[name] = measure(name, setup, load, floor.target, stack.listen, options)
+            yield empty[name]
+        if not channels:
+            yield from _sweep(setup, load, floor.target, stack.listen, options)
+        if options.ledger_postings and not channels:
+            _seed(database_url or f"sqlite:///{(stack.data_dir / 'paygate.sqlite3').resolve()}", options)
+            for name in names:
+                record = measure(name, setup, load, floor.target, stack.listen, options)
+                rps = empty[name]["rps"]
+                ratio = round(record["rps"] / rps, 3) if rps else None
+                yield {**record, "ledger_postings": options.ledger_postings, "ratio_to_empty": ratio}
     finally:
         if setup is not None:
             setup.close()
         code = stack.stop()
         if code != 0:
             _progress(f"paygate serve exited with {code}; its log: {stack.log_path}")
+
+
+def _sweep(
+    setup: Setup, load: LoadGenerator, floor_target: str, stack_target: str, options: Options
+) -> Iterator[dict[str, Any]]:
+    """Wallet purchases at each --sweep level of calls in flight per process, floor and stack (closed loops)."""
+    plan = setup.plan("wallet_purchase")
+    timing = {"warmup_s": min(options.warmup_s, 1.0), "duration_s": max(options.duration_s / 2, 0.5)}
+    for level in options.sweep:
+        _progress(f"sweep: {level} in flight per process")
+        floor = load.closed(floor_target, plan, in_flight=level, phase=f"sf{level}", **timing)
+        paygate = load.closed(stack_target, plan, in_flight=level, phase=f"sp{level}", **timing)
+        yield {
+            "sweep": "wallet_purchase",
+            "in_flight": level * options.processes,
+            "floor_rps": round(floor.rps, 1),
+            "floor_p99_ms": _ms(floor.percentile(99)),
+            "paygate_rps": round(paygate.rps, 1),
+            "paygate_p99_ms": _ms(paygate.percentile(99)),
+            "paygate_errors": paygate.errors,
+        }
+
+
+def _seed(database_url: str, options: Options) -> None:
+    from loadtest.seed_ledger import seed  # noqa: PLC0415 - only runs that ask for a big ledger need it
+
+    postings = options.ledger_postings
+    _progress(f"seeding a ledger of {postings} postings and {max(postings // 10, 10)} accounts")
+    seed(database_url, postings=postings, accounts=max(postings // 10, 10), owner="bench-seed")
 
 
 def run(options: Options, emit: Emit) -> None:
@@ -261,8 +328,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"paygate bench: {error}", file=sys.stderr)
         return 2
     out = options.out.open("w") if options.out else None
+    lines: list[dict[str, Any]] = []
 
     def emit(line: dict[str, Any]) -> None:
+        lines.append(line)
         text = json.dumps(line)
         print(text, flush=True)
         if out is not None:
@@ -274,4 +343,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         if out is not None:
             out.close()
+    if options.docs is not None:
+        records = [line for line in lines if "scenario" in line]
+        update_docs(options.docs, lines[0], records, [line for line in lines if "sweep" in line])
+        _progress(f"wrote the run's section of {options.docs}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
@@ -21,6 +22,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 LOCK_WAIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 # Provider calls and payer time span milliseconds (a loopback simulator) to minutes (a payer scanning a QR code).
 CHANNEL_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def multiprocess_enabled() -> bool:
@@ -113,6 +115,8 @@ class WorkerMetrics:
     channel_call_seconds: Histogram
     payment_stage_seconds: Histogram
     channel_refusals: Counter
+    batch_size: Histogram
+    batch_outcomes: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -182,4 +186,24 @@ class WorkerMetrics:
                 ("channel", "reason"),
                 registry=registry,
             ),
+            **_group_commit_metrics(registry),
         )
+
+
+def _group_commit_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
+    return dict(
+        batch_size=Histogram(
+            "paygate_group_commit_batch_size",
+            "Operations committed together in one group-commit transaction, by kind.",
+            ("kind",),
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        ),
+        batch_outcomes=Counter(
+            "paygate_group_commit_operations_total",
+            "Operations handed to the group committer, by kind and outcome (committed, refused: their own "
+            "error, replayed: an earlier answer, single_*: passed to the one-at-a-time path, with the reason).",
+            ("kind", "outcome"),
+            registry=registry,
+        ),
+    )

@@ -88,6 +88,10 @@ class Settings:
     # Worker pool health.
     health_interval_s: float = 1.0
     worker_threads: int = 8
+    # Group commit (docs/ledger.md, "Group commit"): a worker commits the wallet purchases that arrive together in
+    # one transaction — at most this many, gathered for at most this long after the first one arrives.
+    group_commit_max_batch: int = 64
+    group_commit_max_wait_ms: float = 0.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -126,6 +130,10 @@ class Settings:
         self._check_channels()
         if not 1 <= self.worker_threads <= 256:
             raise ConfigurationError("worker_threads must be between 1 and 256")
+        if not 1 <= self.group_commit_max_batch <= 1024 or not 0 <= self.group_commit_max_wait_ms <= 100:
+            raise ConfigurationError(
+                "group_commit_max_batch must be in [1, 1024] and group_commit_max_wait_ms in [0, 100]"
+            )
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
 

@@ -150,6 +150,14 @@ def _bench_command(subcommands: Any) -> None:
     )
     bench.add_argument("--smoke", action="store_true", help="tiny durations and load, for tests: figures mean nothing")
     bench.add_argument("--out", type=Path, help="also write the JSON lines to this file")
+    bench.add_argument(
+        "--sweep", help="calls in flight per load process for the sweep chart (1,4,16,32,64; '' for none)"
+    )
+    bench.add_argument("--docs", type=Path, help="write the run's section into this file (default docs/benchmarks.md)")
+    bench.add_argument("--no-docs", action="store_true", help="do not write the run's section of docs/benchmarks.md")
+    bench.add_argument(
+        "--ledger-postings", type=int, help="then seed a ledger this big and measure the wallet scenarios again"
+    )
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {

@@ -35,8 +35,10 @@ from workers.boundary import translate
 from workers.codec import decode as validation
 from workers.codec import encode as encoding
 from workers.codec import wire
-from workers.domain.types import Caller
+from workers.domain.types import Caller, CreatePaymentCommand, PaymentRecord
+from workers.execution.group_commit import CommitterStopped
 from workers.operations.janitor import Backoff
+from workers.operations.purchase_batch import SinglePath
 from workers.service import PaymentService
 from workers.wiring import build_service
 
@@ -156,6 +158,10 @@ class WorkerServicer:
             command = decode()
             if work is None:
                 return command  # a pure method: decoding computed the response
+            if method == "CreatePayment":
+                committed = await self._group_committed(caller, command)
+                if committed is not None:
+                    return committed
             run = contextvars.copy_context().run
             return await asyncio.get_running_loop().run_in_executor(self._executor, run, work, caller, command)
         except Exception as error:  # the wire boundary: everything leaves as a mapped status
@@ -169,6 +175,22 @@ class WorkerServicer:
         finally:
             self._metrics.requests.labels(self._worker_id, method, code.name).inc()
             self._metrics.handling_seconds.labels(self._worker_id, method).observe(time.perf_counter() - started)
+
+    async def _group_committed(self, caller: Caller, command: CreatePaymentCommand) -> Message | None:
+        """A wallet purchase goes from the event loop straight to the group committer (docs/ledger.md, "Group
+        commit") and waits there without holding a thread of the pool; None when it is not one, or when its
+        batch passed it on (then the pool runs it one at a time)."""
+        future = self._service.submit_wallet_purchase(caller, command)
+        if future is None:
+            return None
+        try:
+            record = await asyncio.wrap_future(future)
+        except (SinglePath, CommitterStopped):
+            run = contextvars.copy_context().run
+            single = self._service.wallet_purchase_one_at_a_time
+            record = await asyncio.get_running_loop().run_in_executor(self._executor, run, single, caller, command)
+        assert isinstance(record, PaymentRecord)
+        return encoding.payment(record)
 
 
 def _serialize(message: Message) -> bytes:

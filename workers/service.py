@@ -7,6 +7,8 @@ own beyond the operations' context.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from workers.domain.types import (
     BalanceQuery,
     Caller,
@@ -35,7 +37,10 @@ class PaymentService:
         return self.context.executor.locks
 
     def close(self) -> None:
-        """Stop background helpers (the in-flight guard renewer); the worker calls this when it stops."""
+        """Stop background helpers (the group committer, the in-flight guard renewer); the worker calls this when
+        it stops, after its server has drained."""
+        if self.context.purchases is not None:
+            self.context.purchases.close()
         self.context.executor.idempotency.close()
         self.context.channels.close()
 
@@ -44,6 +49,12 @@ class PaymentService:
 
     def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
         return payments.create_payment(self.context, caller, command)
+
+    def submit_wallet_purchase(self, caller: Caller, command: CreatePaymentCommand) -> Future[object] | None:
+        return payments.submit_wallet_purchase(self.context, caller, command)
+
+    def wallet_purchase_one_at_a_time(self, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
+        return payments.wallet_purchase_one_at_a_time(self.context, caller, command)
 
     def get_payment(self, caller: Caller, lookup: PaymentLookup) -> PaymentRecord:
         return queries.get_payment(self.context, caller, lookup)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 
 from runtime.db import Database
 from runtime.master_key import derive_key
@@ -17,10 +19,12 @@ from workers.channels.nonces import NotificationNonces
 from workers.channels.registry import Channels
 from workers.channels.sandbox import SandboxChannel
 from workers.codec.page_tokens import PAGE_TOKEN_KEY_PURPOSE, PageTokens
+from workers.execution.group_commit import GroupCommitter
 from workers.execution.idempotency import Idempotency
 from workers.execution.keyed import Executor
 from workers.execution.locks import FencedLocks
 from workers.operations.context import Context, utc_now
+from workers.operations.purchase_batch import commit_purchases
 from workers.service import PaymentService
 
 
@@ -29,6 +33,8 @@ def build_service(
     database: Database,
     metrics: WorkerMetrics | None,
     clock: Callable[[], datetime] = utc_now,
+    *,
+    group_commit: bool = True,
 ) -> PaymentService:
     client = connect(settings.effective_redis_url())
     locks = FencedLocks(
@@ -66,6 +72,15 @@ def build_service(
         notification_nonces=NotificationNonces(client, settings.redis_prefix),
         first_check=timedelta(seconds=settings.janitor_first_check_s),
     )
+    if group_commit:
+        # The committer's own context has none, so a batch never submits to itself.
+        committer = GroupCommitter(
+            "purchases",
+            partial(commit_purchases, context),
+            max_batch=settings.group_commit_max_batch,
+            max_wait_ms=settings.group_commit_max_wait_ms,
+        )
+        context = replace(context, purchases=committer)
     return PaymentService(context)
 
 

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, bindparam, select
 
 from runtime.db import Database
 from runtime.errors import AlreadyExists, RequestInFlight
+from runtime.redis_support import ScriptCall, run_scripts
 from runtime.schema import idempotency_records
 from workers.codec.grammar import quote
 from workers.execution.locks import COMPARE_AND_DELETE
@@ -60,9 +61,31 @@ _FIND = select(
     idempotency_records.c.scope == bindparam("scope"),
     idempotency_records.c.idempotency_key == bindparam("key"),
 )
+_FIND_MANY = select(
+    idempotency_records.c.owner,
+    idempotency_records.c.idempotency_key,
+    idempotency_records.c.request_hash,
+    idempotency_records.c.resource_id,
+    idempotency_records.c.response,
+).where(
+    # The unique index is (owner, scope, key): both IN lists keep the lookup on it.
+    idempotency_records.c.owner.in_(bindparam("owners", expanding=True)),
+    idempotency_records.c.scope == bindparam("scope"),
+    idempotency_records.c.idempotency_key.in_(bindparam("keys", expanding=True)),
+)
 _INSERT = idempotency_records.insert()
 
 log = logging.getLogger(__name__)
+
+
+def _in_flight(scope: str, key: str, remaining_ms: int) -> RequestInFlight:
+    """Held: retry after the rest of the guard's life, within bounds (-2, gone meanwhile, and -1, no TTL, clamp)."""
+    delay_ms = RETRY_MAX_MS if remaining_ms == -1 else remaining_ms
+    delay_ms = min(max(delay_ms, RETRY_MIN_MS), RETRY_MAX_MS)
+    return RequestInFlight(
+        f"a call with {scope} id {quote(key)} is still in progress; retry with the same id in {delay_ms} ms",
+        retry_after_ms=delay_ms,
+    )
 
 
 @dataclass(frozen=True)
@@ -152,10 +175,8 @@ class Idempotency:
     def _renew_round(self, held: list[tuple[str, str]]) -> None:
         """Extend every guard still ours by one lease, in one pipelined round trip; failures only log."""
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for token, guard_key in held:
-                self._renew(keys=[guard_key], args=[token, self._lease_ms], client=pipe)
-            extended = pipe.execute()
+            calls: list[ScriptCall] = [(self._renew, (key,), (token, self._lease_ms)) for token, key in held]
+            extended = run_scripts(self._client, calls)
         except redis.RedisError as error:
             # Correctness never depends on the guard: the unique constraint on the record decides (docs/ledger.md,
             # "Why Redis is not trusted for correctness"). A guard not renewed for a lease simply expires.
@@ -176,6 +197,20 @@ class Idempotency:
         row = connection.execute(_FIND, {"owner": owner, "scope": scope, "key": key}).first()
         return None if row is None else StoredResult(row.request_hash, row.resource_id, bytes(row.response))
 
+    def find_many(
+        self, connection: Connection, scope: str, keys: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredResult]:
+        """The stored results of these (owner, key) pairs in one query (group commit)."""
+        if not keys:
+            return {}
+        owners, plain_keys = sorted({owner for owner, _ in keys}), sorted({key for _, key in keys})
+        rows = connection.execute(_FIND_MANY, {"owners": owners, "scope": scope, "keys": plain_keys})
+        found = {
+            (row.owner, row.idempotency_key): StoredResult(row.request_hash, row.resource_id, bytes(row.response))
+            for row in rows
+        }
+        return {pair: stored for pair, stored in found.items() if pair in keys}
+
     def replay(self, stored: StoredResult, claim_hash: str, scope: str, key: str) -> bytes:
         if stored.request_hash != claim_hash:
             raise AlreadyExists(
@@ -189,6 +224,23 @@ class Idempotency:
             stored = self.find(connection, owner, scope, key)
         return None if stored is None else self.replay(stored, request_hash, scope, key)
 
+    def guard_key(self, owner: str, scope: str, key: str) -> str:
+        return f"{self._prefix}inflight:{{{owner}:{scope}:{key}}}"
+
+    def claim_calls(self, claims: list[Claim], token: str) -> list[ScriptCall]:
+        """The in-flight guards of these claims, to take in a caller's pipeline (group commit); read each reply
+        with `in_flight_error`. The caller releases them with `release_calls` before it answers."""
+        return [(self._claim, (self.guard_key(c.owner, c.scope, c.key),), (token, self._lease_ms)) for c in claims]
+
+    @staticmethod
+    def in_flight_error(claim: Claim, reply: object) -> RequestInFlight | None:
+        """None when the guard was taken; else the ABORTED a call gets while the key is held elsewhere."""
+        remaining_ms = int(reply)  # type: ignore[call-overload]
+        return None if remaining_ms == CLAIMED else _in_flight(claim.scope, claim.key, remaining_ms)
+
+    def release_calls(self, claims: list[Claim], token: str) -> list[ScriptCall]:
+        return [(self._release, (self.guard_key(c.owner, c.scope, c.key),), (token,)) for c in claims]
+
     @contextmanager
     def claim(self, owner: str, scope: str, key: str, request_hash: str) -> Iterator[Claim]:
         """Yield a Claim: with `replay` set if the key already completed, else holding the in-flight guard."""
@@ -196,17 +248,11 @@ class Idempotency:
         if earlier is not None:
             yield Claim(owner, scope, key, request_hash, replay=earlier)
             return
-        guard_key = f"{self._prefix}inflight:{{{owner}:{scope}:{key}}}"
+        guard_key = self.guard_key(owner, scope, key)
         token = secrets.token_hex(16)
         remaining_ms = int(self._claim(keys=[guard_key], args=[token, self._lease_ms]))
         if remaining_ms != CLAIMED:
-            # Held: wait for the rest of its life, within bounds (-2, gone meanwhile, and -1, no TTL, clamp too).
-            delay_ms = RETRY_MAX_MS if remaining_ms == -1 else remaining_ms
-            delay_ms = min(max(delay_ms, RETRY_MIN_MS), RETRY_MAX_MS)
-            raise RequestInFlight(
-                f"a call with {scope} id {quote(key)} is still in progress; retry with the same id in {delay_ms} ms",
-                retry_after_ms=delay_ms,
-            )
+            raise _in_flight(scope, key, remaining_ms)
         try:
             self._register(token, guard_key)
             # It may have completed between our first look and taking the guard.
@@ -222,16 +268,20 @@ class Idempotency:
 
     def record(self, connection: Connection, claim: Claim, resource_id: str, response: bytes, now: datetime) -> None:
         """Store the result inside the operation's own transaction (unique on owner, scope, key)."""
-        connection.execute(
-            _INSERT,
-            {
-                "owner": claim.owner,
-                "scope": claim.scope,
-                "idempotency_key": claim.key,
-                "request_hash": claim.request_hash,
-                "resource_id": resource_id,
-                "response": response,
-                "created_at": now,
-                "expires_at": now + self._retention,
-            },
-        )
+        connection.execute(_INSERT, self._values(claim, resource_id, response, now))
+
+    def record_many(self, connection: Connection, results: list[tuple[Claim, str, bytes, datetime]]) -> None:
+        """Many results in one statement, inside a group commit's transaction."""
+        connection.execute(_INSERT, [self._values(*result) for result in results])
+
+    def _values(self, claim: Claim, resource_id: str, response: bytes, now: datetime) -> dict[str, object]:
+        return {
+            "owner": claim.owner,
+            "scope": claim.scope,
+            "idempotency_key": claim.key,
+            "request_hash": claim.request_hash,
+            "resource_id": resource_id,
+            "response": response,
+            "created_at": now,
+            "expires_at": now + self._retention,
+        }

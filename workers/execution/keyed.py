@@ -64,6 +64,10 @@ class Executor:
         self._lock_wait_ms = lock_wait_ms
         self._metrics = metrics
 
+    @property
+    def lock_lease_ms(self) -> int:
+        return self._lock_lease_ms
+
     def run(
         self,
         caller: Caller,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from runtime.errors import LockContention
+from runtime.redis_support import ScriptCall
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class FencedLocks:
         self._raise_fence = client.register_script(_RAISE_FENCE)
         self._observe_wait = observe_wait or (lambda outcome, seconds: None)
 
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
     def _keys(self, resource: str) -> tuple[str, str]:
         # One hash tag per resource keeps the lock and its fence counter in one Redis Cluster slot.
         tag = f"{self._prefix}{{{resource}}}"
@@ -116,6 +121,22 @@ class FencedLocks:
         except redis.RedisError:
             remaining = _MAX_RETRY_MS
         return min(max(remaining, _MIN_RETRY_MS), _MAX_RETRY_MS)
+
+    def acquire_calls(self, resources: list[str], token: str, lease_ms: int) -> list[ScriptCall]:
+        """One try of each lock, to run in a caller's pipeline (`runtime.redis_support.run_scripts`): group commit
+        takes a whole batch's locks, with its in-flight guards, in one round trip (docs/ledger.md, "Group commit").
+        Each reply is a fence (taken) or 0 (busy): see `lease_from`."""
+        return [(self._acquire, self._keys(resource), (token, lease_ms)) for resource in resources]
+
+    @staticmethod
+    def lease_from(resource: str, token: str, reply: object) -> LockLease | None:
+        fence = int(reply)  # type: ignore[call-overload]
+        return LockLease(resource, token, fence) if fence else None
+
+    def release_calls(self, leases: list[LockLease]) -> list[ScriptCall]:
+        """Compare-and-delete of each lease, to run in a caller's pipeline; a failure there only means the leases
+        expire by themselves."""
+        return [(self._release, (self._keys(lease.resource)[0],), (lease.token,)) for lease in leases]
 
     def release(self, lease: LockLease) -> bool:
         """Release only if we still hold it (compare-and-delete); False when the lease had already expired."""

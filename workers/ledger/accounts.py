@@ -54,6 +54,14 @@ _INCREMENT = (
     )
     .values(balance_minor=accounts.c.balance_minor + bindparam("amount"))
 )
+_FIND_ACCOUNTS = select(
+    accounts.c.account_id,
+    accounts.c.kind,
+    accounts.c.subject,
+    accounts.c.currency,
+    accounts.c.balance_minor,
+    accounts.c.fence,
+).where(accounts.c.kind == bindparam("kind"), accounts.c.subject.in_(bindparam("subjects", expanding=True)))
 _FENCE_OF = select(accounts.c.fence).where(accounts.c.account_id == bindparam("target_id"))
 _INSERT_ENTRY = journal_entries.insert()
 _INSERT_POSTING = postings.insert()
@@ -96,6 +104,19 @@ def find_account(connection: Connection, kind: AccountKind, subject: str, curren
     if row is None:
         return None
     return Account(row.account_id, AccountKind(row.kind), row.subject, row.currency, row.balance_minor, row.fence)
+
+
+def find_accounts(connection: Connection, kind: AccountKind, subjects: set[str]) -> dict[tuple[str, str], Account]:
+    """The accounts of `kind` of these subjects, in every currency, by (subject, currency): one query."""
+    if not subjects:
+        return {}
+    rows = connection.execute(_FIND_ACCOUNTS, {"kind": kind.value, "subjects": sorted(subjects)})
+    return {
+        (row.subject, row.currency): Account(
+            row.account_id, AccountKind(row.kind), row.subject, row.currency, row.balance_minor, row.fence
+        )
+        for row in rows
+    }
 
 
 def ensure_account(connection: Connection, kind: AccountKind, subject: str, currency: str, now: datetime) -> Account:
@@ -187,6 +208,54 @@ def post_entry(
                 "created_at": now,
             }
             for p in entry_postings
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """One journal entry of a batch (`post_entries`)."""
+
+    entry_id: str
+    kind: str
+    owner: str
+    payment_id: str | None
+    reference_id: str
+    postings: Sequence[Posting]
+    now: datetime
+
+
+def post_entries(connection: Connection, entries: Sequence[NewEntry]) -> None:
+    """Write many journal entries with one statement for the entries and one for their postings (group commit);
+    every entry is checked to balance first, as `post_entry` does."""
+    for entry in entries:
+        check_balanced(entry.postings)
+    connection.execute(
+        _INSERT_ENTRY,
+        [
+            {
+                "entry_id": e.entry_id,
+                "kind": e.kind,
+                "payment_id": e.payment_id,
+                "owner": e.owner,
+                "created_at": e.now,
+                "reference_id": e.reference_id,
+            }
+            for e in entries
+        ],
+    )
+    connection.execute(
+        _INSERT_POSTING,
+        [
+            {
+                "entry_id": e.entry_id,
+                "account_id": p.account_id,
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "created_at": e.now,
+            }
+            for e in entries
+            for p in e.postings
         ],
     )
 

@@ -6,7 +6,7 @@
         store.insert_payment(connection, ...entry_id...)   # the operation's own rows, naming the entry
 
 It posts the entry, lets the operation write the rows that name it, and updates every balance — in the order
-each database needs (see `_updates_last`). A refused debit or a balance past its limit raises, and the whole
+each database needs (see `updates_last`). A refused debit or a balance past its limit raises, and the whole
 transaction rolls back: nothing of the operation is written.
 """
 
@@ -72,8 +72,8 @@ def move(connection: Connection, changes: Sequence[BalanceChange], entry: Entry)
     # Every balance row is updated in one pass in account-id order, so two transactions can never hold one
     # account row each while waiting for the other's (a deadlock the database would break after a timeout).
     ordered = sorted(moving, key=lambda change: change.account.account_id)
-    updates_last = _updates_last(connection)
-    if not updates_last:
+    last = updates_last(connection)
+    if not last:
         _update_balances(connection, ordered, entry)
     entry_id = new_id("je")
     accounts.post_entry(
@@ -87,11 +87,11 @@ def move(connection: Connection, changes: Sequence[BalanceChange], entry: Entry)
         now=entry.now,
     )
     yield entry_id
-    if updates_last:
+    if last:
         _update_balances(connection, ordered, entry)
 
 
-def _updates_last(connection: Connection) -> bool:
+def updates_last(connection: Connection) -> bool:
     """Row locks last until commit, and hot accounts (platform revenue, a best-selling creator) are shared by
     every purchase, so the updates go as late as the database allows. On PostgreSQL that is after the inserts:
     the foreign-key check on postings takes FOR KEY SHARE, which does not block the UPDATE. On MySQL/MariaDB

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from runtime.db import Database
 from runtime.errors import InsufficientFunds, NotFound
@@ -14,6 +15,7 @@ from workers.channels.registry import Channels
 from workers.codec.grammar import quote
 from workers.codec.page_tokens import PageTokens
 from workers.domain.types import AccountKind, PaymentRecord
+from workers.execution.group_commit import GroupCommitter
 from workers.execution.keyed import Executor
 from workers.ledger.accounts import Account
 
@@ -38,6 +40,8 @@ class Context:
     notification_nonces: NotificationNonces | None = None
     # When the janitor first asks about an attempt left unsettled (PENDING or UNKNOWN).
     first_check: timedelta = timedelta(seconds=5)
+    # The group committer of wallet purchases (workers/operations/purchase_batch.py); None commits one at a time.
+    purchases: GroupCommitter[Any] | None = None
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:

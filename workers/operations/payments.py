@@ -18,6 +18,7 @@ it again can never charge twice.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -38,11 +39,13 @@ from workers.domain.types import (
     TopUpCommand,
     request_hash,
 )
+from workers.execution.group_commit import CommitterStopped
 from workers.execution.idempotency import Claim
 from workers.ledger import accounts
 from workers.ledger.movement import BalanceChange, Entry, move
 from workers.operations import confirmation, money
 from workers.operations.context import ORDER_SCOPE, Context, insufficient, lock_resource
+from workers.operations.purchase_batch import PurchaseIntent, SinglePath
 from workers.store import attempts, records
 
 # How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
@@ -61,6 +64,35 @@ DEFAULT_SCENE = {
 def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
     if command.method is not Method.WALLET:
         return _through_channel(ctx, caller, command, PaymentType.PURCHASE)
+    if ctx.purchases is not None:
+        try:
+            committed = ctx.purchases.submit(wallet_intent(ctx, caller, command))
+        except (SinglePath, CommitterStopped):
+            pass
+        else:
+            assert isinstance(committed, PaymentRecord)
+            return committed
+    return wallet_purchase_one_at_a_time(ctx, caller, command)
+
+
+def submit_wallet_purchase(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> Future[object] | None:
+    """Hand a wallet purchase to the group committer (docs/ledger.md, "Group commit") without waiting; None when
+    the purchase is not a wallet one or the worker commits one at a time. The future raises SinglePath when the
+    batch passed the purchase on: then `wallet_purchase_one_at_a_time` settles it."""
+    if command.method is not Method.WALLET or ctx.purchases is None:
+        return None
+    return ctx.purchases.submit_nowait(wallet_intent(ctx, caller, command))
+
+
+def wallet_intent(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PurchaseIntent:
+    claim = Claim(caller.owner, ORDER_SCOPE, command.order_id, request_hash(command))
+    record = _new_payment(ctx, caller, command, PaymentType.PURCHASE, claim, ctx.clock())
+    return PurchaseIntent(record, claim, lock_resource(AccountKind.WALLET, command.user_id, command.currency))
+
+
+def wallet_purchase_one_at_a_time(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
+    """Claim the key (in-flight guard), wait for the wallet lock, one transaction: the path of a purchase the
+    group committer passed on, and of every purchase when there is no committer."""
     return ctx.executor.run(
         caller,
         ORDER_SCOPE,

@@ -143,6 +143,15 @@ def expired_pending_payments(connection: Connection, cutoff: datetime, limit: in
 
 
 def insert_payment(connection: Connection, record: PaymentRecord) -> None:
+    connection.execute(_INSERT_PAYMENT, _payment_values(record))
+
+
+def insert_payments(connection: Connection, batch: list[PaymentRecord]) -> None:
+    """Many payments in one statement (group commit)."""
+    connection.execute(_INSERT_PAYMENT, [_payment_values(record) for record in batch])
+
+
+def _payment_values(record: PaymentRecord) -> dict[str, Any]:
     values: dict[str, Any] = {
         name: getattr(record, name)
         for name in (
@@ -168,7 +177,7 @@ def insert_payment(connection: Connection, record: PaymentRecord) -> None:
     }
     values["owner"] = _owner(record.owner)
     values.update(payment_type=record.payment_type.value, method=record.method.value, status=record.status.value)
-    connection.execute(_INSERT_PAYMENT, values)
+    return values
 
 
 def transition_payment(

@@ -1,0 +1,119 @@
+"""Group commit (docs/ledger.md, "Group commit"): one thread per worker process commits, in one database
+transaction, the operations that arrive together.
+
+Callers (the service thread pool) `submit` an item and block on its future; the committer thread takes the first
+waiting item, then whatever else is already queued (up to `max_batch`, gathering for at most `max_wait_ms` after
+the first), and hands the batch to `commit(batch)`, which must settle every item's future — with its own result
+or its own error. While one batch commits (its fsync included), the next one gathers: the busier the worker,
+the larger the batches, and one durable commit is shared by all of them.
+
+Nothing here knows what an item is; `workers/operations/purchase_batch.py` says how a batch of wallet purchases
+is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+
+
+class CommitterStopped(Exception):
+    """The worker is shutting down: the item was not committed (callers take the one-at-a-time path)."""
+
+
+@dataclass
+class Pending(Generic[ItemT]):
+    item: ItemT
+    future: Future[object] = field(default_factory=Future)
+
+
+class GroupCommitter(Generic[ItemT]):
+    def __init__(
+        self,
+        name: str,
+        commit: Callable[[list[Pending[ItemT]]], None],
+        *,
+        max_batch: int,
+        max_wait_ms: float,
+    ) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000
+        self._queue: queue.SimpleQueue[Pending[ItemT] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"group-commit-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: ItemT) -> object:
+        """Queue `item` and wait for its own outcome (its result, or its error raised here)."""
+        return self.submit_nowait(item).result()
+
+    def submit_nowait(self, item: ItemT) -> Future[object]:
+        """Queue `item`; its future settles with its own outcome. An event loop awaits it with
+        `asyncio.wrap_future`, so a call needs no thread of the pool while it waits for its batch."""
+        if self._stopped.is_set():
+            raise CommitterStopped("the group committer has stopped")
+        pending: Pending[ItemT] = Pending(item)
+        self._queue.put(pending)
+        return pending.future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop; later submissions raise CommitterStopped."""
+        self._stopped.set()
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _gather(self, first: Pending[ItemT]) -> tuple[list[Pending[ItemT]], bool]:
+        """The batch that starts with `first`: what is queued already, and what arrives within the wait bound.
+        Also whether the stop sentinel was met."""
+        batch = [first]
+        deadline = time.monotonic() + self._max_wait_s
+        while len(batch) < self._max_batch:
+            try:
+                remaining = deadline - time.monotonic()
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch, stopping = self._gather(first)
+            try:
+                self._commit(batch)
+            except BaseException as error:  # a bug in commit(): every caller still gets an answer
+                log.exception("group commit failed")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+            for pending in batch:
+                if not pending.future.done():  # commit() must settle all; never leave a caller waiting
+                    pending.future.set_exception(RuntimeError("group commit left an operation without an outcome"))
+        self._drain()
+
+    def _drain(self) -> None:
+        """After the stop: anything still queued is refused (it was never committed), never left waiting."""
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if pending is not None:
+                pending.future.set_exception(CommitterStopped("the group committer has stopped"))
