@@ -24,7 +24,7 @@ Then a sweep (`--sweep`, calls in flight per load process) of the floor and the 
 one JSON object per level, and — unless `--smoke` or `--no-docs` — the run's section of docs/benchmarks.md with
 the targets of issue 8, every figure, the machine, and a PNG chart of the sweep (loadtest/report.py).
 
-`--ledger-postings N` then seeds the wallet stack's database with a ledger of N postings (loadtest/seed_ledger.py,
+`--ledger-postings N` then seeds the wallet stack's database with a ledger of N postings (`paygate ledger seed`,
 one account per 10 postings) and measures the wallet scenarios again on it: their records carry
 `ledger_postings` and `ratio_to_empty` (the issue's "within 10 % of the empty-ledger figure").
 """
@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -87,6 +88,7 @@ class Options:
         return self.database_url.split(":", 1)[0].split("+", 1)[0]
 
 
+SEED_TIMEOUT_S = 3600  # a million postings take about a minute on SQLite, three on PostgreSQL
 SMOKE = {
     "duration_s": 0.5,
     "warmup_s": 0.2,
@@ -205,19 +207,27 @@ def _progress(text: str) -> None:
 
 
 def measure(
-    scenario: str, setup: Setup, load: LoadGenerator, floor_target: str, stack_target: str, options: Options
+    scenario: str,
+    setup: Setup,
+    load: LoadGenerator,
+    floor_target: str,
+    stack_target: str,
+    options: Options,
+    tag: str = "",
 ) -> dict[str, Any]:
+    """One scenario: floor, stack closed loop, stack open loop. `tag` keeps the order ids of a second measurement on
+    the same stack apart from the first's (the phases name them)."""
     _progress(f"{scenario}: set-up")
     plan = setup.plan(scenario)
     timing = {"warmup_s": options.warmup_s, "duration_s": options.duration_s}
     _progress(f"{scenario}: floor, closed loop")
-    floor = load.closed(floor_target, plan, in_flight=options.in_flight, phase="f", **timing)
+    floor = load.closed(floor_target, plan, in_flight=options.in_flight, phase=f"{tag}f", **timing)
     _progress(f"{scenario}: stack, closed loop (floor {floor.rps:.0f}/s)")
-    closed = load.closed(stack_target, plan, in_flight=options.in_flight, phase="c", **timing)
+    closed = load.closed(stack_target, plan, in_flight=options.in_flight, phase=f"{tag}c", **timing)
     # An open loop needs a rate; with nothing served at all, offer one call a second to show the failure.
     half_rate = max(closed.rps * options.half_load, 1.0)
     _progress(f"{scenario}: stack, open loop at {half_rate:.0f}/s (closed {closed.rps:.0f}/s)")
-    half = load.open(stack_target, plan, rate=half_rate, phase="o", **timing)
+    half = load.open(stack_target, plan, rate=half_rate, phase=f"{tag}o", **timing)
     return record(scenario, floor, closed, half, half_rate)
 
 
@@ -256,9 +266,9 @@ def _run_group(
         if not channels:
             yield from _sweep(setup, load, floor.target, stack.listen, options)
         if options.ledger_postings and not channels:
-            _seed(database_url or f"sqlite:///{(stack.data_dir / 'paygate.sqlite3').resolve()}", options)
+            _seed(stack, options)
             for name in names:
-                record = measure(name, setup, load, floor.target, stack.listen, options)
+                record = measure(name, setup, load, floor.target, stack.listen, options, tag="L")
                 rps = empty[name]["rps"]
                 ratio = round(record["rps"] / rps, 3) if rps else None
                 yield {**record, "ledger_postings": options.ledger_postings, "ratio_to_empty": ratio}
@@ -291,12 +301,22 @@ def _sweep(
         }
 
 
-def _seed(database_url: str, options: Options) -> None:
-    from loadtest.seed_ledger import seed  # noqa: PLC0415 - only runs that ask for a big ledger need it
-
+def _seed(stack: Stack, options: Options) -> None:
+    """`paygate ledger seed` against the running stack's database (stack/seed_ledger.py): a consistent ledger of
+    --ledger-postings postings, one account per ten, under an owner of its own."""
     postings = options.ledger_postings
     _progress(f"seeding a ledger of {postings} postings and {max(postings // 10, 10)} accounts")
-    seed(database_url, postings=postings, accounts=max(postings // 10, 10), owner="bench-seed")
+    command = ["ledger", "seed", "--postings", str(postings), "--accounts", str(max(postings // 10, 10))]
+    result = subprocess.run(
+        [sys.executable, "-m", "stack", *command, "--owner", "bench-seed", "--data-dir", str(stack.data_dir)],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=SEED_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"paygate ledger seed failed: {result.stderr[-2000:]}")
 
 
 def run(options: Options, emit: Emit) -> None:

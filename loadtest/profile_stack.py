@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from loadtest.floor import Floor
 from loadtest.generator import LoadGenerator
 from loadtest.scenarios import SCENARIOS, Setup
 from tests.support import start_stack
@@ -58,16 +59,20 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     return seen
 
 
-def cpu_report(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float) -> None:
-    """Where the machine's cores went during the run: each process's share of one core."""
+def cpu_report(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], seconds: float, calls: int
+) -> None:
+    """Where the machine's cores went during the run: each process's share of one core, and its CPU per call
+    (steadier than throughput on a shared machine: compare changes by it)."""
     used = []
     for pid, (name, total) in after.items():
         spent = total - before.get(pid, (name, 0.0))[1]
         if spent > 0.01 * seconds and pid != os.getpid():
             used.append((spent / seconds, pid, name))
-    print(f"\n== CPU, share of one core over {seconds:.0f} s ({os.cpu_count()} cores)")
+    print(f"\n== CPU, share of one core over {seconds:.0f} s ({os.cpu_count()} cores); ms of CPU per call")
     for share, pid, name in sorted(used, reverse=True)[:15]:
-        print(f"{share:6.1%}  {pid:>7}  {name[:140]}")
+        per_call = f"{1000 * share * seconds / calls:6.3f}" if calls else "     -"
+        print(f"{share:6.1%}  {per_call}  {pid:>7}  {name[:130]}")
 
 
 def batch_report(metrics_text: str) -> None:
@@ -77,7 +82,10 @@ def batch_report(metrics_text: str) -> None:
         if line.startswith("paygate_group_commit"):
             name, _, value = line.rpartition(" ")
             series = name.split("{")[0]
-            if series.endswith(("_sum", "_count")):
+            if "phase_seconds" in series and series.endswith(("_sum", "_count")):
+                phase = name.split('phase="')[1].split('"')[0]
+                sums[f"{phase}{series[series.rfind('_') :]}"] += float(value)
+            elif series.endswith(("_sum", "_count")):
                 sums[series] += float(value)
             elif series.endswith("operations_total"):
                 sums[name.split("outcome=")[1].split('"')[1]] += float(value)
@@ -85,6 +93,11 @@ def batch_report(metrics_text: str) -> None:
     operations = sums.pop("paygate_group_commit_batch_size_sum", 0)
     if batches:
         print(f"\n== group commit: {batches:.0f} batches, {operations / batches:.1f} operations per batch")
+        phases = [p for p in ("redis", "transaction", "release") if sums.get(f"{p}_count")]
+        print(
+            "   mean ms per batch: "
+            + ", ".join(f"{p} {1000 * sums.pop(f'{p}_sum') / sums.pop(f'{p}_count'):.2f}" for p in phases)
+        )
         print("   " + ", ".join(f"{outcome} {count:.0f}" for outcome, count in sorted(sums.items())))
 
 
@@ -103,6 +116,17 @@ def summarize(path: Path, top: int = TOP_FUNCTIONS) -> list[tuple[str, float]]:
     return [(frame, count / total) for frame, count in inclusive.most_common(top)] if total else []
 
 
+def floor_cpu(directory: Path, load: LoadGenerator, plan: object, args: argparse.Namespace) -> None:
+    """The same calls against the floor (loadtest/floor.py): what the two bare gRPC hops cost per call."""
+    with Floor(directory) as floor:
+        before, started = cpu_seconds(), time.monotonic()
+        result = load.closed(
+            floor.target, plan, in_flight=args.in_flight, phase="f", warmup_s=0, duration_s=args.seconds
+        )
+        print(f"floor: {result.rps:.0f} calls/s", end="")
+        cpu_report(before, cpu_seconds(), time.monotonic() - started, result.ok)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", default="wallet_purchase", choices=SCENARIOS)
@@ -112,6 +136,10 @@ def main() -> int:
     parser.add_argument("--in-flight", type=int, default=32)
     parser.add_argument("--out", type=Path, default=Path("profiles"))
     parser.add_argument("--wall", action="store_true", help="wall-clock samples (--idle): waits show too")
+    parser.add_argument(
+        "--no-spy", action="store_true", help="no py-spy (it costs a quarter of a core per process): CPU shares only"
+    )
+    parser.add_argument("--floor", action="store_true", help="first the same load on the bare gRPC floor, CPU only")
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -127,9 +155,12 @@ def main() -> int:
                 stack.listen, key_id, secret, learners=learners, purchases=2 * args.processes * args.in_flight
             )
             plan = setup.plan(args.scenario)
+            if args.floor:
+                floor_cpu(Path(tmp) / "floor", load, plan, args)
             recorders = {
                 role: record(py_spy, pid, args.seconds, args.out / f"{role}.txt", wall=args.wall)
                 for role, pid in roles(stack.state()).items()
+                if not args.no_spy
             }
             result_box: list[object] = []
             cpu_before, started = cpu_seconds(), time.monotonic()
@@ -144,10 +175,10 @@ def main() -> int:
             for recorder in recorders.values():
                 recorder.wait(timeout=args.seconds + 60)
             driver.join()
-            cpu_report(cpu_before, cpu_seconds(), time.monotonic() - started)
+            result = result_box[0]
+            cpu_report(cpu_before, cpu_seconds(), time.monotonic() - started, getattr(result, "ok", 0))
             batch_report(stack.metrics_text())
             setup.close()
-            result = result_box[0]
             print(f"{args.scenario}: {getattr(result, 'rps', 0):.0f} calls/s under the profilers")
             for role in recorders:
                 print(f"\n== {role} (inclusive share of {'wall-clock' if args.wall else 'CPU'} samples)")

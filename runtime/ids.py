@@ -6,12 +6,12 @@ import secrets
 import time
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+# Two digits per table lookup: 13 lookups of 10 bits instead of 26 divisions (ids are made twice per purchase).
+_PAIRS = [high + low for high in _CROCKFORD for low in _CROCKFORD]
+_SHIFTS = range(120, -1, -10)
 
 
 def new_id(prefix: str, separator: str = "_") -> str:
+    """26 Crockford base-32 digits, most significant first, of (ms clock << 80 | 80 random bits)."""
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_CROCKFORD[digit])
-    return f"{prefix}{separator}{''.join(reversed(chars))}"
+    return prefix + separator + "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -117,6 +117,7 @@ class WorkerMetrics:
     channel_refusals: Counter
     batch_size: Histogram
     batch_outcomes: Counter
+    batch_phase_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -204,6 +205,14 @@ def _group_commit_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
             "Operations handed to the group committer, by kind and outcome (committed, refused: their own "
             "error, replayed: an earlier answer, single_*: passed to the one-at-a-time path, with the reason).",
             ("kind", "outcome"),
+            registry=registry,
+        ),
+        batch_phase_seconds=Histogram(
+            "paygate_group_commit_phase_seconds",
+            "Time of each phase of a group commit (seconds): redis (guards and locks, one round trip), transaction "
+            "(writer gate, reads, writes, commit), release (one round trip).",
+            ("kind", "phase"),
+            buckets=LATENCY_BUCKETS_S,
             registry=registry,
         ),
     )

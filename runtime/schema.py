@@ -147,6 +147,8 @@ payments = Table(
     # The attempt that currently carries the payment at its channel (payment_attempts); NULL for wallet payments.
     Column("attempt_id", String(ID_LENGTH), nullable=True),
     UniqueConstraint("owner", "order_id"),
+    # The expiry sweeper's oldest PENDING payments, without reading every payment (migration 0008).
+    Index(None, "status", "created_at"),
     CheckConstraint(_AMOUNT, name="amount_range"),
     CheckConstraint("refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refunded_range"),
     CheckConstraint(

@@ -109,6 +109,27 @@ def _admin_commands(subcommands: Any) -> None:
     db_commands = database.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest schema")
     _common(upgrade)
+    _scale_tools(ledger_commands, db_commands)
+
+
+def _scale_tools(ledger_commands: Any, db_commands: Any) -> None:
+    """`paygate ledger seed` and `paygate db explain`: a big made-up ledger and the hot statements' plans on it."""
+    seed = ledger_commands.add_parser(
+        "seed", help="write a large valid ledger of made-up payments, for scale tests (refused in production mode)"
+    )
+    _common(seed)
+    seed.add_argument("--postings", type=int, required=True, help="postings to write, e.g. 1000000")
+    seed.add_argument("--accounts", type=int, help="wallets + creator payables (default: postings / 10)")
+    seed.add_argument("--owner", default="seed", help="the calling service the payments belong to (default seed)")
+    seed.add_argument("--prefix", default="seed", help="of subjects and order ids, letters and digits (default seed)")
+
+    explain = db_commands.add_parser(
+        "explain", help="print the hot statements' query plans on a seeded ledger; exit 1 on any full scan"
+    )
+    _common(explain)
+    explain.add_argument("--analyze", action="store_true", help="refresh the planner's statistics first (not SQLite)")
+    explain.add_argument("--owner", default="seed", help="the seed's --owner (default seed)")
+    explain.add_argument("--prefix", default="seed", help="the seed's --prefix (default seed)")
 
 
 def _reconcile_command(subcommands: Any) -> None:

@@ -51,6 +51,8 @@ def channel_sim(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def ledger(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ledger_command == "seed":
+        return _seed_ledger(args, settings)
     from runtime import db  # noqa: PLC0415
     from workers.ledger.verify import verify  # noqa: PLC0415
 
@@ -62,6 +64,36 @@ def ledger(args: argparse.Namespace, settings: Settings) -> int:
         database.dispose()
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _seed_ledger(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate ledger seed` (stack/seed_ledger.py): 0 seeded, 2 refused. The rows are made up: never in production."""
+    if settings.mode == "production":
+        print(
+            "paygate: `ledger seed` writes made-up payments into the ledger; it is refused in production mode "
+            "(PAYGATE_MODE=production)",
+            file=sys.stderr,
+        )
+        return 2
+    from stack.seed_ledger import print_progress, seed  # noqa: PLC0415
+
+    if not settings.database_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)  # the SQLite file of a stack not yet served
+    accounts = args.accounts if args.accounts is not None else max(args.postings // 10, 10)
+    try:
+        report = seed(
+            settings.effective_database_url(),
+            postings=args.postings,
+            accounts=accounts,
+            owner=args.owner,
+            prefix=args.prefix,
+            progress=print_progress,
+        )
+    except ValueError as error:
+        print(f"paygate: {error}", file=sys.stderr)
+        return 2
+    print(report.to_json())
+    return 0
 
 
 def sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -88,6 +120,8 @@ def sandbox(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def database(args: argparse.Namespace, settings: Settings) -> int:
+    if args.db_command == "explain":
+        return _explain(args, settings)
     from runtime import db  # noqa: PLC0415
 
     database = db.Database(settings.effective_database_url(), pool_size=1)
@@ -97,6 +131,20 @@ def database(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         database.dispose()
     return 0
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate db explain` (stack/explain_queries.py): 0 every statement on an index, 1 a full scan, 2 no seed."""
+    from stack import explain_queries  # noqa: PLC0415
+
+    try:
+        clean = explain_queries.run(
+            settings.effective_database_url(), args.owner, args.prefix, refresh_statistics=args.analyze
+        )
+    except explain_queries.NoSample as error:
+        print(f"paygate: {error}", file=sys.stderr)
+        return 2
+    return 0 if clean else 1
 
 
 def keys(args: argparse.Namespace, settings: Settings) -> int:

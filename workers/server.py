@@ -184,7 +184,7 @@ class WorkerServicer:
         if future is None:
             return None
         try:
-            record = await asyncio.wrap_future(future)
+            record = await future
         except (SinglePath, CommitterStopped):
             run = contextvars.copy_context().run
             single = self._service.wallet_purchase_one_at_a_time

@@ -7,7 +7,7 @@ own beyond the operations' context.
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import asyncio
 
 from workers.domain.types import (
     BalanceQuery,
@@ -50,7 +50,7 @@ class PaymentService:
     def create_payment(self, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
         return payments.create_payment(self.context, caller, command)
 
-    def submit_wallet_purchase(self, caller: Caller, command: CreatePaymentCommand) -> Future[object] | None:
+    def submit_wallet_purchase(self, caller: Caller, command: CreatePaymentCommand) -> asyncio.Future[object] | None:
         return payments.submit_wallet_purchase(self.context, caller, command)
 
     def wallet_purchase_one_at_a_time(self, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:

@@ -49,6 +49,18 @@ def test_ids_sort_by_creation_time() -> None:
     assert new_id("x") > first
 
 
+def test_an_id_is_the_clock_and_random_bits_in_crockford_base32() -> None:
+    before_ms = time.time_ns() // 1_000_000
+    value_digits = new_id("pay")[4:]
+    after_ms = time.time_ns() // 1_000_000
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    value = 0
+    for digit in value_digits:
+        value = value * 32 + alphabet.index(digit)
+    assert before_ms <= value >> 80 <= after_ms  # the 48-bit ms clock leads, so ids sort by time
+    assert value < 2**128
+
+
 def test_payment_record_json_round_trip() -> None:
     now = datetime.now(UTC)
     record = PaymentRecord(

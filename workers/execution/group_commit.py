@@ -13,6 +13,7 @@ is committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -35,6 +36,9 @@ class CommitterStopped(Exception):
 class Pending(Generic[ItemT]):
     item: ItemT
     future: Future[object] = field(default_factory=Future)
+    # Set when an event loop waits for the outcome (`submit_async`): the committer hands it over with one wake-up
+    # of that loop per batch instead of one per operation.
+    waiter: asyncio.Future[object] | None = None
 
 
 class GroupCommitter(Generic[ItemT]):
@@ -66,6 +70,15 @@ class GroupCommitter(Generic[ItemT]):
         pending: Pending[ItemT] = Pending(item)
         self._queue.put(pending)
         return pending.future
+
+    def submit_async(self, item: ItemT) -> asyncio.Future[object]:
+        """From an event loop: queue `item` and get an asyncio future of its outcome; a call waits for its batch
+        without a thread of the pool, and a whole batch is handed back to the loop in one `call_soon_threadsafe`."""
+        if self._stopped.is_set():
+            raise CommitterStopped("the group committer has stopped")
+        waiter = asyncio.get_running_loop().create_future()
+        self._queue.put(Pending(item, waiter=waiter))
+        return waiter
 
     def close(self) -> None:
         """Commit what is queued, then stop; later submissions raise CommitterStopped."""
@@ -106,6 +119,7 @@ class GroupCommitter(Generic[ItemT]):
             for pending in batch:
                 if not pending.future.done():  # commit() must settle all; never leave a caller waiting
                     pending.future.set_exception(RuntimeError("group commit left an operation without an outcome"))
+            _wake_loops(batch)
         self._drain()
 
     def _drain(self) -> None:
@@ -117,3 +131,30 @@ class GroupCommitter(Generic[ItemT]):
                 return
             if pending is not None:
                 pending.future.set_exception(CommitterStopped("the group committer has stopped"))
+                _wake_loops([pending])
+
+
+def _wake_loops(batch: list[Pending[ItemT]]) -> None:
+    """Hand the outcomes of the batch's `submit_async` callers to their loops: one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Pending[ItemT]]] = {}
+    for pending in batch:
+        if pending.waiter is not None:
+            by_loop.setdefault(pending.waiter.get_loop(), []).append(pending)
+    for loop, waiting in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, waiting)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            log.warning("group commit outcomes for a closed event loop were dropped")
+
+
+def _deliver(waiting: list[Pending[ItemT]]) -> None:
+    """On the waiters' loop: copy each operation's outcome into its asyncio future (unless the call was cancelled)."""
+    for pending in waiting:
+        waiter = pending.waiter
+        if waiter is None or waiter.done():
+            continue
+        error = pending.future.exception()
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(pending.future.result())

@@ -62,6 +62,18 @@ _FIND_ACCOUNTS = select(
     accounts.c.balance_minor,
     accounts.c.fence,
 ).where(accounts.c.kind == bindparam("kind"), accounts.c.subject.in_(bindparam("subjects", expanding=True)))
+# Several kinds at once: both IN lists stay on the unique index's prefix (kind, subject).
+_FIND_ACCOUNTS_OF_KINDS = select(
+    accounts.c.account_id,
+    accounts.c.kind,
+    accounts.c.subject,
+    accounts.c.currency,
+    accounts.c.balance_minor,
+    accounts.c.fence,
+).where(
+    accounts.c.kind.in_(bindparam("kinds", expanding=True)),
+    accounts.c.subject.in_(bindparam("subjects", expanding=True)),
+)
 _FENCE_OF = select(accounts.c.fence).where(accounts.c.account_id == bindparam("target_id"))
 _INSERT_ENTRY = journal_entries.insert()
 _INSERT_POSTING = postings.insert()
@@ -119,6 +131,27 @@ def find_accounts(connection: Connection, kind: AccountKind, subjects: set[str])
     }
 
 
+def find_accounts_of(
+    connection: Connection, wanted: set[tuple[AccountKind, str]]
+) -> dict[tuple[AccountKind, str, str], Account]:
+    """The accounts of these (kind, subject) pairs, in every currency, by (kind, subject, currency): one query
+    (group commit reads a batch's wallets, creators and platform revenue together)."""
+    if not wanted:
+        return {}
+    params = {
+        "kinds": sorted({kind.value for kind, _ in wanted}),
+        "subjects": sorted({subject for _, subject in wanted}),
+    }
+    found: dict[tuple[AccountKind, str, str], Account] = {}
+    for row in connection.execute(_FIND_ACCOUNTS_OF_KINDS, params):
+        kind = AccountKind(row.kind)
+        if (kind, row.subject) in wanted:  # the two IN lists also match pairs nobody asked for
+            found[(kind, row.subject, row.currency)] = Account(
+                row.account_id, kind, row.subject, row.currency, row.balance_minor, row.fence
+            )
+    return found
+
+
 def ensure_account(connection: Connection, kind: AccountKind, subject: str, currency: str, now: datetime) -> Account:
     """The account, created with a zero balance if it does not exist yet (safe under concurrent creators)."""
     existing = find_account(connection, kind, subject, currency)
@@ -147,6 +180,39 @@ def debit_fenced(connection: Connection, account_id: int, amount_minor: int, fen
         return DebitOutcome.APPLIED
     current_fence = connection.execute(_FENCE_OF, {"target_id": account_id}).scalar_one()
     return DebitOutcome.STALE_FENCE if current_fence >= fence else DebitOutcome.INSUFFICIENT_FUNDS
+
+
+def debit_fenced_many(connection: Connection, debits: Sequence[tuple[int, int, int]]) -> bool:
+    """Several fenced debits — (account id, amount, fence) — in one statement (group commit); True when every one
+    applied. The statement and its conditions are `debit_fenced`'s; a False means at least one matched no row and
+    the caller must roll the whole transaction back (it cannot tell which one)."""
+    if not debits:
+        return True
+    params = [{"target_id": account_id, "amount": amount, "new_fence": fence} for account_id, amount, fence in debits]
+    if not connection.dialect.supports_sane_multi_rowcount:
+        return all(connection.execute(_FENCED_DEBIT, one).rowcount == 1 for one in params)
+    return connection.execute(_FENCED_DEBIT, params).rowcount == len(params)
+
+
+def apply_unfenced_many(connection: Connection, changes: Sequence[tuple[Account, int]]) -> bool:
+    """Several `apply_unfenced` increments in one statement (group commit on SQLite); True when every one applied.
+    A False means at least one would have left its account's range: the caller rolls the transaction back."""
+    if not changes:
+        return True
+    params = []
+    for account, amount_minor in changes:
+        lowest, highest = account.kind.balance_range
+        params.append(
+            {
+                "target_id": account.account_id,
+                "amount": amount_minor,
+                "lowest_before": lowest - amount_minor,
+                "highest_before": highest - amount_minor,
+            }
+        )
+    if not connection.dialect.supports_sane_multi_rowcount:
+        return all(connection.execute(_INCREMENT, one).rowcount == 1 for one in params)
+    return connection.execute(_INCREMENT, params).rowcount == len(params)
 
 
 def apply_unfenced(connection: Connection, account: Account, amount_minor: int) -> bool:

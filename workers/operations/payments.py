@@ -17,8 +17,8 @@ it again can never charge twice.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -75,13 +75,16 @@ def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) 
     return wallet_purchase_one_at_a_time(ctx, caller, command)
 
 
-def submit_wallet_purchase(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> Future[object] | None:
-    """Hand a wallet purchase to the group committer (docs/ledger.md, "Group commit") without waiting; None when
-    the purchase is not a wallet one or the worker commits one at a time. The future raises SinglePath when the
-    batch passed the purchase on: then `wallet_purchase_one_at_a_time` settles it."""
+def submit_wallet_purchase(
+    ctx: Context, caller: Caller, command: CreatePaymentCommand
+) -> asyncio.Future[object] | None:
+    """From the worker's event loop: hand a wallet purchase to the group committer (docs/ledger.md, "Group
+    commit") and get a future of its outcome; None when the purchase is not a wallet one or the worker commits
+    one at a time. The future raises SinglePath when the batch passed the purchase on: then
+    `wallet_purchase_one_at_a_time` settles it."""
     if command.method is not Method.WALLET or ctx.purchases is None:
         return None
-    return ctx.purchases.submit_nowait(wallet_intent(ctx, caller, command))
+    return ctx.purchases.submit_async(wallet_intent(ctx, caller, command))
 
 
 def wallet_intent(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PurchaseIntent:

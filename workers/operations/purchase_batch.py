@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -102,12 +103,14 @@ def commit_purchases(ctx: Context, batch: list[Pending[PurchaseIntent]]) -> None
     claims = [pending.item.claim for pending in batch]
     resources = sorted({pending.item.resource for pending in batch})
     # The in-flight guards of every key and the lock of every wallet: one round trip.
+    started = time.perf_counter()
     replies = run_scripts(
         locks.client,
         idempotency.claim_calls(claims, token) + locks.acquire_calls(resources, token, ctx.executor.lock_lease_ms),
     )
     taken = (locks.lease_from(r, token, reply) for r, reply in zip(resources, replies[len(batch) :], strict=True))
     leases = {lease.resource: lease for lease in taken if lease is not None}
+    locked = _phase(ctx, "redis", started)
     outcomes: list[tuple[Pending[PurchaseIntent], object]] = []
     guarded: list[Claim] = []
     ready: list[Pending[PurchaseIntent]] = []
@@ -125,7 +128,9 @@ def commit_purchases(ctx: Context, batch: list[Pending[PurchaseIntent]]) -> None
         if ready:
             outcomes.extend(_commit_ready(ctx, ready, leases))
     finally:
+        committed = _phase(ctx, "transaction", locked)
         _release(ctx, guarded, token, list(leases.values()))
+        _phase(ctx, "release", committed)
     for pending, outcome in outcomes:
         _settle(ctx, pending, outcome)
     if ctx.metrics is not None:
@@ -186,14 +191,13 @@ def _plan(
 ) -> _Plan:
     plan = _Plan()
     fresh = _first_time(ctx, connection, ready, plan)
-    fresh_records = [p.item.record for p in fresh]
-    for kind, subjects in (
-        (AccountKind.WALLET, {r.user_id for r in fresh_records}),
-        (AccountKind.PAYABLE, {r.payee_id for r in fresh_records if r.payee_id}),
-        (AccountKind.REVENUE, {PLATFORM_SUBJECT} if fresh_records else set()),
-    ):
-        found = accounts.find_accounts(connection, kind, subjects)
-        plan.known.update({(kind, subject, currency): account for (subject, currency), account in found.items()})
+    wanted: set[tuple[AccountKind, str]] = set()
+    for pending in fresh:
+        record = pending.item.record
+        wanted |= {(AccountKind.WALLET, record.user_id), (AccountKind.REVENUE, PLATFORM_SUBJECT)}
+        if record.payee_id:
+            wanted.add((AccountKind.PAYABLE, record.payee_id))
+    plan.known.update(accounts.find_accounts_of(connection, wanted))
     for pending in fresh:
         record = pending.item.record
         wallet_key = (AccountKind.WALLET, record.user_id, record.currency)
@@ -296,18 +300,33 @@ def _write(ctx: Context, connection: Connection, plan: _Plan) -> None:
 
 
 def _update_balances(connection: Connection, plan: _Plan) -> None:
-    """In account-id order, as every transaction of the ledger does (no lock cycles between them)."""
-    for key in sorted(plan.deltas, key=lambda k: plan.known[k].account_id):
-        delta, account = plan.deltas[key], plan.known[key]
-        if delta == 0:
-            continue
-        fence = plan.fences.get(key)
-        if fence is not None:
-            outcome = accounts.debit_fenced(connection, account.account_id, -delta, fence)
+    """One update per account. On PostgreSQL and MariaDB in account-id order, as every transaction of the ledger
+    does, so no two can wait on each other in a cycle. SQLite has one writer at a time, so no cycle can form: its
+    wallet debits go in one statement, and its credits in another."""
+    ordered = sorted((plan.known[key].account_id, key) for key, delta in plan.deltas.items() if delta != 0)
+    if connection.dialect.name == "sqlite":
+        debits = [(id_, -plan.deltas[key], plan.fences[key]) for id_, key in ordered if key in plan.fences]
+        credits = [(plan.known[key], plan.deltas[key]) for _, key in ordered if key not in plan.fences]
+        if not accounts.debit_fenced_many(connection, debits):
+            raise _Conflict("a wallet debit matched no row")
+        if not accounts.apply_unfenced_many(connection, credits):
+            raise _Conflict("a credit would have left its account's range")
+        return
+    for account_id, key in ordered:
+        delta = plan.deltas[key]
+        if key in plan.fences:
+            outcome = accounts.debit_fenced(connection, account_id, -delta, plan.fences[key])
             if outcome is not accounts.DebitOutcome.APPLIED:
-                raise _Conflict(f"wallet {account.account_id}: {outcome.value}")
-        elif not accounts.apply_unfenced(connection, account, delta):
-            raise _Conflict(f"account {account.account_id} left its range")
+                raise _Conflict(f"wallet {account_id}: {outcome.value}")
+        elif not accounts.apply_unfenced(connection, plan.known[key], delta):
+            raise _Conflict(f"account {account_id} left its range")
+
+
+def _phase(ctx: Context, phase: str, since: float) -> float:
+    now = time.perf_counter()
+    if ctx.metrics is not None:
+        ctx.metrics.batch_phase_seconds.labels(KIND, phase).observe(now - since)
+    return now
 
 
 def _count(ctx: Context, outcome: str, amount: int = 1) -> None:

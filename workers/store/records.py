@@ -15,6 +15,7 @@ Functions take the caller's open transaction and never commit: the service owns 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
@@ -74,6 +75,7 @@ _RECORD_REFUND = (
     )
     .values(status=bindparam("new_status"), refunded_minor=bindparam("new_refunded"), updated_at=bindparam("now"))
 )
+# The oldest first, straight from the (status, created_at) index (migration 0008): no scan of every payment.
 _EXPIRED = (
     select(payments.c.owner, payments.c.payment_id)
     .where(payments.c.status == PaymentStatus.PENDING.value, payments.c.created_at < bindparam("cutoff"))
@@ -81,7 +83,14 @@ _EXPIRED = (
     .limit(bindparam("limit"))
 )
 # A wallet is the learner's, shared by every calling service; the entries on it belong to the services that made
-# them, so a caller's history lists only the entries of its own owner.
+# them, so a caller's history lists only the entries of its own owner. The user's wallets (one a currency) come
+# first, by the unique (kind, subject, currency) index; then each wallet's page is a backward walk of the
+# postings' (account_id, posting_id) index that stops after `limit` rows of the owner. Joining accounts in the
+# same statement instead made the database read, join and sort every older posting of the user before its LIMIT:
+# a page cost as much as the user's history (docs/benchmarks.md).
+_WALLET_ACCOUNTS = select(accounts.c.account_id).where(
+    accounts.c.kind == AccountKind.WALLET.value, accounts.c.subject == bindparam("user_id")
+)
 _WALLET_POSTINGS = (
     select(
         postings.c.posting_id,
@@ -93,10 +102,8 @@ _WALLET_POSTINGS = (
         journal_entries.c.reference_id,
     )
     .join(journal_entries, journal_entries.c.entry_id == postings.c.entry_id)
-    .join(accounts, accounts.c.account_id == postings.c.account_id)
     .where(
-        accounts.c.kind == AccountKind.WALLET.value,
-        accounts.c.subject == bindparam("user_id"),
+        postings.c.account_id == bindparam("account_id"),
         journal_entries.c.owner == bindparam("owner"),
         postings.c.posting_id < bindparam("before_posting_id"),
     )
@@ -289,10 +296,11 @@ def wallet_postings(
     connection: Connection, owner: str, user_id: str, *, before_posting_id: int, limit: int
 ) -> list[TransactionRecord]:
     """The owner's postings to `user_id`'s wallets, newest first, strictly older than `before_posting_id`."""
-    rows = connection.execute(
-        _WALLET_POSTINGS,
-        {"owner": _owner(owner), "user_id": user_id, "before_posting_id": before_posting_id, "limit": limit},
-    ).all()
+    values = {"owner": _owner(owner), "before_posting_id": before_posting_id, "limit": limit}
+    wallets = connection.execute(_WALLET_ACCOUNTS, {"user_id": user_id}).scalars().all()
+    pages = [connection.execute(_WALLET_POSTINGS, {**values, "account_id": wallet}).all() for wallet in wallets]
+    # Each page is newest first and posting ids are unique: the newest `limit` of all of them, in order.
+    rows = pages[0] if len(pages) == 1 else sorted(chain(*pages), key=lambda row: row.posting_id, reverse=True)
     return [
         TransactionRecord(
             posting_id=row.posting_id,
@@ -303,5 +311,5 @@ def wallet_postings(
             reference_id=row.reference_id or "",
             created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
         )
-        for row in rows
+        for row in rows[:limit]
     ]
