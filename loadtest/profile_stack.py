@@ -28,7 +28,7 @@ import psutil
 from loadtest.floor import Floor
 from loadtest.generator import LoadGenerator
 from loadtest.scenarios import SCENARIOS, Setup
-from tests.support import start_stack
+from tests.support import create_throwaway_database, drop_throwaway_database, start_stack
 
 TOP_FUNCTIONS = 25
 
@@ -93,7 +93,9 @@ def batch_report(metrics_text: str) -> None:
     operations = sums.pop("paygate_group_commit_batch_size_sum", 0)
     if batches:
         print(f"\n== group commit: {batches:.0f} batches, {operations / batches:.1f} operations per batch")
-        phases = [p for p in ("redis", "transaction", "release") if sums.get(f"{p}_count")]
+        phases = [
+            p for p in ("redis", "transaction", "begin", "statements", "commit", "release") if sums.get(f"{p}_count")
+        ]
         print(
             "   mean ms per batch: "
             + ", ".join(f"{p} {1000 * sums.pop(f'{p}_sum') / sums.pop(f'{p}_count'):.2f}" for p in phases)
@@ -140,6 +142,10 @@ def main() -> int:
         "--no-spy", action="store_true", help="no py-spy (it costs a quarter of a core per process): CPU shares only"
     )
     parser.add_argument("--floor", action="store_true", help="first the same load on the bare gRPC floor, CPU only")
+    parser.add_argument("--rate", type=float, help="an open loop at this many calls/s instead of the closed loop")
+    parser.add_argument(
+        "--database-url", help="a PostgreSQL/MariaDB server: the stack runs on a throwaway database there"
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -147,7 +153,8 @@ def main() -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pgprof-", dir="/tmp") as tmp, LoadGenerator(args.processes) as load:
-        stack = start_stack(Path(tmp), workers=args.workers)
+        database_url = create_throwaway_database(args.database_url) if args.database_url else None
+        stack = start_stack(Path(tmp), workers=args.workers, database_url=database_url)
         try:
             key_id, secret = stack.create_key("profile")
             learners = max(8, 4 * args.processes * args.in_flight)
@@ -166,7 +173,9 @@ def main() -> int:
             cpu_before, started = cpu_seconds(), time.monotonic()
             driver = threading.Thread(
                 target=lambda: result_box.append(
-                    load.closed(
+                    load.open(stack.listen, plan, rate=args.rate, phase="p", warmup_s=0, duration_s=args.seconds)
+                    if args.rate
+                    else load.closed(
                         stack.listen, plan, in_flight=args.in_flight, phase="p", warmup_s=0, duration_s=args.seconds
                     )
                 )
@@ -179,13 +188,16 @@ def main() -> int:
             cpu_report(cpu_before, cpu_seconds(), time.monotonic() - started, getattr(result, "ok", 0))
             batch_report(stack.metrics_text())
             setup.close()
-            print(f"{args.scenario}: {getattr(result, 'rps', 0):.0f} calls/s under the profilers")
+            p50, p99 = result.percentile(50), result.percentile(99)  # type: ignore[attr-defined]
+            print(f"{args.scenario}: {getattr(result, 'rps', 0):.0f} calls/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
             for role in recorders:
                 print(f"\n== {role} (inclusive share of {'wall-clock' if args.wall else 'CPU'} samples)")
                 for frame, share in summarize(args.out / f"{role}.txt"):
                     print(f"{share:6.1%}  {frame[:150]}")
         finally:
             stack.stop()
+            if database_url:
+                drop_throwaway_database(database_url)
     return 0
 
 

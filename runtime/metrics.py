@@ -210,7 +210,8 @@ def _group_commit_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
         batch_phase_seconds=Histogram(
             "paygate_group_commit_phase_seconds",
             "Time of each phase of a group commit (seconds): redis (guards and locks, one round trip), transaction "
-            "(writer gate, reads, writes, commit), release (one round trip).",
+            "(all of begin, statements and commit), begin (the SQLite writer gate and BEGIN), statements (reads and "
+            "writes), commit (the durable commit), release (one round trip).",
             ("kind", "phase"),
             buckets=LATENCY_BUCKETS_S,
             registry=registry,

@@ -69,9 +69,19 @@ class WorkerServicer:
     """
 
     def __init__(
-        self, service: PaymentService, worker_id: str, executor: ThreadPoolExecutor, metrics: WorkerMetrics
+        self,
+        service: PaymentService,
+        worker_id: str,
+        executor: ThreadPoolExecutor,
+        metrics: WorkerMetrics,
+        *,
+        inline_reads: bool = False,
     ) -> None:
         self._service = service
+        # On SQLite a point read is a local B-tree lookup of some tens of µs — less than the hop to the thread
+        # pool and back costs — and WAL readers never wait for the writer, so GetBalance and GetPayment are
+        # answered on the event loop (docs/benchmarks.md). On a database server a read is a network round trip.
+        self._inline = frozenset({"GetBalance", "GetPayment"}) if inline_reads else frozenset()
         self._worker_id = worker_id
         self._executor = executor
         self._metrics = metrics
@@ -162,6 +172,8 @@ class WorkerServicer:
                 committed = await self._group_committed(caller, command)
                 if committed is not None:
                     return committed
+            if method in self._inline:
+                return work(caller, command)
             run = contextvars.copy_context().run
             return await asyncio.get_running_loop().run_in_executor(self._executor, run, work, caller, command)
         except Exception as error:  # the wire boundary: everything leaves as a mapped status
@@ -251,7 +263,8 @@ async def run_worker(
     service = build_service(settings, database, metrics)
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
-    server.add_generic_rpc_handlers((WorkerServicer(service, worker_id, executor, metrics).generic_handler(),))
+    servicer = WorkerServicer(service, worker_id, executor, metrics, inline_reads=database.dialect == "sqlite")
+    server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, address)

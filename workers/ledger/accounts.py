@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from runtime.schema import accounts, journal_entries, postings
@@ -73,6 +73,23 @@ _FIND_ACCOUNTS_OF_KINDS = select(
 ).where(
     accounts.c.kind.in_(bindparam("kinds", expanding=True)),
     accounts.c.subject.in_(bindparam("subjects", expanding=True)),
+)
+# Group commit's one statement for every balance change of a batch, run once per account (executemany; psycopg
+# pipelines it into one round trip): an increment kept inside the account's range (see _INCREMENT), and — when
+# new_fence > 0 — a fenced debit, which also requires `fence < :new_fence` and records the new fence (see
+# _FENCED_DEBIT: for a wallet, lowest_before = the amount, so the balance cannot go below zero).
+_BATCH_CHANGE = (
+    update(accounts)
+    .where(
+        accounts.c.account_id == bindparam("target_id"),
+        or_(bindparam("new_fence") == 0, accounts.c.fence < bindparam("new_fence")),
+        accounts.c.balance_minor >= bindparam("lowest_before"),
+        accounts.c.balance_minor <= bindparam("highest_before"),
+    )
+    .values(
+        balance_minor=accounts.c.balance_minor + bindparam("amount"),
+        fence=case((bindparam("new_fence") > 0, bindparam("new_fence")), else_=accounts.c.fence),
+    )
 )
 _FENCE_OF = select(accounts.c.fence).where(accounts.c.account_id == bindparam("target_id"))
 _INSERT_ENTRY = journal_entries.insert()
@@ -182,37 +199,28 @@ def debit_fenced(connection: Connection, account_id: int, amount_minor: int, fen
     return DebitOutcome.STALE_FENCE if current_fence >= fence else DebitOutcome.INSUFFICIENT_FUNDS
 
 
-def debit_fenced_many(connection: Connection, debits: Sequence[tuple[int, int, int]]) -> bool:
-    """Several fenced debits — (account id, amount, fence) — in one statement (group commit); True when every one
-    applied. The statement and its conditions are `debit_fenced`'s; a False means at least one matched no row and
-    the caller must roll the whole transaction back (it cannot tell which one)."""
-    if not debits:
-        return True
-    params = [{"target_id": account_id, "amount": amount, "new_fence": fence} for account_id, amount, fence in debits]
-    if not connection.dialect.supports_sane_multi_rowcount:
-        return all(connection.execute(_FENCED_DEBIT, one).rowcount == 1 for one in params)
-    return connection.execute(_FENCED_DEBIT, params).rowcount == len(params)
-
-
-def apply_unfenced_many(connection: Connection, changes: Sequence[tuple[Account, int]]) -> bool:
-    """Several `apply_unfenced` increments in one statement (group commit on SQLite); True when every one applied.
-    A False means at least one would have left its account's range: the caller rolls the transaction back."""
+def apply_changes(connection: Connection, changes: Sequence[tuple[Account, int, int]]) -> bool:
+    """A batch's balance changes — (account, amount, fence: 0 for an unfenced increment) — in the order given
+    (callers sort by account id), as one executemany of one statement; True when every one applied. A False means
+    at least one matched no row (a newer lock holder, an uncovered debit, a balance past its range): the caller
+    rolls the whole transaction back, as it cannot tell which."""
     if not changes:
         return True
     params = []
-    for account, amount_minor in changes:
+    for account, amount_minor, fence in changes:
         lowest, highest = account.kind.balance_range
         params.append(
             {
                 "target_id": account.account_id,
                 "amount": amount_minor,
+                "new_fence": fence,
                 "lowest_before": lowest - amount_minor,
                 "highest_before": highest - amount_minor,
             }
         )
     if not connection.dialect.supports_sane_multi_rowcount:
-        return all(connection.execute(_INCREMENT, one).rowcount == 1 for one in params)
-    return connection.execute(_INCREMENT, params).rowcount == len(params)
+        return all(connection.execute(_BATCH_CHANGE, one).rowcount == 1 for one in params)
+    return connection.execute(_BATCH_CHANGE, params).rowcount == len(params)
 
 
 def apply_unfenced(connection: Connection, account: Account, amount_minor: int) -> bool:

@@ -160,11 +160,15 @@ def _settle(ctx: Context, pending: Pending[PurchaseIntent], outcome: object) -> 
 def _commit_ready(
     ctx: Context, ready: list[Pending[PurchaseIntent]], leases: dict[str, LockLease]
 ) -> list[tuple[Pending[PurchaseIntent], object]]:
+    started = time.perf_counter()
     try:
         with ctx.db.write() as connection:
+            begun = _phase(ctx, "begin", started)  # the writer gate (SQLite) and BEGIN
             plan = _plan(ctx, connection, ready, leases)
             if plan.accepted:
                 _write(ctx, connection, plan)
+            written = _phase(ctx, "statements", begun)
+        _phase(ctx, "commit", written)
     except (_Conflict, IntegrityError) as error:
         reason = "conflict" if isinstance(error, _Conflict) else "unique_key"
         return [(pending, SinglePath(reason)) for pending in ready]
@@ -300,26 +304,12 @@ def _write(ctx: Context, connection: Connection, plan: _Plan) -> None:
 
 
 def _update_balances(connection: Connection, plan: _Plan) -> None:
-    """One update per account. On PostgreSQL and MariaDB in account-id order, as every transaction of the ledger
-    does, so no two can wait on each other in a cycle. SQLite has one writer at a time, so no cycle can form: its
-    wallet debits go in one statement, and its credits in another."""
+    """One update per account, in account-id order as every transaction of the ledger does (so no two can wait on
+    each other in a cycle), sent as one executemany: on PostgreSQL one pipelined round trip."""
     ordered = sorted((plan.known[key].account_id, key) for key, delta in plan.deltas.items() if delta != 0)
-    if connection.dialect.name == "sqlite":
-        debits = [(id_, -plan.deltas[key], plan.fences[key]) for id_, key in ordered if key in plan.fences]
-        credits = [(plan.known[key], plan.deltas[key]) for _, key in ordered if key not in plan.fences]
-        if not accounts.debit_fenced_many(connection, debits):
-            raise _Conflict("a wallet debit matched no row")
-        if not accounts.apply_unfenced_many(connection, credits):
-            raise _Conflict("a credit would have left its account's range")
-        return
-    for account_id, key in ordered:
-        delta = plan.deltas[key]
-        if key in plan.fences:
-            outcome = accounts.debit_fenced(connection, account_id, -delta, plan.fences[key])
-            if outcome is not accounts.DebitOutcome.APPLIED:
-                raise _Conflict(f"wallet {account_id}: {outcome.value}")
-        elif not accounts.apply_unfenced(connection, plan.known[key], delta):
-            raise _Conflict(f"account {account_id} left its range")
+    changes = [(plan.known[key], plan.deltas[key], plan.fences.get(key, 0)) for _, key in ordered]
+    if not accounts.apply_changes(connection, changes):
+        raise _Conflict("a balance update matched no row (a newer lock holder, or a balance moved meanwhile)")
 
 
 def _phase(ctx: Context, phase: str, since: float) -> float:
