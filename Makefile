@@ -24,7 +24,7 @@ help:
 	@echo "make check     ruff + mypy + tests"
 	@echo "make protos    regenerate paygate/v1 from protos/"
 	@echo "make bench     paygate bench: every scenario against the bare gRPC floor (JSON lines)"
-	@echo "make loadtest  a short headless Locust run against a running stack"
+	@echo "make loadtest  a short headless Locust run against a running stack (SCENARIO=CourseBuyer|HotCreatorBuyer|RefundStorm)"
 
 $(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required on PATH"; exit 1; }
@@ -70,8 +70,11 @@ bench: install
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(VENV)/bin/paygate bench --workers 2 --processes 2 --in-flight 32 --warmup-s 2 --duration-s 10 $(ARGS)
 
+SCENARIO ?= CourseBuyer
 loadtest: install
-	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u 20 -r 10 -t 30s --host 127.0.0.1:50051
+	mkdir -p loadtest-results
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless -u 20 -r 10 -t 30s --host 127.0.0.1:50051 \
+		--csv loadtest-results/$(SCENARIO) --html loadtest-results/$(SCENARIO).html $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,7 +1,24 @@
-"""Locust load test: signed gRPC calls through the gateway, a top-up + wallet purchase + balance mix.
+"""Locust load tests: signed gRPC calls through the gateway, as the platform's services make them.
 
-    make run                                   # in one terminal
-    .venv/bin/locust -f loadtest/locustfile.py --headless -u 50 -r 10 -t 60s --host 127.0.0.1:50051
+Three scenarios, one User class each (name the ones to run; all three share the users otherwise):
+
+- `CourseBuyer` — the mixed course-purchase workload: a learner tops up now and then, buys courses from many
+  creators, checks the balance, looks at a payment and the first page of the history, and sometimes asks for a
+  refund.
+- `HotCreatorBuyer` — a best-selling course: every purchase pays one creator (the hot account of group commit).
+- `RefundStorm` — purchases refunded at once, in part and in full, each refund sent twice with the same refund id
+  (the second must be answered from its record).
+
+    make run                                        # in one terminal
+    make loadtest SCENARIO=CourseBuyer              # 30 s headless; CSV and HTML go to loadtest-results/
+    .venv/bin/locust -f loadtest/locustfile.py --headless -u 50 -r 10 -t 60s --host 127.0.0.1:50051 \
+        --csv loadtest-results/run --html loadtest-results/run.html HotCreatorBuyer
+
+Distributed (a master and any number of workers, here on one machine; docs/benchmarks.md, "Locust"):
+
+    .venv/bin/locust -f loadtest/locustfile.py --master --headless --expect-workers 2 -u 40 -r 20 -t 30s \
+        --host 127.0.0.1:50051 --csv loadtest-results/distributed CourseBuyer &
+    .venv/bin/locust -f loadtest/locustfile.py --worker --master-host 127.0.0.1 &   # twice
 
 Credentials come from PAYGATE_KEY_ID / PAYGATE_SECRET, or else a key is created at start with
 `paygate keys create` (honouring PAYGATE_DATA_DIR / PAYGATE_DATABASE_URL, like the CLI).
@@ -32,6 +49,7 @@ from paygate.v1 import payment_gateway_pb2 as pb  # noqa: E402
 
 CURRENCY = "CNY"
 CREATORS = [f"creator-{n}" for n in range(20)]
+HOT_CREATOR = "creator-bestseller"
 _credentials: dict[str, str] = {}
 
 
@@ -51,8 +69,9 @@ def _credentials_for_the_run(environment: Any, **_: Any) -> None:
 
 
 class PaygateUser(User):
-    """A learner: tops up the wallet now and then, buys courses, checks the balance."""
+    """A learner with a funded wallet and a signed client; the scenarios below say what it does."""
 
+    abstract = True
     wait_time = between(0.0, 0.05)
 
     def on_start(self) -> None:
@@ -74,25 +93,57 @@ class PaygateUser(User):
     def on_stop(self) -> None:
         self.client.close()
 
-    def call(self, method: str, request: Message, response_type: type[Message]) -> None:
+    def call(self, method: str, request: Message, response_type: type[Message], name: str = "") -> Any:
+        """One signed call reported to Locust; the response, or None when it failed."""
         started = time.perf_counter()
         exception: Exception | None = None
         length = 0
+        response = None
         try:
-            result = self.client.call(method, request, response_type)
-            length = result.response.ByteSize()
+            response = self.client.call(method, request, response_type).response
+            length = response.ByteSize()
         except grpc.RpcError as error:
             # A learner with an empty wallet is business as usual, not a failure of the system.
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
                 exception = error
         self.environment.events.request.fire(
             request_type="grpc",
-            name=method,
+            name=name or method,
             response_time=(time.perf_counter() - started) * 1000,
             response_length=length,
             exception=exception,
             context={},
         )
+        return response
+
+    def buy(self, payee_id: str, amount_minor: int | None = None) -> Any:
+        return self.call(
+            "CreatePayment",
+            pb.CreatePaymentRequest(
+                order_id=f"o-{uuid.uuid4().hex}",
+                user_id=self.user_id,
+                amount_minor=amount_minor or random.choice([990, 4_990, 19_900]),
+                currency=CURRENCY,
+                method=pb.PAYMENT_METHOD_WALLET,
+                payee_id=payee_id,
+                description="course",
+            ),
+            pb.Payment,
+        )
+
+    def refund(self, payment_id: str, refund_id: str, amount_minor: int, name: str = "RefundPayment") -> Any:
+        request = pb.RefundPaymentRequest(
+            payment_id=payment_id, refund_id=refund_id, amount_minor=amount_minor, reason="learner asked"
+        )
+        return self.call("RefundPayment", request, pb.Refund, name=name)
+
+
+class CourseBuyer(PaygateUser):
+    """The mixed course-purchase workload."""
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.payments: list[str] = []
 
     @task(1)
     def top_up(self) -> None:
@@ -108,22 +159,58 @@ class PaygateUser(User):
             pb.Payment,
         )
 
-    @task(3)
+    @task(6)
     def buy_course(self) -> None:
-        self.call(
-            "CreatePayment",
-            pb.CreatePaymentRequest(
-                order_id=f"o-{uuid.uuid4().hex}",
-                user_id=self.user_id,
-                amount_minor=random.choice([990, 4_990, 19_900]),
-                currency=CURRENCY,
-                method=pb.PAYMENT_METHOD_WALLET,
-                payee_id=random.choice(CREATORS),
-                description="course",
-            ),
-            pb.Payment,
-        )
+        payment = self.buy(random.choice(CREATORS))
+        if payment is not None:
+            self.payments = [*self.payments[-19:], payment.payment_id]
 
-    @task(2)
+    @task(4)
     def balance(self) -> None:
         self.call("GetBalance", pb.GetBalanceRequest(user_id=self.user_id, currency=CURRENCY), pb.Balance)
+
+    @task(2)
+    def look_at_a_payment(self) -> None:
+        if self.payments:
+            self.call("GetPayment", pb.GetPaymentRequest(payment_id=random.choice(self.payments)), pb.Payment)
+
+    @task(1)
+    def history(self) -> None:
+        request = pb.ListTransactionsRequest(user_id=self.user_id, page_size=20)
+        self.call("ListTransactions", request, pb.ListTransactionsResponse)
+
+    @task(1)
+    def ask_for_a_refund(self) -> None:
+        if self.payments:
+            self.refund(self.payments.pop(0), f"r-{uuid.uuid4().hex}", 100)
+
+
+class HotCreatorBuyer(PaygateUser):
+    """Every purchase pays the one best-selling creator."""
+
+    @task
+    def buy_the_bestseller(self) -> None:
+        self.buy(HOT_CREATOR)
+
+
+class RefundStorm(PaygateUser):
+    """Buy, then refund part and the rest at once; every refund is sent twice with the same refund id."""
+
+    @task
+    def buy_and_refund(self) -> None:
+        payment = self.buy(random.choice(CREATORS), amount_minor=4_990)
+        if payment is None:
+            return
+        for amount_minor in (1_990, 3_000):
+            refund_id = f"r-{uuid.uuid4().hex}"
+            first = self.refund(payment.payment_id, refund_id, amount_minor)
+            again = self.refund(payment.payment_id, refund_id, amount_minor, name="RefundPayment (repeated)")
+            if first is not None and again is not None and again != first:
+                self.environment.events.request.fire(
+                    request_type="check",
+                    name="repeated refund answered from its record",
+                    response_time=0,
+                    response_length=0,
+                    exception=AssertionError("a repeated refund id got a different refund"),
+                    context={},
+                )
