@@ -7,6 +7,9 @@ the first), and hands the batch to `commit(batch)`, which must settle every item
 or its own error. While one batch commits (its fsync included), the next one gathers: the busier the worker,
 the larger the batches, and one durable commit is shared by all of them.
 
+The queue has no bound of its own: every item in it is a call in flight on the worker's gRPC server, which admits
+at most `maximum_concurrent_rpcs` (1,024) at a time (workers/server.py), so that is its bound.
+
 Nothing here knows what an item is; `workers/operations/purchase_batch.py` says how a batch of wallet purchases
 is committed.
 """
