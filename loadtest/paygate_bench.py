@@ -71,6 +71,7 @@ class Options:
     sweep: tuple[int, ...] = (1, 4, 16, 32, 64)
     docs: Path | None = Path("docs/benchmarks.md")
     ledger_postings: int = 0
+    repeat: int = 1
 
     @property
     def learners(self) -> int:
@@ -105,7 +106,16 @@ def options_from_args(args: argparse.Namespace) -> Options:
     base = {**asdict(Options()), **(SMOKE if args.smoke else {})}
     given = {
         name: getattr(args, name, None)
-        for name in ("duration_s", "warmup_s", "processes", "in_flight", "workers", "database_url", "half_load")
+        for name in (
+            "duration_s",
+            "warmup_s",
+            "processes",
+            "in_flight",
+            "workers",
+            "database_url",
+            "half_load",
+            "repeat",
+        )
     }
     base.update({name: value for name, value in given.items() if value is not None})
     if args.scenarios:
@@ -130,8 +140,8 @@ def options_from_args(args: argparse.Namespace) -> Options:
         raise ValueError("--duration-s must be positive, --warmup-s not negative, --processes and --in-flight >= 1")
     if options.workers < 1 or not 0 < options.half_load <= 1:
         raise ValueError("--workers must be >= 1 and --half-load in (0, 1]")
-    if any(n < 1 for n in options.sweep) or options.ledger_postings < 0:
-        raise ValueError("--sweep takes calls in flight >= 1, and --ledger-postings cannot be negative")
+    if any(n < 1 for n in options.sweep) or options.ledger_postings < 0 or not 1 <= options.repeat <= 9:
+        raise ValueError("--sweep takes calls in flight >= 1, --ledger-postings cannot be negative, --repeat is 1-9")
     return options
 
 
@@ -215,20 +225,27 @@ def measure(
     options: Options,
     tag: str = "",
 ) -> dict[str, Any]:
-    """One scenario: floor, stack closed loop, stack open loop. `tag` keeps the order ids of a second measurement on
-    the same stack apart from the first's (the phases name them)."""
+    """One scenario: `--repeat` pairs of (floor, stack) closed loops, back to back, then the stack's open loop at
+    half the median pair's rate. The record carries the pair with the median ratio to the floor (and every pair's
+    ratio in `ratio_runs`): on a shared machine one pair can be off by a quarter. `tag` keeps the order ids of a
+    second measurement on the same stack apart from the first's (the phases name them)."""
     _progress(f"{scenario}: set-up")
     plan = setup.plan(scenario)
     timing = {"warmup_s": options.warmup_s, "duration_s": options.duration_s}
-    _progress(f"{scenario}: floor, closed loop")
-    floor = load.closed(floor_target, plan, in_flight=options.in_flight, phase=f"{tag}f", **timing)
-    _progress(f"{scenario}: stack, closed loop (floor {floor.rps:.0f}/s)")
-    closed = load.closed(stack_target, plan, in_flight=options.in_flight, phase=f"{tag}c", **timing)
+    pairs: list[tuple[Result, Result]] = []
+    for run in range(options.repeat):
+        _progress(f"{scenario}: floor, closed loop ({run + 1}/{options.repeat})")
+        floor = load.closed(floor_target, plan, in_flight=options.in_flight, phase=f"{tag}f{run}", **timing)
+        _progress(f"{scenario}: stack, closed loop (floor {floor.rps:.0f}/s)")
+        closed = load.closed(stack_target, plan, in_flight=options.in_flight, phase=f"{tag}c{run}", **timing)
+        pairs.append((floor, closed))
+    ratios = [closed.rps / floor.rps if floor.rps > 0 else 0.0 for floor, closed in pairs]
+    floor, closed = pairs[sorted(range(len(pairs)), key=ratios.__getitem__)[len(pairs) // 2]]
     # An open loop needs a rate; with nothing served at all, offer one call a second to show the failure.
     half_rate = max(closed.rps * options.half_load, 1.0)
     _progress(f"{scenario}: stack, open loop at {half_rate:.0f}/s (closed {closed.rps:.0f}/s)")
     half = load.open(stack_target, plan, rate=half_rate, phase=f"{tag}o", **timing)
-    return record(scenario, floor, closed, half, half_rate)
+    return {**record(scenario, floor, closed, half, half_rate), "ratio_runs": [round(r, 3) for r in ratios]}
 
 
 @contextmanager

@@ -165,6 +165,9 @@ def _bench_command(subcommands: Any) -> None:
     bench.add_argument("--in-flight", type=int, help="calls in flight per load process, closed loop (default 32)")
     bench.add_argument("--workers", type=int, help="the stack's worker processes (default 2)")
     bench.add_argument("--half-load", type=float, help="open-loop rate as a share of the saturating rate (0.5)")
+    bench.add_argument(
+        "--repeat", type=int, help="floor/stack pairs per scenario; the pair with the median ratio is reported (1)"
+    )
     bench.add_argument("--database-url", help="run the stack on this PostgreSQL/MariaDB database (default SQLite)")
     bench.add_argument(
         "--fresh-database", action="store_true", help="with --database-url: a throwaway database on that server"
