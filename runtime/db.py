@@ -13,7 +13,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +155,7 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """One writing transaction: commits on success, rolls back on any exception (on SQLite, behind the
         writer gate: one writer of the file at a time, queued)."""
-        if self._gate is None:
-            with self.writer.begin() as connection:
-                yield connection
-            return
-        with self._gate.held(), self.writer.begin() as connection:
+        with self._gate.held() if self._gate is not None else nullcontext(), self.writer.begin() as connection:
             yield connection
 
     @contextmanager

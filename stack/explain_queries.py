@@ -122,7 +122,7 @@ def statements(s: Sample) -> list[tuple[str, ClauseElement, dict[str, Any]]]:
     first = {"owner": s.owner, "account_id": s.wallet_id, "before_posting_id": NEWEST, "limit": PAGE}
     return [
         ("accounts._FIND_ACCOUNT", ledger._FIND_ACCOUNT, {"kind": wallet, "subject": s.user, "currency": "CNY"}),
-        ("accounts._FIND_ACCOUNTS", ledger._FIND_ACCOUNTS, {"kind": wallet, "subjects": s.users}),
+        ("accounts._FIND_ACCOUNTS", ledger._FIND_ACCOUNTS, {"kinds": [wallet], "subjects": s.users}),
         (
             "accounts._FENCED_DEBIT",
             ledger._FENCED_DEBIT,

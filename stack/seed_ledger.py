@@ -206,7 +206,9 @@ def _find(connection: Connection, kind: AccountKind, names: list[str]) -> dict[s
     """Account ids by subject, through the services' own lookup (workers/ledger/accounts.py), in chunks."""
     found: dict[str, int] = {}
     for chunk in _chunks(names, LOOKUP_CHUNK):
-        for (subject, _currency), account in ledger.find_accounts(connection, kind, set(chunk)).items():
+        for (_kind, subject, _currency), account in ledger.find_accounts(
+            connection, {(kind, n) for n in chunk}
+        ).items():
             found[subject] = account.account_id
     return found
 

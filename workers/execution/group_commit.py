@@ -1,11 +1,12 @@
 """Group commit (docs/ledger.md, "Group commit"): one thread per worker process commits, in one database
 transaction, the operations that arrive together.
 
-Callers (the service thread pool) `submit` an item and block on its future; the committer thread takes the first
-waiting item, then whatever else is already queued (up to `max_batch`, gathering for at most `max_wait_ms` after
-the first), and hands the batch to `commit(batch)`, which must settle every item's future — with its own result
-or its own error. While one batch commits (its fsync included), the next one gathers: the busier the worker,
-the larger the batches, and one durable commit is shared by all of them.
+Callers queue an item — from an event loop with `submit_async` (the worker's servicer), or from any thread with
+`submit`, which blocks — and get its outcome back; the committer thread takes the first waiting item, then
+whatever else is already queued (up to `max_batch`, gathering for at most `max_wait_ms` after the first), and
+hands the batch to `commit(batch)`, which must settle every item's future — with its own result or its own error.
+While one batch commits (its fsync included), the next one gathers: the busier the worker, the larger the
+batches, and one durable commit is shared by all of them.
 
 The queue has no bound of its own: every item in it is a call in flight on the worker's gRPC server, which admits
 at most `maximum_concurrent_rpcs` (1,024) at a time (workers/server.py), so that is its bound.
@@ -66,8 +67,7 @@ class GroupCommitter(Generic[ItemT]):
         return self.submit_nowait(item).result()
 
     def submit_nowait(self, item: ItemT) -> Future[object]:
-        """Queue `item`; its future settles with its own outcome. An event loop awaits it with
-        `asyncio.wrap_future`, so a call needs no thread of the pool while it waits for its batch."""
+        """Queue `item`; its future settles with its own outcome."""
         if self._stopped.is_set():
             raise CommitterStopped("the group committer has stopped")
         pending: Pending[ItemT] = Pending(item)

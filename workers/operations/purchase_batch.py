@@ -8,14 +8,13 @@ A batch is planned in memory and written in bulk, the way TigerBeetle applies a 
    worker holds it) goes to the one-at-a-time path, which waits for it;
 2. one write transaction reads the batch's idempotency records (one query): a purchase whose order id already
    committed gets its stored answer (or ALREADY_EXISTS for a different request); then it reads the batch's
-   wallets and credit accounts (one query per account kind), and walks
-   the purchases in arrival order against running balances: a purchase the wallet cannot cover, or whose credit
-   would pass an account's ceiling, is refused with its own error and leaves no trace, while its batch-mates go
-   on; a wallet whose row carries a fence at or above our lease's (our lease expired and a newer holder wrote) is
-   left out and retried one at a time;
+   wallets and credit accounts (one query), and walks the purchases in arrival order against running balances: a
+   purchase the wallet cannot cover, or whose credit would pass an account's ceiling, is refused with its own
+   error and leaves no trace, while its batch-mates go on; a wallet whose row carries a fence at or above our
+   lease's (our lease expired and a newer holder wrote) is left out and retried one at a time;
 3. the accepted purchases are written with one statement per table (entries, postings, payments, idempotency
-   records) and one balance update per account: each wallet's debits as one fenced update, each hot account's
-   credits (platform revenue, a best-selling creator) as one increment;
+   records) and one balance update per account — each wallet's debits as one fenced update, each hot account's
+   credits (platform revenue, a best-selling creator) as one increment — all in one executemany;
 4. one commit — one fsync — then the guards and locks are released in one round trip, and only then is each
    purchase answered.
 
@@ -57,8 +56,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PurchaseIntent:
-    """A priced, split, PENDING wallet purchase and its idempotency key. The batch holds no in-flight guard for
-    the key: its record is read and written inside the batch's transaction, whose unique key decides a race."""
+    """A priced, split, PENDING wallet purchase and its idempotency key (whose in-flight guard the batch takes
+    with its wallet locks; the record's unique key still decides any race)."""
 
     record: PaymentRecord
     claim: Claim
@@ -179,8 +178,8 @@ def _commit_ready(
     for resource, database_fence in plan.stale.items():
         ctx.executor.locks.raise_fence(resource, database_fence)  # so the retry's lease is above the row's
     for _pending, record in plan.committed:
-        _count(ctx, "committed")
         ctx.count_payment(record)
+    _count(ctx, "committed", len(plan.committed))
     _count(ctx, "replayed", len(plan.replayed))
     return [
         *((pending, SinglePath(reason)) for pending, reason in plan.passed_on),
@@ -201,7 +200,7 @@ def _plan(
         wanted |= {(AccountKind.WALLET, record.user_id), (AccountKind.REVENUE, PLATFORM_SUBJECT)}
         if record.payee_id:
             wanted.add((AccountKind.PAYABLE, record.payee_id))
-    plan.known.update(accounts.find_accounts_of(connection, wanted))
+    plan.known.update(accounts.find_accounts(connection, wanted))
     for pending in fresh:
         record = pending.item.record
         wallet_key = (AccountKind.WALLET, record.user_id, record.currency)
