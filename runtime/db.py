@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from runtime.errors import ConfigurationError
+from runtime.point_reads import PointReader
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -133,9 +134,13 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self._gate: WriterGate | None = None
+        # SQLite files only: single-row reads without the engine (runtime/point_reads.py).
+        self.point_reader: PointReader | None = None
         if self.dialect == "sqlite":
             path = _sqlite_file(self.url)
-            self._gate = WriterGate(path) if path is not None else None
+            if path is not None:
+                self._gate = WriterGate(path)
+                self.point_reader = PointReader(path, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
             self.writer = _sqlite_engine(self.url, writer=True, pool_size=pool_size)
             self.reader = _sqlite_engine(self.url, writer=False, pool_size=pool_size)
         else:
@@ -166,6 +171,8 @@ class Database:
     def dispose(self) -> None:
         if self._gate is not None:
             self._gate.close()
+        if self.point_reader is not None:
+            self.point_reader.close()
         self.writer.dispose()
         if self.reader is not self.writer:
             self.reader.dispose()

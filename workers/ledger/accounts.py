@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from runtime.point_reads import CompiledRead, PointReader
 from runtime.schema import accounts, journal_entries, postings
 from workers.domain.types import AccountKind
 
@@ -35,6 +36,7 @@ _FIND_ACCOUNT = select(*_ACCOUNT_COLUMNS).where(
     accounts.c.subject == bindparam("subject"),
     accounts.c.currency == bindparam("currency"),
 )
+_FIND_ACCOUNT_ON_SQLITE = CompiledRead.of(_FIND_ACCOUNT)
 _FENCED_DEBIT = (
     update(accounts)
     .where(
@@ -118,6 +120,12 @@ class DebitOutcome(enum.Enum):
 def find_account(connection: Connection, kind: AccountKind, subject: str, currency: str) -> Account | None:
     row = connection.execute(_FIND_ACCOUNT, {"kind": kind.value, "subject": subject, "currency": currency}).first()
     return None if row is None else _account(row)
+
+
+def point_read_account(reader: PointReader, kind: AccountKind, subject: str, currency: str) -> Account | None:
+    """find_account on a raw SQLite connection (runtime/point_reads.py): the same statement, about 15 times cheaper."""
+    row = reader.first(_FIND_ACCOUNT_ON_SQLITE, {"kind": kind.value, "subject": subject, "currency": currency})
+    return None if row is None else Account(row[0], AccountKind(row[1]), row[2], row[3], row[4], row[5])
 
 
 def _account(row: Any) -> Account:
