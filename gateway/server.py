@@ -71,6 +71,31 @@ class Admission:
     in_flight: InFlight
 
 
+@dataclass(frozen=True)
+class MethodSeries:
+    """One method's metric children, looked up once (a `labels()` call costs a lock and a tuple per call)."""
+
+    labels: tuple[str, str, str]
+    started: Any
+    seconds: Any
+    handled_ok: Any
+    metrics: GatewayMetrics
+
+    @classmethod
+    def of(cls, metrics: GatewayMetrics, method: str) -> MethodSeries:
+        labels = ("unary", SERVICE_NAME, method)
+        return cls(
+            labels,
+            metrics.started.labels(*labels),
+            metrics.handling_seconds.labels(*labels),
+            metrics.handled.labels(*labels, grpc.StatusCode.OK.name),
+            metrics,
+        )
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        return self.handled_ok if code is grpc.StatusCode.OK else self.metrics.handled.labels(*self.labels, code.name)
+
+
 class Forwarder:
     def __init__(
         self, authenticator: Authenticator, pool: WorkerPool, metrics: GatewayMetrics, admission: Admission
@@ -79,19 +104,19 @@ class Forwarder:
         self._pool = pool
         self._metrics = metrics
         self._admission = admission
+        self._ok_by_address: dict[str, Any] = {}  # label children are looked up once, not per call
 
     def handler_for(self, path: str) -> Handler:
-        method = path.rsplit("/", 1)[-1]
+        series = MethodSeries.of(self._metrics, path.rsplit("/", 1)[-1])
 
         async def handle(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-            return await self.forward(path, method, context)
+            return await self.forward(path, series, context)
 
         return handle
 
-    async def forward(self, path: str, method: str, context: grpc.aio.ServicerContext) -> bytes:
+    async def forward(self, path: str, series: MethodSeries, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
-        labels = ("unary", SERVICE_NAME, method)
-        self._metrics.started.labels(*labels).inc()
+        series.started.inc()
         metadata = tuple(context.invocation_metadata() or ())
         request_id = _request_id(metadata)
         logs.request_id_var.set(request_id)
@@ -133,7 +158,7 @@ class Forwarder:
                     code = error.code()
                     await self._relay_error(error, request_id, context)
                     raise  # unreachable: abort raises
-                self._metrics.forwarded.labels(endpoint.address, "ok").inc()
+                self._forwarded_ok(endpoint.address).inc()
                 worker = _first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
                 context.set_trailing_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
                 return response
@@ -155,8 +180,14 @@ class Forwarder:
         finally:
             if entered:
                 self._admission.in_flight.leave()
-            self._metrics.handled.labels(*labels, code.name).inc()
-            self._metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+            series.handled(code).inc()
+            series.seconds.observe(time.perf_counter() - started)
+
+    def _forwarded_ok(self, address: str) -> Any:
+        counter = self._ok_by_address.get(address)
+        if counter is None:
+            counter = self._ok_by_address[address] = self._metrics.forwarded.labels(address, "ok")
+        return counter
 
     async def _authenticate(
         self, path: str, metadata: tuple[Any, ...], context: grpc.aio.ServicerContext, request_id: str

@@ -128,6 +128,12 @@ class FencedLocks:
         Each reply is a fence (taken) or 0 (busy): see `lease_from`."""
         return [(self._acquire, self._keys(resource), (token, lease_ms)) for resource in resources]
 
+    def observe_batch(self, taken: int, seconds: float) -> None:
+        """Count the locks a batch took in its one round trip, like `acquire` counts its own (a busy one goes to
+        the one-at-a-time path, which counts it there)."""
+        for _ in range(taken):
+            self._observe_wait("acquired", seconds)
+
     @staticmethod
     def lease_from(resource: str, token: str, reply: object) -> LockLease | None:
         fence = int(reply)  # type: ignore[call-overload]

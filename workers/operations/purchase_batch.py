@@ -110,6 +110,7 @@ def commit_purchases(ctx: Context, batch: list[Pending[PurchaseIntent]]) -> None
     taken = (locks.lease_from(r, token, reply) for r, reply in zip(resources, replies[len(batch) :], strict=True))
     leases = {lease.resource: lease for lease in taken if lease is not None}
     locked = _phase(ctx, "redis", started)
+    locks.observe_batch(len(leases), locked - started)
     outcomes: list[tuple[Pending[PurchaseIntent], object]] = []
     guarded: list[Claim] = []
     ready: list[Pending[PurchaseIntent]] = []
