@@ -90,6 +90,7 @@ class Executor:
                     self.locks.raise_fence(stale.resource, stale.database_fence)
                 except ConcurrentChange:
                     self.count_retry("concurrent_change")  # another refund of the same payment committed first
+                    _pause_before(attempt_number)  # jittered, so racers that collided do not collide again
                 except IntegrityError:
                     # Lost a race on a unique key: the winner's result is the answer.
                     earlier = self.idempotency.lookup(caller.owner, scope, key, fingerprint)
@@ -100,8 +101,7 @@ class Executor:
                     if not is_transient(error):
                         raise
                     self.count_retry("deadlock")  # rolled back by the database: nothing was written
-                    if attempt_number < MAX_ATTEMPTS:
-                        time.sleep(random.uniform(0.005, 0.05) * attempt_number)
+                    _pause_before(attempt_number)
         raise Unavailable(
             f"{scope} {key!r} could not be applied after {MAX_ATTEMPTS} attempts under contention; "
             f"nothing was moved — retry with the same {scope} id"
@@ -123,3 +123,9 @@ class Executor:
     def count_retry(self, reason: str) -> None:
         if self._metrics is not None:
             self._metrics.ledger_retries.labels(reason).inc()
+
+
+def _pause_before(next_after: int) -> None:
+    """A random pause growing with the attempts made, none after the last one (nothing follows it)."""
+    if next_after < MAX_ATTEMPTS:
+        time.sleep(random.uniform(0.005, 0.05) * next_after)
