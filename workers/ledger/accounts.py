@@ -125,11 +125,13 @@ def find_account(connection: Connection, kind: AccountKind, subject: str, curren
 def point_read_account(reader: PointReader, kind: AccountKind, subject: str, currency: str) -> Account | None:
     """find_account on a raw SQLite connection (runtime/point_reads.py): the same statement, about 15 times cheaper."""
     row = reader.first(_FIND_ACCOUNT_ON_SQLITE, {"kind": kind.value, "subject": subject, "currency": currency})
-    return None if row is None else Account(row[0], AccountKind(row[1]), row[2], row[3], row[4], row[5])
+    return None if row is None else _account(row)
 
 
-def _account(row: Any) -> Account:
-    return Account(row.account_id, AccountKind(row.kind), row.subject, row.currency, row.balance_minor, row.fence)
+def _account(row: Sequence[Any]) -> Account:
+    """An account from a row of _ACCOUNT_COLUMNS, in their order (an engine row or a raw sqlite3 tuple)."""
+    account_id, kind, subject, currency, balance_minor, fence = row
+    return Account(account_id, AccountKind(kind), subject, currency, balance_minor, fence)
 
 
 def find_accounts(

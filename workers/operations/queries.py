@@ -33,11 +33,12 @@ def get_payment(ctx: Context, caller: Caller, lookup: PaymentLookup) -> PaymentR
 
 
 def get_balance(ctx: Context, query: BalanceQuery) -> int:
-    if ctx.db.point_reader is not None:
-        account = accounts.point_read_account(ctx.db.point_reader, AccountKind.WALLET, query.user_id, query.currency)
-        return 0 if account is None else account.balance_minor
-    with ctx.db.read() as connection:
-        account = accounts.find_account(connection, AccountKind.WALLET, query.user_id, query.currency)
+    reader = ctx.db.point_reader  # SQLite: without the engine (runtime/point_reads.py)
+    if reader is not None:
+        account = accounts.point_read_account(reader, AccountKind.WALLET, query.user_id, query.currency)
+    else:
+        with ctx.db.read() as connection:
+            account = accounts.find_account(connection, AccountKind.WALLET, query.user_id, query.currency)
     return 0 if account is None else account.balance_minor
 
 
