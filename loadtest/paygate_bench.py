@@ -10,12 +10,15 @@ One run: the floor (loadtest/floor.py) and the load processes (loadtest/generato
 channel simulator for `channel_purchase`. For each scenario (loadtest/scenarios.py): its set-up, outside any
 timed window; the floor under the scenario's own signed calls (closed loop); the stack under the same calls
 (closed loop: the saturating rate and its latency); then the stack in an open loop at `--half-load` (default
-0.5) of that rate, latency timed from each call's scheduled start. stdout gets one JSON object for the machine,
-then one per scenario as it finishes (`--out FILE` gets the same lines); progress goes to stderr.
+0.5) of that rate, latency timed from each call's scheduled start, and the floor in the same open loop at that
+rate and at half its own (what the machine and the load generator alone give that tail). stdout gets one JSON
+object for the machine, then one per scenario as it finishes (`--out FILE` gets the same lines); progress goes to
+stderr.
 
 Per scenario: rps (successful calls/s in the window), p50/p95/p99_ms, calls, errors (and error_codes), floor_rps,
-ratio_to_floor, half_load_rps (the offered rate), half_load_achieved_rps, half_load_p50/p95/p99_ms and
-half_load_errors. Nothing here asserts a speed.
+ratio_to_floor, half_load_rps (the offered rate), half_load_achieved_rps, half_load_p50/p95/p99_ms,
+half_load_errors, floor_at_same_rate_p99_ms, floor_half_load_rps and floor_half_load_p99_ms. Nothing here
+asserts a speed.
 
 The channel stack runs with PAYGATE_CHANNEL_MAX_IN_FLIGHT raised to the generator's concurrency: at the default
 of 4 per worker most calls would be refused at once, and the figure would measure the refusal.
@@ -245,7 +248,17 @@ def measure(
     half_rate = max(closed.rps * options.half_load, 1.0)
     _progress(f"{scenario}: stack, open loop at {half_rate:.0f}/s (closed {closed.rps:.0f}/s)")
     half = load.open(stack_target, plan, rate=half_rate, phase=f"{tag}o", **timing)
-    return {**record(scenario, floor, closed, half, half_rate), "ratio_runs": [round(r, 3) for r in ratios]}
+    # The same open loop on the floor, at the stack's half rate and at the floor's own: how much of the tail is
+    # the machine and the load generator rather than Paygate (docs/benchmarks.md).
+    floor_same = load.open(floor_target, plan, rate=half_rate, phase=f"{tag}fo", **timing)
+    floor_half = load.open(floor_target, plan, rate=max(floor.rps * options.half_load, 1.0), phase=f"{tag}fh", **timing)
+    return {
+        **record(scenario, floor, closed, half, half_rate),
+        "floor_at_same_rate_p99_ms": _ms(floor_same.percentile(99)),
+        "floor_half_load_rps": round(floor.rps * options.half_load, 1),
+        "floor_half_load_p99_ms": _ms(floor_half.percentile(99)),
+        "ratio_runs": [round(r, 3) for r in ratios],
+    }
 
 
 @contextmanager

@@ -47,14 +47,16 @@ def targets_table(records: dict[str, dict[str, Any]]) -> list[str]:
 
 def scenario_table(records: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| scenario | rps | p50 ms | p99 ms | errors | floor rps | ratio | half-load rps | half p50 ms | half p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | rps | p50 ms | p99 ms | errors | floor rps | ratio | half-load rps | half p50 ms | half p99 ms "
+        "| floor p99 at that rate | floor p99 at its own half |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         lines.append(
             f"| {r['scenario']}{' (' + str(r['ledger_postings']) + ' postings)' if r.get('ledger_postings') else ''}"
             f" | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['floor_rps']} | {r['ratio_to_floor']}"
-            f" | {r['half_load_rps']} | {r['half_load_p50_ms']} | {r['half_load_p99_ms']} |"
+            f" | {r['half_load_rps']} | {r['half_load_p50_ms']} | {r['half_load_p99_ms']}"
+            f" | {r.get('floor_at_same_rate_p99_ms', '-')} | {r.get('floor_half_load_p99_ms', '-')} |"
         )
     return lines
 

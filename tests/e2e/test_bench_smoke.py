@@ -23,6 +23,8 @@ SCENARIO_KEYS = {
     "half_load_rps",
     "half_load_p50_ms",
     "half_load_p99_ms",
+    "floor_at_same_rate_p99_ms",
+    "floor_half_load_p99_ms",
 }
 SCENARIOS = ("wallet_purchase", "balance_read")
 
