@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from runtime import outbox
 from runtime.errors import ConfigurationError
 from runtime.point_reads import PointReader
 
@@ -134,6 +135,8 @@ class Database:
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
         self._gate: WriterGate | None = None
+        # Told the highest event number after each commit that wrote events (a worker wakes its event streams).
+        self.on_events: Callable[[int], None] | None = None
         # SQLite files only: single-row reads without the engine (runtime/point_reads.py).
         self.point_reader: PointReader | None = None
         if self.dialect == "sqlite":
@@ -159,9 +162,17 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One writing transaction: commits on success, rolls back on any exception (on SQLite, behind the
-        writer gate: one writer of the file at a time, queued)."""
+        writer gate: one writer of the file at a time, queued). The events its changes added are written as its
+        last statements (runtime/outbox.py); `on_events` hears of them once they are committed."""
         with self._gate.held() if self._gate is not None else nullcontext(), self.writer.begin() as connection:
-            yield connection
+            outbox.open_buffer(connection)
+            try:
+                yield connection
+                last_seq = outbox.flush(connection)
+            finally:
+                outbox.discard(connection)
+        if last_seq is not None and self.on_events is not None:
+            self.on_events(last_seq)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -340,3 +340,31 @@ reconciliation_items = Table(
 )
 
 __all__ += ["reconciliation_items", "reconciliation_runs"]
+
+# -- events (docs/events.md) -----------------------------------------------------------------------------------
+# The transactional outbox: one row per state change, written in the change's own transaction. `seq` is the
+# commit order of every owner's events together, without gaps: a writing transaction takes its numbers from the
+# one row of event_sequence as its last statement, so the row's lock orders the commits (runtime/outbox.py).
+events = Table(
+    "events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(ID_LENGTH), nullable=False, unique=True),
+    Column("owner", String(NAME_LENGTH), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # The serialized paygate.v1.Event.
+    Column("payload", LargeBinary, nullable=False),
+    Index(None, "owner", "seq"),
+    **BINARY_TEXT,
+)
+
+event_sequence = Table(
+    "event_sequence",
+    metadata,
+    Column("name", String(16), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+    **BINARY_TEXT,
+)
+
+__all__ += ["event_sequence", "events"]

@@ -50,6 +50,20 @@ class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUND_STATUS_PENDING: _ClassVar[RefundStatus]
     REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
     REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_CREATED: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_SUCCEEDED: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_FAILED: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_CLOSED: _ClassVar[EventType]
+    EVENT_TYPE_REFUND_CREATED: _ClassVar[EventType]
+    EVENT_TYPE_REFUND_SUCCEEDED: _ClassVar[EventType]
+    EVENT_TYPE_REFUND_FAILED: _ClassVar[EventType]
+    EVENT_TYPE_TRANSFER_SUCCEEDED: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_LATE_REFUNDED: _ClassVar[EventType]
+    EVENT_TYPE_RECONCILIATION_MISMATCH: _ClassVar[EventType]
 PAYMENT_METHOD_UNSPECIFIED: PaymentMethod
 PAYMENT_METHOD_WALLET: PaymentMethod
 PAYMENT_METHOD_ALIPAY: PaymentMethod
@@ -76,6 +90,17 @@ REFUND_STATUS_UNSPECIFIED: RefundStatus
 REFUND_STATUS_PENDING: RefundStatus
 REFUND_STATUS_SUCCEEDED: RefundStatus
 REFUND_STATUS_FAILED: RefundStatus
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_PAYMENT_CREATED: EventType
+EVENT_TYPE_PAYMENT_SUCCEEDED: EventType
+EVENT_TYPE_PAYMENT_FAILED: EventType
+EVENT_TYPE_PAYMENT_CLOSED: EventType
+EVENT_TYPE_REFUND_CREATED: EventType
+EVENT_TYPE_REFUND_SUCCEEDED: EventType
+EVENT_TYPE_REFUND_FAILED: EventType
+EVENT_TYPE_TRANSFER_SUCCEEDED: EventType
+EVENT_TYPE_PAYMENT_LATE_REFUNDED: EventType
+EVENT_TYPE_RECONCILIATION_MISMATCH: EventType
 
 class TopUpRequest(_message.Message):
     __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "scene", "card_token", "payer_openid")
@@ -344,3 +369,47 @@ class PriceQuote(_message.Message):
     discount_minor: int
     tax_minor: int
     def __init__(self, amount_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "type", "create_time", "payment", "refund", "transfer", "mismatch")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    type: EventType
+    create_time: _timestamp_pb2.Timestamp
+    payment: Payment
+    refund: Refund
+    transfer: Transfer
+    mismatch: ReconciliationMismatch
+    def __init__(self, event_id: _Optional[str] = ..., type: _Optional[_Union[EventType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment: _Optional[_Union[Payment, _Mapping]] = ..., refund: _Optional[_Union[Refund, _Mapping]] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., mismatch: _Optional[_Union[ReconciliationMismatch, _Mapping]] = ...) -> None: ...
+
+class ReconciliationMismatch(_message.Message):
+    __slots__ = ("item_id", "run_id", "channel", "day", "kind", "payment_id", "refund_id", "local_amount_minor", "provider_amount_minor", "currency", "detail")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    run_id: str
+    channel: str
+    day: str
+    kind: str
+    payment_id: str
+    refund_id: str
+    local_amount_minor: int
+    provider_amount_minor: int
+    currency: str
+    detail: str
+    def __init__(self, item_id: _Optional[str] = ..., run_id: _Optional[str] = ..., channel: _Optional[str] = ..., day: _Optional[str] = ..., kind: _Optional[str] = ..., payment_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., local_amount_minor: _Optional[int] = ..., provider_amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...

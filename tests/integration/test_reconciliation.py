@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from sqlalchemy import select
 
+from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.db import Database, upgrade
 from runtime.ids import new_id
 from runtime.schema import journal_entries, postings
@@ -37,6 +38,7 @@ from workers.reconciliation.fetch import CHINA, provider_day
 from workers.reconciliation.match import ItemKind, Local, match, reference
 from workers.reconciliation.run import CORRECTION, NotCorrectable, clearing_change, correct
 from workers.store import attempts, records
+from workers.store import events as event_rows
 from workers.store import reconciliation as store
 
 PAYMENT, REFUND = NotificationKind.PAYMENT, NotificationKind.REFUND
@@ -300,6 +302,21 @@ def test_the_store_finds_the_days_records_and_the_listed_ones(recon_db: Database
         b.attempt_id,
         200,
     )
+    # Each difference about one of the owner's payments or refunds is the owner's event (docs/events.md); the
+    # ghost (no record of ours, so no owner) is only in the run's report.
+    with recon_db.read() as connection:
+        stored = event_rows.after(
+            connection, OWNER, 0, types=frozenset({"EVENT_TYPE_RECONCILIATION_MISMATCH"}), limit=500
+        )
+    mismatches = [pb.Event.FromString(e.payload).mismatch for e in stored]
+    announced = {(m.item_id, m.kind, m.payment_id, m.refund_id) for m in mismatches if m.run_id == run.run_id}
+    by_reference = {s.item.reference: s for s in run.items}
+    assert announced == {
+        (by_reference[b.attempt_id or ""].item_id, "amount_differs", b.payment_id, ""),
+        (by_reference[c.attempt_id or ""].item_id, "missing_at_channel", c.payment_id, ""),
+        (by_reference[closed.attempt_id or ""].item_id, "status_differs", closed.payment_id, ""),
+        (by_reference[r2].item_id, "missing_at_channel", b.payment_id, r2),
+    }
 
 
 def clearing_and_suspense(db: Database) -> tuple[int, int]:

@@ -30,6 +30,7 @@ from workers.domain.types import (
     RefundRecord,
     RefundStatus,
 )
+from workers.events import emit
 from workers.execution.keyed import MAX_ATTEMPTS, ConcurrentChange
 from workers.ledger import accounts
 from workers.ledger.movement import BalanceChange, Entry, move
@@ -225,12 +226,15 @@ def _refund_late_money(
                 status=RefundStatus.PENDING,
                 out_refund_no=new_id("rfd", separator=""),
             )
+            emit.late_payment_refunded(connection, payment.owner, refund)
             records.insert_refund(connection, payment.owner, refund)
         else:
             outgoing = Entry("refund", payment.owner, payment.payment_id, refund_id, payment.currency, now)
             changes = [BalanceChange(holder, -amount), BalanceChange(clearing, amount)]
             with move(connection, changes, outgoing) as refund_entry_id:
-                records.insert_refund(connection, payment.owner, replace(refund, entry_id=refund_entry_id))
+                refund = replace(refund, entry_id=refund_entry_id)
+                emit.late_payment_refunded(connection, payment.owner, refund)
+                records.insert_refund(connection, payment.owner, refund)
     log.warning("late money refunded", extra={"fields": {"payment_id": payment.payment_id}})
     if via_provider:
         _send_quietly(ctx, refund.out_refund_no)

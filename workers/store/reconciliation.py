@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, literal, select, update
 
+from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.schema import (
     NAME_LENGTH,
     payment_attempts,
@@ -26,6 +27,7 @@ from runtime.schema import (
 )
 from workers.channels.base import NotificationKind
 from workers.domain.types import Method
+from workers.events import emit
 from workers.reconciliation.match import SETTLED, Item, ItemKind, Local, ProviderDay, Reference
 
 CHUNK = 500  # references per IN (...) list: far inside every database's limit on bound parameters
@@ -70,6 +72,13 @@ _ITEM = select(reconciliation_items, reconciliation_runs.c.channel, reconciliati
 _ITEM_BY_ID = _ITEM.where(reconciliation_items.c.item_id == bindparam("item_id"))
 _ITEMS_OF_RUN = _ITEM.where(reconciliation_items.c.run_id == bindparam("run_id")).order_by(
     reconciliation_items.c.item_id
+)
+# Whose payment or refund a statement's reference is (an item's event goes to that owner).
+_ATTEMPT_OWNER = select(payment_attempts.c.owner, payment_attempts.c.payment_id, literal("").label("refund_id")).where(
+    payment_attempts.c.attempt_id == bindparam("reference")
+)
+_REFUND_OWNER = select(refunds.c.owner, refunds.c.payment_id, refunds.c.refund_id).where(
+    refunds.c.out_refund_no == bindparam("reference")
 )
 _RUN_BY_ID = select(reconciliation_runs).where(reconciliation_runs.c.run_id == bindparam("run_id"))
 # The guard against correcting an item twice: only an unresolved item takes a resolution.
@@ -176,6 +185,34 @@ def insert_run(connection: Connection, run: Run) -> None:
     )
     if run.items:
         connection.execute(reconciliation_items.insert(), [_item_values(stored) for stored in run.items])
+    for stored in run.items:
+        _announce(connection, stored, run.finished_at)
+
+
+def _announce(connection: Connection, stored: StoredItem, now: datetime) -> None:
+    """A difference about one of an owner's payments or refunds is that owner's event (docs/events.md); one
+    about a reference we have no record of has no owner, and stays the operator's (the run's report)."""
+    item = stored.item
+    if item.record is NotificationKind.REFUND:
+        row = connection.execute(_REFUND_OWNER, {"reference": item.out_refund_no}).first()
+    else:
+        row = connection.execute(_ATTEMPT_OWNER, {"reference": item.out_trade_no}).first()
+    if row is None:
+        return
+    mismatch = pb.ReconciliationMismatch(
+        item_id=stored.item_id,
+        run_id=stored.run_id,
+        channel=stored.channel,
+        day=stored.day.isoformat(),
+        kind=item.kind.value,
+        payment_id=row.payment_id,
+        refund_id=row.refund_id,
+        local_amount_minor=item.ours_minor or 0,
+        provider_amount_minor=item.theirs_minor or 0,
+        currency=item.currency[:3],
+        detail=item.detail[:DETAIL_LENGTH],
+    )
+    emit.mismatch_found(connection, row.owner, mismatch, now)
 
 
 def _item_values(stored: StoredItem) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from workers.domain.types import (
     TransactionRecord,
     TransferRecord,
 )
+from workers.events import emit
 
 # Built once, bound per call (see workers/ledger/accounts.py for why).
 # A payment with what its current attempt handed back for the payer (NULL for wallet payments: no attempt).
@@ -151,11 +152,14 @@ def expired_pending_payments(connection: Connection, cutoff: datetime, limit: in
 
 def insert_payment(connection: Connection, record: PaymentRecord) -> None:
     connection.execute(_INSERT_PAYMENT, _payment_values(record))
+    emit.payment_created(connection, record)
 
 
 def insert_payments(connection: Connection, batch: list[PaymentRecord]) -> None:
     """Many payments in one statement (group commit)."""
     connection.execute(_INSERT_PAYMENT, [_payment_values(record) for record in batch])
+    for record in batch:
+        emit.payment_created(connection, record)
 
 
 def _payment_values(record: PaymentRecord) -> dict[str, Any]:
@@ -199,7 +203,8 @@ def transition_payment(
     refunded_minor: int,
     now: datetime,
 ) -> bool:
-    """Move a payment from `expected` to `new`; False when it was not in `expected` any more."""
+    """Move a payment from `expected` to `new`; False when it was not in `expected` any more. A change of status
+    adds its event, with the payment as it now is."""
     result = connection.execute(
         _TRANSITION,
         {
@@ -213,7 +218,14 @@ def transition_payment(
             "now": now,
         },
     )
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    if new is not expected and new in emit.PAYMENT_STATUS_EVENTS:
+        moved = payment_by_id(connection, owner, payment_id)
+        if moved is None:
+            raise LookupError(f"payment {payment_id} vanished inside the transaction that moved it")
+        emit.payment_moved(connection, moved)
+    return True
 
 
 def record_refund_on_payment(
@@ -271,6 +283,7 @@ def insert_refund(connection: Connection, owner: str, record: RefundRecord) -> N
             "checks": 0,
         },
     )
+    emit.refund_created(connection, owner, record)
 
 
 def insert_transfer(connection: Connection, owner: str, record: TransferRecord) -> None:
@@ -287,6 +300,7 @@ def insert_transfer(connection: Connection, owner: str, record: TransferRecord) 
             "created_at": record.created_at,
         },
     )
+    emit.transfer_made(connection, owner, record)
 
 
 # -- history ---------------------------------------------------------------------------------------------------

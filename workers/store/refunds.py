@@ -7,17 +7,25 @@ refunds: those statements are unscoped, and their names say so. Status changes a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, or_, select, update
 
-from runtime.schema import refunds
+from runtime.schema import payments, refunds
 from workers.domain.types import PaymentStatus, RefundRecord, RefundStatus
+from workers.events import emit
 
 _BY_ID = select(refunds).where(refunds.c.owner == bindparam("owner"), refunds.c.refund_id == bindparam("refund_id"))
 _FOR_PROVIDER = select(refunds).where(refunds.c.out_refund_no == bindparam("out_refund_no"))
+# The refund as its event shows it: with its payment's status as it is now.
+_WITH_PAYMENT_STATUS = (
+    select(refunds, payments.c.status.label("current_payment_status"))
+    .join(payments, (payments.c.owner == refunds.c.owner) & (payments.c.payment_id == refunds.c.payment_id))
+    .where(refunds.c.out_refund_no == bindparam("out_refund_no"))
+)
 _TRANSITION = (
     update(refunds)
     .where(refunds.c.out_refund_no == bindparam("target"), refunds.c.status == bindparam("expected"))
@@ -96,7 +104,8 @@ def transition(
     failure_reason: str,
     now: datetime,
 ) -> bool:
-    """PENDING → `new`; False when it was not PENDING any more (another source settled it first)."""
+    """PENDING → `new`; False when it was not PENDING any more (another source settled it first). The change adds
+    its event, with the refund as it now is."""
     result = connection.execute(
         _TRANSITION,
         {
@@ -108,7 +117,18 @@ def transition(
             "now": now,
         },
     )
-    return bool(result.rowcount == 1)
+    if result.rowcount != 1:
+        return False
+    emit.refund_moved(connection, partial(_as_committed, out_refund_no=out_refund_no), now)
+    return True
+
+
+def _as_committed(connection: Connection, *, out_refund_no: str) -> tuple[str, RefundRecord]:
+    """The refund and its payment's status as its transaction leaves them (a refused refund restores what its
+    payment can still refund after the refund's own update)."""
+    row = connection.execute(_WITH_PAYMENT_STATUS, {"out_refund_no": out_refund_no}).one()
+    stored = _stored(row)
+    return stored.owner, replace(stored.record, payment_status=PaymentStatus(row.current_payment_status))
 
 
 def schedule_check(connection: Connection, out_refund_no: str, next_check_at: datetime) -> None:
