@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 
 from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
 from gateway.nonces import NonceStore
-from paygate.scopes import allows
+from paygate.scopes import METHOD_PATHS, allows
 from paygate.signing import MalformedSignature, SignedHeaders, parse_signed_headers, signature_matches
 from runtime.errors import PermissionDenied, Unauthenticated
 
@@ -150,7 +150,10 @@ class Authenticator:
                 f"nonce already used within the last {self._nonce_ttl_s} s; every call needs a new nonce",
             )
         if not allows(entry.key.scopes, path):
-            raise PermissionDenied(f"key {headers.key_id} lacks the scope for {path}")
+            raise PermissionDenied(
+                f"key {headers.key_id} lacks the scope {METHOD_PATHS.get(path, '?')} that {path} needs; "
+                "an operator can grant it with a new key (paygate keys create --scopes ...)"
+            )
         return AuthenticatedCaller(key_id=headers.key_id, owner=entry.key.owner)
 
     async def _usable_key(self, key_id: str) -> KeyWithSecret:

@@ -42,6 +42,7 @@ class WorkerEndpoint:
     channel: grpc.aio.Channel
     healthy: bool = False
     methods: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
+    streams: dict[str, grpc.aio.UnaryStreamMultiCallable] = field(default_factory=dict)
 
     def method(self, path: str) -> grpc.aio.UnaryUnaryMultiCallable:
         callable_ = self.methods.get(path)
@@ -49,6 +50,13 @@ class WorkerEndpoint:
             # No (de)serializers: request and response bytes pass through untouched.
             callable_ = self.channel.unary_unary(path)
             self.methods[path] = callable_
+        return callable_
+
+    def stream_method(self, path: str) -> grpc.aio.UnaryStreamMultiCallable:
+        """A method that answers with a stream (StreamEvents), bytes in and out like the others."""
+        callable_ = self.streams.get(path)
+        if callable_ is None:
+            callable_ = self.streams[path] = self.channel.unary_stream(path)
         return callable_
 
 

@@ -25,9 +25,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.admission import InFlight, PendingCalls
 from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.keystore import KeyStore, load_master_key
+from gateway.metadata import first, request_id_of
 from gateway.routing import WorkerPool, never_delivered
-from paygate.scopes import METHOD_PATHS, READ_ONLY_PATHS, SERVICE_NAME
-from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, REQUEST_ID_PATTERN, WORKER_HEADER
+from gateway.streaming import StreamRelay
+from paygate.scopes import READ_ONLY_PATHS, SERVICE_NAME, STREAMING_PATHS, UNARY_PATHS
+from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from runtime import logs
 from runtime.db import Database
 from runtime.errors import (
@@ -42,7 +44,6 @@ from runtime.errors import (
     to_rpc_status,
 )
 from runtime.grpc_server import SERVER_OPTIONS, bind
-from runtime.ids import new_id
 from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
 from runtime.redis_support import connect_async
 from runtime.settings import Settings
@@ -118,12 +119,12 @@ class Forwarder:
         started = time.perf_counter()
         series.started.inc()
         metadata = tuple(context.invocation_metadata() or ())
-        request_id = _request_id(metadata)
+        request_id = request_id_of(metadata)
         logs.request_id_var.set(request_id)
         code = grpc.StatusCode.OK
         entered = False
         try:
-            caller, body = await self._authenticate(path, metadata, context, request_id)
+            caller, body = await self.authenticate(path, metadata, context, request_id)
             if not self._admission.in_flight.try_enter():
                 self._metrics.admission_refusals.labels("in_flight").inc()
                 raise ResourceExhausted(
@@ -159,7 +160,7 @@ class Forwarder:
                     await self._relay_error(error, request_id, context)
                     raise  # unreachable: abort raises
                 self._forwarded_ok(endpoint.address).inc()
-                worker = _first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
+                worker = first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
                 context.set_trailing_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
                 return response
             raise Unavailable("no worker can serve right now; retry shortly (the call was not applied)")
@@ -189,7 +190,7 @@ class Forwarder:
             counter = self._ok_by_address[address] = self._metrics.forwarded.labels(address, "ok")
         return counter
 
-    async def _authenticate(
+    async def authenticate(
         self, path: str, metadata: tuple[Any, ...], context: grpc.aio.ServicerContext, request_id: str
     ) -> tuple[AuthenticatedCaller, bytes]:
         """Headers first (an unsigned or unknown caller is refused before any body is awaited), then the body
@@ -261,7 +262,7 @@ def _one_message(what: str) -> InvalidArgument:
 
 def _transport_failure(error: grpc.aio.AioRpcError) -> bool:
     """UNAVAILABLE that no worker answered (workers stamp every status they send with x-paygate-worker)."""
-    return error.code() == grpc.StatusCode.UNAVAILABLE and _first(error.trailing_metadata(), WORKER_HEADER) is None
+    return error.code() == grpc.StatusCode.UNAVAILABLE and first(error.trailing_metadata(), WORKER_HEADER) is None
 
 
 def _translate(error: Exception, request_id: str) -> PaygateError:
@@ -275,30 +276,18 @@ def _translate(error: Exception, request_id: str) -> PaygateError:
     return PaygateError(f"internal error; report request id {request_id}")
 
 
-def _first(metadata: Any, key: str) -> str | None:
-    for k, v in metadata or ():
-        if k == key and isinstance(v, str):
-            return v
-    return None
-
-
-def _request_id(metadata: tuple[Any, ...]) -> str:
-    given = _first(metadata, REQUEST_ID_HEADER)
-    if given and REQUEST_ID_PATTERN.fullmatch(given):
-        return given
-    return new_id("req")
-
-
 class GatewayHandler(grpc.GenericRpcHandler):
     """Routes every known `PaymentGateway` method to the forwarder; unknown methods get UNIMPLEMENTED."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, forwarder: Forwarder, relay: StreamRelay) -> None:
         # Stream-unary handlers without (de)serializers: gRPC calls them as soon as a call's headers arrive (a
         # unary handler is only called once the message is there — never, for a call that half-closes without
         # one), so the gateway controls the whole life of every call. On the wire a unary call is unchanged.
         self._handlers = {
-            path: grpc.stream_unary_rpc_method_handler(forwarder.handler_for(path)) for path in METHOD_PATHS
+            path: grpc.stream_unary_rpc_method_handler(forwarder.handler_for(path)) for path in UNARY_PATHS
         }
+        for path in STREAMING_PATHS:  # gateway/streaming.py
+            self._handlers[path] = grpc.stream_stream_rpc_method_handler(relay.handler_for(path))
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         return self._handlers.get(handler_call_details.method)
@@ -372,7 +361,9 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
 
     admission = _admission(settings, metrics)
     server = grpc.aio.server(options=_server_options(settings))
-    server.add_generic_rpc_handlers((GatewayHandler(Forwarder(authenticator, pool, metrics, admission)),))
+    forwarder = Forwarder(authenticator, pool, metrics, admission)
+    relay = StreamRelay(forwarder, pool, metrics, max_streams=settings.max_event_streams)
+    server.add_generic_rpc_handlers((GatewayHandler(forwarder, relay),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, settings.listen)
     await server.start()
@@ -388,6 +379,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     await stopping.wait()
     log.info("gateway draining")
     await health_servicer.enter_graceful_shutdown()
+    relay.close()
     await server.stop(settings.shutdown_grace_s)  # stop accepting; let in-flight calls finish
     await pool.close()
     await redis_client.aclose()

@@ -14,7 +14,10 @@ METHOD_SCOPES: dict[str, str] = {
     "Transfer": "transfers:write",
     "ListTransactions": "transactions:read",
     "QuotePrice": "prices:read",
+    "StreamEvents": "events:read",
 }
+# Methods that answer with a stream of messages (the gateway relays each as it comes); every other is unary.
+STREAMING_METHODS = frozenset({"StreamEvents"})
 
 KNOWN_SCOPES = frozenset(METHOD_SCOPES.values()) | {ALL_SCOPES}
 
@@ -24,8 +27,10 @@ def method_path(method: str) -> str:
 
 
 METHOD_PATHS: dict[str, str] = {method_path(name): scope for name, scope in METHOD_SCOPES.items()}
-# Methods that change nothing: the gateway may resend them to another worker after a lost connection.
-READ_ONLY_PATHS = frozenset(path for path, scope in METHOD_PATHS.items() if scope.endswith(":read"))
+STREAMING_PATHS = frozenset(method_path(name) for name in STREAMING_METHODS)
+UNARY_PATHS = frozenset(METHOD_PATHS) - STREAMING_PATHS
+# Unary methods that change nothing: the gateway may resend them to another worker after a lost connection.
+READ_ONLY_PATHS = frozenset(path for path in UNARY_PATHS if METHOD_PATHS[path].endswith(":read"))
 
 
 def parse_scopes(text: str) -> tuple[str, ...]:

@@ -118,6 +118,8 @@ class WorkerMetrics:
     batch_size: Histogram
     batch_outcomes: Counter
     batch_phase_seconds: Histogram
+    event_streams: Gauge
+    events_streamed: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -188,7 +190,25 @@ class WorkerMetrics:
                 registry=registry,
             ),
             **_group_commit_metrics(registry),
+            **_event_metrics(registry),
         )
+
+
+def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
+    return dict(
+        event_streams=Gauge(
+            "paygate_event_streams",
+            "StreamEvents subscribers being served now (workers of this stack together).",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+        events_streamed=Counter(
+            "paygate_events_streamed_total",
+            "Messages sent on event streams, by kind (event, heartbeat).",
+            ("kind",),
+            registry=registry,
+        ),
+    )
 
 
 def _group_commit_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:

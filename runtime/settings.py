@@ -92,6 +92,12 @@ class Settings:
     # one transaction — at most this many, gathered for at most this long after the first one arrives.
     group_commit_max_batch: int = 64
     group_commit_max_wait_ms: float = 0.0
+    # Event streams (docs/events.md): a heartbeat after this long without an event; a stream also looks for new
+    # events this often when no wake-up came (they come over Redis within milliseconds); streams per worker and
+    # per gateway.
+    events_heartbeat_s: float = 15.0
+    events_poll_s: float = 1.0
+    max_event_streams: int = 1024
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -134,6 +140,10 @@ class Settings:
             raise ConfigurationError(
                 "group_commit_max_batch must be in [1, 1024] and group_commit_max_wait_ms in [0, 100]"
             )
+        if not 0 < self.events_heartbeat_s <= 300 or not 0 < self.events_poll_s <= 60:
+            raise ConfigurationError("events_heartbeat_s must be in (0, 300] and events_poll_s in (0, 60]")
+        if not 1 <= self.max_event_streams <= 1_000_000:
+            raise ConfigurationError("max_event_streams must be between 1 and 1000000")
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
 

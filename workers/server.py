@@ -13,7 +13,7 @@ import contextvars
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -29,6 +29,7 @@ from runtime.db import Database
 from runtime.errors import Unauthenticated, to_rpc_status
 from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import WorkerMetrics, process_registry, serve_metrics
+from runtime.redis_support import connect, connect_async
 from runtime.settings import Settings
 from workers import internal
 from workers.boundary import translate
@@ -36,6 +37,8 @@ from workers.codec import decode as validation
 from workers.codec import encode as encoding
 from workers.codec import wire
 from workers.domain.types import Caller, CreatePaymentCommand, PaymentRecord
+from workers.events.feed import EventFeed
+from workers.events.stream import EventStreams
 from workers.execution.group_commit import CommitterStopped
 from workers.operations.janitor import Backoff
 from workers.operations.purchase_batch import SinglePath
@@ -76,8 +79,10 @@ class WorkerServicer:
         metrics: WorkerMetrics,
         *,
         inline_reads: bool = False,
+        streams: EventStreams | None = None,
     ) -> None:
         self._service = service
+        self._streams = streams
         # On SQLite a point read is a local B-tree lookup of some tens of µs — less than the hop to the thread
         # pool and back costs — and WAL readers never wait for the writer, so GetBalance and GetPayment are
         # answered on the event loop (docs/benchmarks.md). On a database server a read is a network round trip.
@@ -135,7 +140,34 @@ class WorkerServicer:
             )
             for name in self._methods
         }
+        if self._streams is not None:
+            handlers["StreamEvents"] = grpc.unary_stream_rpc_method_handler(
+                self._stream_events, response_serializer=_serialize
+            )
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    async def _stream_events(self, body: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        """The owner's events, then live (workers/events/stream.py); a refusal ends the stream with its status."""
+        assert self._streams is not None
+        code = grpc.StatusCode.OK
+        request_id = ""
+        identity: tuple[tuple[str, str], ...] = ()
+        try:
+            caller = caller_from(context)
+            request_id = caller.request_id
+            logs.request_id_var.set(request_id)
+            identity = ((WORKER_HEADER, self._worker_id), (REQUEST_ID_HEADER, request_id))
+            await context.send_initial_metadata(identity)
+            subscription = validation.stream_events(wire.parse(pb.StreamEventsRequest, body))
+            async for message in self._streams.stream(caller, subscription):
+                yield message
+        except Exception as error:  # the wire boundary, as for unary calls
+            domain_error = translate(error, request_id)
+            code = domain_error.code
+            status = to_rpc_status(domain_error)
+            await context.abort(status.code, status.details, (*status.trailing_metadata, *identity))
+        finally:
+            self._metrics.requests.labels(self._worker_id, "StreamEvents", code.name).inc()
 
     def _handler(self, method: str) -> Callable[[bytes, grpc.aio.ServicerContext], Any]:
         request_type, decode, work = self._methods[method]
@@ -247,6 +279,30 @@ async def _internal_server(
     return server
 
 
+async def _event_streams(
+    settings: Settings, database: Database, executor: ThreadPoolExecutor, metrics: WorkerMetrics
+) -> tuple[EventFeed, EventStreams]:
+    """StreamEvents (docs/events.md): the feed hears every commit that wrote events, here and in the other
+    workers (over Redis), and wakes the streams this worker serves."""
+    feed = EventFeed(
+        connect(settings.effective_redis_url()),
+        connect_async(settings.effective_redis_url()),
+        settings.redis_prefix,
+        poll_s=settings.events_poll_s,
+    )
+    await feed.start()
+    database.on_events = feed.committed
+    streams = EventStreams(
+        database,
+        feed,
+        executor,
+        metrics,
+        heartbeat_s=settings.events_heartbeat_s,
+        max_streams=settings.max_event_streams,
+    )
+    return feed, streams
+
+
 async def run_worker(
     settings: Settings,
     worker_id: str,
@@ -261,9 +317,12 @@ async def run_worker(
     database = Database(settings.effective_database_url(), pool_size=settings.worker_threads)
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix=f"{worker_id}-svc")
     service = build_service(settings, database, metrics)
+    feed, streams = await _event_streams(settings, database, executor, metrics)
 
-    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024)
-    servicer = WorkerServicer(service, worker_id, executor, metrics, inline_reads=database.dialect == "sqlite")
+    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024 + settings.max_event_streams)
+    servicer = WorkerServicer(
+        service, worker_id, executor, metrics, inline_reads=database.dialect == "sqlite", streams=streams
+    )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -295,8 +354,10 @@ async def run_worker(
         asyncio.create_task(
             every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
         ),
+        asyncio.create_task(feed.listen(stopping)),
     ]
     await stopping.wait()
+    streams.close()
     await asyncio.gather(*jobs)
     log.info("worker draining", extra={"fields": {"worker": worker_id}})
     await health_servicer.enter_graceful_shutdown()
@@ -304,6 +365,7 @@ async def run_worker(
         await internal_server.stop(settings.shutdown_grace_s)
     await server.stop(settings.shutdown_grace_s)
     executor.shutdown(wait=True)
+    feed.close()
     service.close()
     database.dispose()
     log.info("worker stopped", extra={"fields": {"worker": worker_id}})

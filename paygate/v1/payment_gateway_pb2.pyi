@@ -413,3 +413,25 @@ class ReconciliationMismatch(_message.Message):
     currency: str
     detail: str
     def __init__(self, item_id: _Optional[str] = ..., run_id: _Optional[str] = ..., channel: _Optional[str] = ..., day: _Optional[str] = ..., kind: _Optional[str] = ..., payment_id: _Optional[str] = ..., refund_id: _Optional[str] = ..., local_amount_minor: _Optional[int] = ..., provider_amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class StreamEventsRequest(_message.Message):
+    __slots__ = ("after_cursor", "types")
+    AFTER_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    after_cursor: str
+    types: _containers.RepeatedScalarFieldContainer[EventType]
+    def __init__(self, after_cursor: _Optional[str] = ..., types: _Optional[_Iterable[_Union[EventType, str]]] = ...) -> None: ...
+
+class StreamEventsResponse(_message.Message):
+    __slots__ = ("event", "heartbeat")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    event: Event
+    heartbeat: Heartbeat
+    def __init__(self, event: _Optional[_Union[Event, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("time",)
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -75,6 +75,11 @@ class PaymentGatewayStub:
                 request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.QuotePriceRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.PriceQuote.FromString,
                 _registered_method=True)
+        self.StreamEvents = channel.unary_stream(
+                '/paygate.v1.PaymentGateway/StreamEvents',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentGatewayServicer:
@@ -139,6 +144,15 @@ class PaymentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamEvents(self, request, context):
+        """StreamEvents sends the caller's events in commit order, starting after `after_cursor`, then each new one as it
+        commits, with a heartbeat while there is none (docs/events.md). A stream that breaks is resumed by calling
+        again with the last event's id as the cursor: nothing is skipped and nothing before the cursor is sent again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +195,11 @@ def add_PaymentGatewayServicer_to_server(servicer, server):
                     servicer.QuotePrice,
                     request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.QuotePriceRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.PriceQuote.SerializeToString,
+            ),
+            'StreamEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamEvents,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +419,33 @@ class PaymentGateway:
             '/paygate.v1.PaymentGateway/QuotePrice',
             paygate_dot_v1_dot_payment__gateway__pb2.QuotePriceRequest.SerializeToString,
             paygate_dot_v1_dot_payment__gateway__pb2.PriceQuote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/StreamEvents',
+            paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

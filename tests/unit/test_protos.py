@@ -76,6 +76,24 @@ def test_service_and_enums() -> None:
         "Transfer",
         "ListTransactions",
         "QuotePrice",
+        "StreamEvents",
+    }
+    streaming = {name for name, method in service.methods_by_name.items() if method.server_streaming}
+    assert streaming == {"StreamEvents"}
+    assert not any(method.client_streaming for method in service.methods_by_name.values())
+    # Event types are part of the wire contract (webhooks carry their names, filters their numbers).
+    assert dict(pb.EventType.items()) == {
+        "EVENT_TYPE_UNSPECIFIED": 0,
+        "EVENT_TYPE_PAYMENT_CREATED": 1,
+        "EVENT_TYPE_PAYMENT_SUCCEEDED": 2,
+        "EVENT_TYPE_PAYMENT_FAILED": 3,
+        "EVENT_TYPE_PAYMENT_CLOSED": 4,
+        "EVENT_TYPE_REFUND_CREATED": 5,
+        "EVENT_TYPE_REFUND_SUCCEEDED": 6,
+        "EVENT_TYPE_REFUND_FAILED": 7,
+        "EVENT_TYPE_TRANSFER_SUCCEEDED": 8,
+        "EVENT_TYPE_PAYMENT_LATE_REFUNDED": 9,
+        "EVENT_TYPE_RECONCILIATION_MISMATCH": 10,
     }
     assert dict(pb.PaymentMethod.items()) == {
         "PAYMENT_METHOD_UNSPECIFIED": 0,

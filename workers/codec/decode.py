@@ -17,6 +17,7 @@ from workers.domain.pricing import Quote, quote
 from workers.domain.types import (
     BalanceQuery,
     CreatePaymentCommand,
+    EventSubscription,
     Method,
     PaymentLookup,
     RefundCommand,
@@ -241,3 +242,16 @@ def get_balance(request: pb.GetBalanceRequest) -> BalanceQuery:
     v.currency("currency", request.currency)
     v.raise_if_any()
     return BalanceQuery(user_id=request.user_id, currency=request.currency)
+
+
+def stream_events(request: pb.StreamEventsRequest) -> EventSubscription:
+    v = Violations()
+    v.identifier("after_cursor", request.after_cursor, required=False)
+    names: set[str] = set()
+    for index, number in enumerate(request.types):
+        if number == pb.EVENT_TYPE_UNSPECIFIED or number not in pb.EventType.values():
+            v.add(f"types[{index}]", f"is not an event type (got {number}); see docs/events.md for the list")
+        else:
+            names.add(pb.EventType.Name(number))
+    v.raise_if_any()
+    return EventSubscription(after_cursor=request.after_cursor, types=frozenset(names))

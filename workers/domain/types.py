@@ -203,6 +203,15 @@ class PaymentLookup:
 
 
 @dataclass(frozen=True)
+class EventSubscription:
+    """A StreamEvents call: after which of the owner's events ("" from the oldest kept), and which types (empty:
+    every type), by their EventType names."""
+
+    after_cursor: str
+    types: frozenset[str]
+
+
+@dataclass(frozen=True)
 class BalanceQuery:
     user_id: str
     currency: str
