@@ -120,6 +120,9 @@ class WorkerMetrics:
     batch_phase_seconds: Histogram
     event_streams: Gauge
     events_streamed: Counter
+    webhook_deliveries: Counter
+    webhook_dead_letters: Counter
+    webhook_lag_seconds: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -207,6 +210,24 @@ def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
             "Messages sent on event streams, by kind (event, heartbeat).",
             ("kind",),
             registry=registry,
+        ),
+        webhook_deliveries=Counter(
+            "paygate_webhook_deliveries_total",
+            "Webhook delivery attempts, by endpoint and outcome (delivered, http_<status>, timeout, connect_error).",
+            ("endpoint", "outcome"),
+            registry=registry,
+        ),
+        webhook_dead_letters=Counter(
+            "paygate_webhook_dead_letters_total",
+            "Events given up on after the whole retry schedule, by endpoint.",
+            ("endpoint",),
+            registry=registry,
+        ),
+        webhook_lag_seconds=Gauge(
+            "paygate_webhook_lag_seconds",
+            "Age of the oldest event some webhook endpoint has not had yet (0: every endpoint is up to date).",
+            registry=registry,
+            multiprocess_mode="livemax",
         ),
     )
 

@@ -7,8 +7,6 @@ A unit test checks that the migrations produce exactly this schema.
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -19,23 +17,12 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     UniqueConstraint,
 )
 
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-metadata = MetaData(naming_convention=NAMING_CONVENTION)
-# MySQL/MariaDB compare text case-insensitively by default; identifiers are case-sensitive (docs/api.md).
-BINARY_TEXT: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+from runtime.schema_base import BINARY_TEXT, ID_LENGTH, NAME_LENGTH, metadata
 
 # The limits of workers/domain/limits.py as CHECK constraints (migration 0003). The service refuses anything beyond them
 # first, with a clear status; these are the last line, so no bug can store a value later sums could overflow.
@@ -43,9 +30,6 @@ _AMOUNT = "amount_minor >= 1 AND amount_minor <= 1000000000000000"
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; everywhere else the key is a 64-bit integer.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
-
-ID_LENGTH = 40  # prefix + 26-character sortable id, with room to spare
-NAME_LENGTH = 64  # user ids, order ids, key owners
 
 api_keys = Table(
     "api_keys",
@@ -341,30 +325,7 @@ reconciliation_items = Table(
 
 __all__ += ["reconciliation_items", "reconciliation_runs"]
 
-# -- events (docs/events.md) -----------------------------------------------------------------------------------
-# The transactional outbox: one row per state change, written in the change's own transaction. `seq` is the
-# commit order of every owner's events together, without gaps: a writing transaction takes its numbers from the
-# one row of event_sequence as its last statement, so the row's lock orders the commits (runtime/outbox.py).
-events = Table(
-    "events",
-    metadata,
-    Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("event_id", String(ID_LENGTH), nullable=False, unique=True),
-    Column("owner", String(NAME_LENGTH), nullable=False),
-    Column("type", String(40), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    # The serialized paygate.v1.Event.
-    Column("payload", LargeBinary, nullable=False),
-    Index(None, "owner", "seq"),
-    **BINARY_TEXT,
-)
+# The outbox and webhook tables live in their own module, on the same MetaData (this one grew past the size limit).
+from runtime.schema_events import event_sequence, events, webhook_dead_letters, webhook_endpoints  # noqa: E402
 
-event_sequence = Table(
-    "event_sequence",
-    metadata,
-    Column("name", String(16), primary_key=True),
-    Column("last_seq", BigInteger, nullable=False),
-    **BINARY_TEXT,
-)
-
-__all__ += ["event_sequence", "events"]
+__all__ += ["event_sequence", "events", "webhook_dead_letters", "webhook_endpoints"]

@@ -98,6 +98,12 @@ class Settings:
     events_heartbeat_s: float = 15.0
     events_poll_s: float = 1.0
     max_event_streams: int = 1024
+    # Webhooks (docs/events.md): how often the relay looks for due deliveries, the delay after each failed attempt
+    # (comma-separated seconds; empty for the documented 3-day schedule), and the HTTP timeouts of a delivery.
+    webhook_interval_s: float = 0.5
+    webhook_retry_schedule_s: str = ""
+    webhook_connect_timeout_s: float = 2.0
+    webhook_read_timeout_s: float = 5.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -144,8 +150,25 @@ class Settings:
             raise ConfigurationError("events_heartbeat_s must be in (0, 300] and events_poll_s in (0, 60]")
         if not 1 <= self.max_event_streams <= 1_000_000:
             raise ConfigurationError("max_event_streams must be between 1 and 1000000")
+        self.webhook_schedule()  # refuses a malformed schedule at start
+        if not 0 < self.webhook_interval_s <= 60:
+            raise ConfigurationError("webhook_interval_s must be in (0, 60]")
+        if not 0 < self.webhook_connect_timeout_s <= 30 or not 0 < self.webhook_read_timeout_s <= 30:
+            raise ConfigurationError("webhook_connect_timeout_s and webhook_read_timeout_s must be in (0, 30]")
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
+
+    def webhook_schedule(self) -> tuple[float, ...] | None:
+        """The retry delays of PAYGATE_WEBHOOK_RETRY_SCHEDULE_S, or None for the default schedule."""
+        if not self.webhook_retry_schedule_s.strip():
+            return None
+        try:
+            delays = tuple(float(part) for part in self.webhook_retry_schedule_s.split(","))
+        except ValueError:
+            raise ConfigurationError("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S must be comma-separated seconds") from None
+        if not 1 <= len(delays) <= 100 or not all(0 < d <= 7 * 86400 for d in delays):
+            raise ConfigurationError("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S: 1-100 delays, each in (0, 604800] seconds")
+        return delays
 
     def _check_channels(self) -> None:
         for name in ("notify_listen", "channel_sim_listen"):

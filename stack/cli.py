@@ -91,6 +91,8 @@ def _admin_commands(subcommands: Any) -> None:
     _common(revoke)
     revoke.add_argument("key_id")
 
+    _webhooks_command(subcommands)
+
     ledger = subcommands.add_parser("ledger", help="the double-entry ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
     verify = ledger_commands.add_parser("verify", help="check every ledger invariant; exit 1 on any breach")
@@ -149,6 +151,33 @@ def _reconcile_command(subcommands: Any) -> None:
     correct.add_argument("--reason", required=True, help="why the difference is booked (kept with the item)")
 
 
+def _webhooks_command(subcommands: Any) -> None:
+    """`paygate webhooks …`: run by stack/webhooks_command.py."""
+    webhooks = subcommands.add_parser("webhooks", help="webhook endpoints: where an owner's events are POSTed")
+    actions = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    add = actions.add_parser("add", help="add an endpoint and print its signing secret (shown only once)")
+    add.add_argument("--owner", required=True, help="the owner (API key name) whose events it receives")
+    add.add_argument("--url", required=True, help="where deliveries are POSTed (https in production)")
+    add.add_argument("--types", default="", help="comma-separated EventType names (default: every type)")
+    listing = actions.add_parser("list", help="an owner's endpoints and where each stands (never secrets)")
+    listing.add_argument("--owner", required=True)
+    remove = actions.add_parser("remove", help="stop delivering to an endpoint")
+    remove.add_argument("--owner", required=True)
+    remove.add_argument("endpoint_id")
+    rotate = actions.add_parser("rotate-secret", help="a new secret; the old one keeps signing for --overlap-hours")
+    rotate.add_argument("--owner", required=True)
+    rotate.add_argument("endpoint_id")
+    rotate.add_argument("--overlap-hours", type=float, default=24.0)
+    dead = actions.add_parser("dead-letters", help="events an owner's endpoints never accepted")
+    dead.add_argument("--owner", required=True)
+    again = actions.add_parser("redeliver", help="send one event again now, to its owner's endpoints")
+    again.add_argument("event_id")
+    again.add_argument("--endpoint", default="", help="only this endpoint")
+    for parser in (add, listing, remove, rotate, dead, again):
+        _common(parser)
+        parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def _bench_command(subcommands: Any) -> None:
     """`paygate bench`: the stack beside the bare gRPC floor, one JSON object per scenario (loadtest/)."""
     bench = subcommands.add_parser(
@@ -196,6 +225,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "db": commands.database,
     "reconcile": commands.reconcile,
     "bench": commands.bench,
+    "webhooks": commands.webhooks,
 }
 
 

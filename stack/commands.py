@@ -302,3 +302,9 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
     # Imported by name: loadtest/ and tests/ are outside the packages mypy checks (pyproject.toml).
     bench_module = importlib.import_module("loadtest.paygate_bench")
     return int(bench_module.main(args))
+
+
+def webhooks(args: argparse.Namespace, settings: Settings) -> int:
+    from stack import webhooks_command  # noqa: PLC0415
+
+    return webhooks_command.run(args, settings)

@@ -43,7 +43,7 @@ from workers.execution.group_commit import CommitterStopped
 from workers.operations.janitor import Backoff
 from workers.operations.purchase_batch import SinglePath
 from workers.service import PaymentService
-from workers.wiring import build_service
+from workers.wiring import build_relay, build_service
 
 log = logging.getLogger(__name__)
 
@@ -318,6 +318,7 @@ async def run_worker(
     executor = ThreadPoolExecutor(max_workers=settings.worker_threads, thread_name_prefix=f"{worker_id}-svc")
     service = build_service(settings, database, metrics)
     feed, streams = await _event_streams(settings, database, executor, metrics)
+    relay = build_relay(settings, database, service, metrics)
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024 + settings.max_event_streams)
     servicer = WorkerServicer(
@@ -355,6 +356,7 @@ async def run_worker(
             every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
         ),
         asyncio.create_task(feed.listen(stopping)),
+        asyncio.create_task(every(settings.webhook_interval_s, "webhooks", relay.round, executor, stopping)),
     ]
     await stopping.wait()
     streams.close()
@@ -366,6 +368,7 @@ async def run_worker(
     await server.stop(settings.shutdown_grace_s)
     executor.shutdown(wait=True)
     feed.close()
+    relay.close()
     service.close()
     database.dispose()
     log.info("worker stopped", extra={"fields": {"worker": worker_id}})

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from runtime.db import Database
-from runtime.master_key import derive_key
+from runtime.master_key import derive_key, load_master_key
 from runtime.metrics import WorkerMetrics
 from runtime.redis_support import connect
 from runtime.settings import Settings
@@ -26,6 +26,8 @@ from workers.execution.locks import FencedLocks
 from workers.operations.context import Context, utc_now
 from workers.operations.purchase_batch import commit_purchases
 from workers.service import PaymentService
+from workers.webhooks.endpoints import Endpoints
+from workers.webhooks.relay import DEFAULT_SCHEDULE_S, Relay
 
 
 def build_service(
@@ -82,6 +84,28 @@ def build_service(
         )
         context = replace(context, purchases=committer)
     return PaymentService(context)
+
+
+def webhook_endpoints(settings: Settings, database: Database) -> Endpoints:
+    """Endpoint management for the CLI, the RPCs and the relay; https only in production."""
+    fernet = load_master_key(settings, create=True)
+    return Endpoints(database, fernet, require_https=settings.mode == "production")
+
+
+def build_relay(
+    settings: Settings, database: Database, service: PaymentService, metrics: WorkerMetrics | None
+) -> Relay:
+    """The webhook relay this worker runs rounds of (one process at a time per stack; docs/events.md)."""
+    return Relay(
+        database,
+        service.locks,
+        webhook_endpoints(settings, database),
+        metrics,
+        schedule_s=settings.webhook_schedule() or DEFAULT_SCHEDULE_S,
+        clock=utc_now,
+        connect_timeout_s=settings.webhook_connect_timeout_s,
+        read_timeout_s=settings.webhook_read_timeout_s,
+    )
 
 
 def _providers(

@@ -13,12 +13,21 @@ from pathlib import Path
 
 from tests.support import REPO_ROOT
 
-OWNED_TABLES = {"payments", "payment_attempts", "refunds", "transfers", "events"}
+OWNED_TABLES = {
+    "payments",
+    "payment_attempts",
+    "refunds",
+    "transfers",
+    "events",
+    "webhook_endpoints",
+    "webhook_dead_letters",
+}
 ALLOWED = {
     "workers/store/records.py",
     "workers/store/attempts.py",
     "workers/store/refunds.py",
     "workers/store/events.py",
+    "workers/store/webhooks.py",
     "workers/ledger/verify.py",
     "workers/ledger/verify_channels.py",
     "runtime/schema.py",
@@ -74,9 +83,10 @@ def test_the_store_scopes_every_caller_lookup_by_owner() -> None:
         store._RECORD_REFUND,
         store._WALLET_POSTINGS,
     ]
-    from workers.store import events  # noqa: PLC0415
+    from workers.store import events, webhooks  # noqa: PLC0415
 
     scoped += [events._AFTER, events._AFTER_OF_TYPES, events._SEQ_OF]
+    scoped += [webhooks._OF_OWNER, webhooks._BY_ID, webhooks._REMOVE, webhooks._ROTATE, webhooks._DEAD_OF_OWNER]
     for statement in scoped:
         where = str(statement.whereclause)
         assert ".owner = :" in where, where

@@ -7,12 +7,13 @@ are runtime/outbox.py's: what a reader sees is always a prefix of them, so "afte
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, bindparam, select
 
 from runtime.schema import event_sequence, events
 
-_COLUMNS = (events.c.seq, events.c.event_id, events.c.type, events.c.payload)
+_COLUMNS = (events.c.seq, events.c.event_id, events.c.type, events.c.created_at, events.c.payload)
 _AFTER = (
     select(*_COLUMNS)
     .where(events.c.owner == bindparam("owner"), events.c.seq > bindparam("after_seq"))
@@ -38,6 +39,7 @@ class StoredEvent:
     seq: int
     event_id: str
     type: str
+    created_at: datetime
     payload: bytes  # a serialized paygate.v1.Event
 
 
@@ -51,7 +53,14 @@ def after(
     statement = _AFTER_OF_TYPES if types else _AFTER
     if types:
         values["types"] = sorted(types)
-    return [StoredEvent(row.seq, row.event_id, row.type, row.payload) for row in connection.execute(statement, values)]
+    return [
+        StoredEvent(row.seq, row.event_id, row.type, _utc(row.created_at), row.payload)
+        for row in connection.execute(statement, values)
+    ]
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite keeps no zone; we only write UTC
 
 
 def seq_of(connection: Connection, owner: str, event_id: str) -> int | None:

@@ -1,0 +1,154 @@
+"""The webhook relay (docs/events.md, "Webhooks"): every worker runs its rounds, one at a time per stack.
+
+A round takes a Redis lease, so one process delivers at a time; a process that dies loses the lease when it
+expires and another worker's next round carries on. Each endpoint receives its owner's events of the types it
+wants one at a time, in commit order, from its cursor: an event is delivered, then the cursor moves past it in
+the database. A crash between the two delivers that event again — deliveries are at least once, receivers
+deduplicate by event id — and nothing is ever skipped, since the cursor only moves after a 2xx or after the event
+has been given up on and written to the dead letters. A failing event is retried on `schedule` (the delay after
+each failed attempt), and then dead-lettered; the next event waits behind it, so a receiver that was down gets
+everything in order once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from runtime.db import Database
+from runtime.ids import new_id
+from runtime.metrics import WorkerMetrics
+from workers.execution.locks import FencedLocks
+from workers.store import webhooks as rows
+from workers.store.webhooks import DeadLetter, Endpoint
+from workers.webhooks import delivery
+from workers.webhooks.endpoints import Endpoints
+
+log = logging.getLogger(__name__)
+RELAY_LEASE = "relay:webhooks"
+RELAY_LEASE_MS = 20_000  # longer than a round (its budget plus one delivery's timeouts)
+ROUND_BUDGET_S = 5.0
+PARALLEL_ENDPOINTS = 8
+# The delay after each failed attempt: 13 attempts over about 3 days (docs/events.md), then a dead letter.
+DEFAULT_SCHEDULE_S = (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200, 43200, 72000)
+JITTER = 0.2
+
+
+class Relay:
+    def __init__(
+        self,
+        database: Database,
+        locks: FencedLocks,
+        endpoints: Endpoints,
+        metrics: WorkerMetrics | None,
+        *,
+        schedule_s: Sequence[float] = DEFAULT_SCHEDULE_S,
+        clock: Callable[[], datetime],
+        connect_timeout_s: float = 2.0,
+        read_timeout_s: float = 5.0,
+    ) -> None:
+        self._db = database
+        self._locks = locks
+        self._endpoints = endpoints
+        self._metrics = metrics
+        self._schedule = tuple(schedule_s)
+        self._clock = clock
+        self._http = delivery.http_client(connect_timeout_s, read_timeout_s)
+
+    def round(self) -> int:
+        """Deliver what is due, if no other process is relaying right now; how many events were delivered."""
+        lease = self._locks.try_acquire(RELAY_LEASE, lease_ms=RELAY_LEASE_MS)
+        if lease is None:
+            return 0
+        try:
+            with self._db.read() as connection:
+                endpoints = rows.relay_endpoints(connection)
+            deadline = time.monotonic() + ROUND_BUDGET_S
+            with ThreadPoolExecutor(PARALLEL_ENDPOINTS, thread_name_prefix="webhook") as pool:
+                delivered = sum(pool.map(lambda e: self._drain(e, deadline), endpoints))
+            self._observe_lag(endpoints)
+            return delivered
+        finally:
+            self._locks.release_quietly(lease)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _drain(self, endpoint: Endpoint, deadline: float) -> int:
+        """This endpoint's due events, in order, until one fails, none is left or the round's time is up."""
+        delivered = 0
+        while time.monotonic() < deadline:
+            now = self._clock()
+            if endpoint.next_attempt_at is not None and endpoint.next_attempt_at > now:
+                break
+            with self._db.read() as connection:
+                event = rows.relay_next_event(connection, endpoint)
+            if event is None:
+                break
+            secrets = self._endpoints.signing_secrets(endpoint, now)
+            body = delivery.body_of(event.payload)
+            attempt = delivery.deliver(self._http, endpoint.url, secrets, event.event_id, event.type, body)
+            self._count(endpoint, attempt.outcome)
+            moved = self._settle(endpoint, event.seq, event.event_id, attempt, now)
+            if moved is None:
+                break  # another relay moved it meanwhile, or it is backing off: the next round reads it afresh
+            endpoint = moved
+            delivered += attempt.ok
+        return delivered
+
+    def _settle(
+        self, endpoint: Endpoint, seq: int, event_id: str, attempt: delivery.Attempt, now: datetime
+    ) -> Endpoint | None:
+        """Move past the event (delivered, or given up on), or schedule its next attempt; the endpoint as it now
+        is when the next event may go at once."""
+        attempts = endpoint.attempts + 1
+        with self._db.write() as connection:
+            if attempt.ok:
+                moved = rows.relay_advance(connection, endpoint, seq)
+                return _after(endpoint, seq) if moved else None
+            if attempts > len(self._schedule):
+                letter = DeadLetter(new_id("wdl"), endpoint.endpoint_id, endpoint.owner, event_id, attempts,
+                                    attempt.detail, now, None)  # fmt: skip
+                if rows.relay_advance(connection, endpoint, seq):
+                    rows.relay_dead_letter(connection, letter)
+                    self._dead(endpoint, event_id, attempt)
+                    return _after(endpoint, seq)
+                return None
+            delay = self._schedule[attempts - 1] * random.uniform(1 - JITTER, 1 + JITTER)
+            rows.relay_failed(connection, endpoint, attempts, now + timedelta(seconds=delay), attempt.detail)
+        return None
+
+    def _dead(self, endpoint: Endpoint, event_id: str, attempt: delivery.Attempt) -> None:
+        log.warning(
+            "webhook dead-lettered",
+            extra={"fields": {"endpoint": endpoint.endpoint_id, "event_id": event_id, "outcome": attempt.outcome}},
+        )
+        if self._metrics is not None:
+            self._metrics.webhook_dead_letters.labels(endpoint.endpoint_id).inc()
+
+    def _count(self, endpoint: Endpoint, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_deliveries.labels(endpoint.endpoint_id, outcome).inc()
+
+    def _observe_lag(self, endpoints: list[Endpoint]) -> None:
+        """The age of the oldest event an endpoint has not had yet (0 when every endpoint is up to date)."""
+        if self._metrics is None:
+            return
+        oldest = 0.0
+        now = self._clock()
+        with self._db.read() as connection:
+            for endpoint in endpoints:
+                current = rows.relay_endpoint(connection, endpoint.endpoint_id)
+                waiting = None if current is None else rows.relay_next_event(connection, current)
+                if waiting is not None:
+                    oldest = max(oldest, (now - waiting.created_at).total_seconds())
+        self._metrics.webhook_lag_seconds.set(oldest)
+
+
+def _after(endpoint: Endpoint, seq: int) -> Endpoint:
+    return replace(endpoint, cursor_seq=seq, attempts=0, next_attempt_at=None, last_error="")
