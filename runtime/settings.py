@@ -104,6 +104,7 @@ class Settings:
     webhook_retry_schedule_s: str = ""
     webhook_connect_timeout_s: float = 2.0
     webhook_read_timeout_s: float = 5.0
+    webhook_round_budget_s: float = 5.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
 
@@ -153,8 +154,9 @@ class Settings:
         self.webhook_schedule()  # refuses a malformed schedule at start
         if not 0 < self.webhook_interval_s <= 60:
             raise ConfigurationError("webhook_interval_s must be in (0, 60]")
-        if not 0 < self.webhook_connect_timeout_s <= 30 or not 0 < self.webhook_read_timeout_s <= 30:
-            raise ConfigurationError("webhook_connect_timeout_s and webhook_read_timeout_s must be in (0, 30]")
+        for name in ("webhook_connect_timeout_s", "webhook_read_timeout_s", "webhook_round_budget_s"):
+            if not 0 < getattr(self, name) <= 30:
+                raise ConfigurationError(f"{name} must be in (0, 30]")
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
 

@@ -105,6 +105,7 @@ def build_relay(
         clock=utc_now,
         connect_timeout_s=settings.webhook_connect_timeout_s,
         read_timeout_s=settings.webhook_read_timeout_s,
+        round_budget_s=settings.webhook_round_budget_s,
     )
 
 

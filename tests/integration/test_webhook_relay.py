@@ -4,11 +4,9 @@ on loopback: order, signatures, retries on a schedule, dead letters, the lease, 
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from runtime import outbox
 from runtime.db import Database
 from runtime.errors import InvalidArgument, NotFound
 from runtime.settings import Settings
+from tests.webhook_receiver import Receiver
 from workers.store import webhooks as rows
 from workers.webhooks.endpoints import Endpoints
 from workers.webhooks.redeliver import redeliver
@@ -30,37 +29,6 @@ from workers.wiring import build_service
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-class Receiver:
-    """An HTTP receiver on loopback that records every delivery and answers `status` (settable)."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append((dict(self.headers.items()), body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def events(self, secrets: list[str]) -> list[dict[str, Any]]:
-        return [verify_webhook(headers, body, secrets) for headers, body in self.received]
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Clock:

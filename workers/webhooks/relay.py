@@ -31,8 +31,7 @@ from workers.webhooks.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 RELAY_LEASE = "relay:webhooks"
-RELAY_LEASE_MS = 20_000  # longer than a round (its budget plus one delivery's timeouts)
-ROUND_BUDGET_S = 5.0
+ROUND_BUDGET_S = 5.0  # a round starts no delivery after this; the lease outlasts it by one delivery's timeouts
 PARALLEL_ENDPOINTS = 8
 # The delay after each failed attempt: 13 attempts over about 3 days (docs/events.md), then a dead letter.
 DEFAULT_SCHEDULE_S = (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200, 43200, 72000)
@@ -51,6 +50,7 @@ class Relay:
         clock: Callable[[], datetime],
         connect_timeout_s: float = 2.0,
         read_timeout_s: float = 5.0,
+        round_budget_s: float = ROUND_BUDGET_S,
     ) -> None:
         self._db = database
         self._locks = locks
@@ -59,16 +59,19 @@ class Relay:
         self._schedule = tuple(schedule_s)
         self._clock = clock
         self._http = delivery.http_client(connect_timeout_s, read_timeout_s)
+        self._budget_s = round_budget_s
+        # If this process dies mid-round, another takes over once the lease lapses: after at most this long.
+        self.lease_ms = int(1000 * (round_budget_s + connect_timeout_s + read_timeout_s + 2.0))
 
     def round(self) -> int:
         """Deliver what is due, if no other process is relaying right now; how many events were delivered."""
-        lease = self._locks.try_acquire(RELAY_LEASE, lease_ms=RELAY_LEASE_MS)
+        lease = self._locks.try_acquire(RELAY_LEASE, lease_ms=self.lease_ms)
         if lease is None:
             return 0
         try:
             with self._db.read() as connection:
                 endpoints = rows.relay_endpoints(connection)
-            deadline = time.monotonic() + ROUND_BUDGET_S
+            deadline = time.monotonic() + self._budget_s
             with ThreadPoolExecutor(PARALLEL_ENDPOINTS, thread_name_prefix="webhook") as pool:
                 delivered = sum(pool.map(lambda e: self._drain(e, deadline), endpoints))
             self._observe_lag(endpoints)
