@@ -146,6 +146,21 @@ class PaygateClient:
     def quote_price(self, request: pb.QuotePriceRequest, **kwargs: Any) -> pb.PriceQuote:
         return self.call("QuotePrice", request, pb.PriceQuote, **kwargs).response
 
+    def create_webhook_endpoint(self, request: pb.CreateWebhookEndpointRequest, **kwargs: Any) -> pb.WebhookEndpoint:
+        return self.call("CreateWebhookEndpoint", request, pb.WebhookEndpoint, **kwargs).response
+
+    def list_webhook_endpoints(self, **kwargs: Any) -> pb.ListWebhookEndpointsResponse:
+        request = pb.ListWebhookEndpointsRequest()
+        return self.call("ListWebhookEndpoints", request, pb.ListWebhookEndpointsResponse, **kwargs).response
+
+    def delete_webhook_endpoint(self, request: pb.DeleteWebhookEndpointRequest, **kwargs: Any) -> pb.WebhookEndpoint:
+        return self.call("DeleteWebhookEndpoint", request, pb.WebhookEndpoint, **kwargs).response
+
+    def rotate_webhook_endpoint_secret(
+        self, request: pb.RotateWebhookEndpointSecretRequest, **kwargs: Any
+    ) -> pb.WebhookEndpoint:
+        return self.call("RotateWebhookEndpointSecret", request, pb.WebhookEndpoint, **kwargs).response
+
     # -- the event stream ---------------------------------------------------------------------------------
 
     def stream_events(

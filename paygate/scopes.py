@@ -15,6 +15,10 @@ METHOD_SCOPES: dict[str, str] = {
     "ListTransactions": "transactions:read",
     "QuotePrice": "prices:read",
     "StreamEvents": "events:read",
+    "CreateWebhookEndpoint": "webhooks:write",
+    "ListWebhookEndpoints": "webhooks:read",
+    "DeleteWebhookEndpoint": "webhooks:write",
+    "RotateWebhookEndpointSecret": "webhooks:write",
 }
 # Methods that answer with a stream of messages (the gateway relays each as it comes); every other is unary.
 STREAMING_METHODS = frozenset({"StreamEvents"})

@@ -43,7 +43,9 @@ from workers.execution.group_commit import CommitterStopped
 from workers.operations.janitor import Backoff
 from workers.operations.purchase_batch import SinglePath
 from workers.service import PaymentService
-from workers.wiring import build_relay, build_service
+from workers.webhooks import rpc as webhook_rpc
+from workers.webhooks.endpoints import Endpoints
+from workers.wiring import build_relay, build_service, webhook_endpoints
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class WorkerServicer:
         *,
         inline_reads: bool = False,
         streams: EventStreams | None = None,
+        webhooks: Endpoints | None = None,
     ) -> None:
         self._service = service
         self._streams = streams
@@ -131,6 +134,8 @@ class WorkerServicer:
             ),
             "QuotePrice": (pb.QuotePriceRequest, lambda request: encoding.quote(validation.quote_price(request)), None),
         }
+        if webhooks is not None:
+            self._methods.update(webhook_rpc.methods(webhooks))
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         handlers = {
@@ -322,7 +327,13 @@ async def run_worker(
 
     server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024 + settings.max_event_streams)
     servicer = WorkerServicer(
-        service, worker_id, executor, metrics, inline_reads=database.dialect == "sqlite", streams=streams
+        service,
+        worker_id,
+        executor,
+        metrics,
+        inline_reads=database.dialect == "sqlite",
+        streams=streams,
+        webhooks=webhook_endpoints(settings, database),
     )
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.aio.HealthServicer()

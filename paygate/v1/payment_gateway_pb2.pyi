@@ -435,3 +435,57 @@ class Heartbeat(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     time: _timestamp_pb2.Timestamp
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateWebhookEndpointRequest(_message.Message):
+    __slots__ = ("url", "types")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    types: _containers.RepeatedScalarFieldContainer[EventType]
+    def __init__(self, url: _Optional[str] = ..., types: _Optional[_Iterable[_Union[EventType, str]]] = ...) -> None: ...
+
+class WebhookEndpoint(_message.Message):
+    __slots__ = ("endpoint_id", "url", "types", "create_time", "secret", "failing_attempts", "next_attempt_time", "last_error", "previous_secret_expire_time")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    FAILING_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    url: str
+    types: _containers.RepeatedScalarFieldContainer[EventType]
+    create_time: _timestamp_pb2.Timestamp
+    secret: str
+    failing_attempts: int
+    next_attempt_time: _timestamp_pb2.Timestamp
+    last_error: str
+    previous_secret_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., types: _Optional[_Iterable[_Union[EventType, str]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., secret: _Optional[str] = ..., failing_attempts: _Optional[int] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_error: _Optional[str] = ..., previous_secret_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListWebhookEndpointsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListWebhookEndpointsResponse(_message.Message):
+    __slots__ = ("endpoints",)
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    endpoints: _containers.RepeatedCompositeFieldContainer[WebhookEndpoint]
+    def __init__(self, endpoints: _Optional[_Iterable[_Union[WebhookEndpoint, _Mapping]]] = ...) -> None: ...
+
+class DeleteWebhookEndpointRequest(_message.Message):
+    __slots__ = ("endpoint_id",)
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    def __init__(self, endpoint_id: _Optional[str] = ...) -> None: ...
+
+class RotateWebhookEndpointSecretRequest(_message.Message):
+    __slots__ = ("endpoint_id", "overlap_hours")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_HOURS_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    overlap_hours: int
+    def __init__(self, endpoint_id: _Optional[str] = ..., overlap_hours: _Optional[int] = ...) -> None: ...

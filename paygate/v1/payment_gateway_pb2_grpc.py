@@ -80,6 +80,26 @@ class PaymentGatewayStub:
                 request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/CreateWebhookEndpoint',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/ListWebhookEndpoints',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/DeleteWebhookEndpoint',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
+        self.RotateWebhookEndpointSecret = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/RotateWebhookEndpointSecret',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+                _registered_method=True)
 
 
 class PaymentGatewayServicer:
@@ -153,6 +173,36 @@ class PaymentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """CreateWebhookEndpoint adds an endpoint that receives the caller's events as signed POSTs (docs/events.md). The
+        answer is the only one that shows the signing secret. A second endpoint with the same URL is ALREADY_EXISTS
+        (naming the first): after a lost answer, rotate the secret to get one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """ListWebhookEndpoints lists the caller's endpoints and where each stands (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """DeleteWebhookEndpoint stops deliveries to an endpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookEndpointSecret(self, request, context):
+        """RotateWebhookEndpointSecret gives a new signing secret; the current one keeps signing too for `overlap_hours`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +250,26 @@ def add_PaymentGatewayServicer_to_server(servicer, server):
                     servicer.StreamEvents,
                     request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'RotateWebhookEndpointSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookEndpointSecret,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +516,114 @@ class PaymentGateway:
             '/paygate.v1.PaymentGateway/StreamEvents',
             paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsRequest.SerializeToString,
             paygate_dot_v1_dot_payment__gateway__pb2.StreamEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/CreateWebhookEndpoint',
+            paygate_dot_v1_dot_payment__gateway__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/ListWebhookEndpoints',
+            paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/DeleteWebhookEndpoint',
+            paygate_dot_v1_dot_payment__gateway__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookEndpointSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/RotateWebhookEndpointSecret',
+            paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
             options,
             channel_credentials,
             insecure,

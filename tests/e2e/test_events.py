@@ -198,3 +198,47 @@ def purchase_retrying(client: PaygateClient, user: str) -> pb.Payment:
                 raise
             threading.Event().wait(0.1)
     raise AssertionError("the purchase never went through")
+
+
+def test_webhook_endpoints_through_the_api(stack: Stack, owner_key: tuple[str, str], signed: PaygateClient) -> None:
+    url = f"http://127.0.0.1:9/{uid('hooks')}"
+    made = signed.create_webhook_endpoint(
+        pb.CreateWebhookEndpointRequest(url=url, types=[SUCCEEDED, pb.EVENT_TYPE_REFUND_SUCCEEDED])
+    )
+    assert made.endpoint_id.startswith("we_") and made.secret.startswith("whsec_") and made.url == url
+    assert list(made.types) == [SUCCEEDED, pb.EVENT_TYPE_REFUND_SUCCEEDED]
+    (listed,) = signed.list_webhook_endpoints().endpoints
+    assert listed.endpoint_id == made.endpoint_id and listed.secret == ""  # never shown again
+    rotated = signed.rotate_webhook_endpoint_secret(
+        pb.RotateWebhookEndpointSecretRequest(endpoint_id=made.endpoint_id, overlap_hours=2)
+    )
+    assert rotated.secret not in ("", made.secret) and rotated.HasField("previous_secret_expire_time")
+    other = PaygateClient(stack.listen, *stack.create_key(uid("hooks-other")))
+    refusals = [
+        (lambda: signed.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=url)), "ALREADY_EXISTS", "url"),
+        (lambda: signed.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url="ftp://x/y")), "INVALID_ARGUMENT",
+         "url"),
+        (lambda: signed.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=url + "x", types=[77])),
+         "INVALID_ARGUMENT", "types[0]"),
+        (lambda: other.delete_webhook_endpoint(pb.DeleteWebhookEndpointRequest(endpoint_id=made.endpoint_id)),
+         "NOT_FOUND", made.endpoint_id),
+        (lambda: signed.rotate_webhook_endpoint_secret(
+            pb.RotateWebhookEndpointSecretRequest(endpoint_id=made.endpoint_id, overlap_hours=721)),
+         "INVALID_ARGUMENT", "overlap_hours"),
+    ]  # fmt: skip
+    for call, code, mentioned in refusals:
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code().name == code, refused.value
+        assert mentioned in (refused.value.details() or "") or code == "ALREADY_EXISTS", refused.value.details()
+    other.close()
+    deleted = signed.delete_webhook_endpoint(pb.DeleteWebhookEndpointRequest(endpoint_id=made.endpoint_id))
+    assert deleted.endpoint_id == made.endpoint_id
+    assert list(signed.list_webhook_endpoints().endpoints) == []
+    reader = PaygateClient(stack.listen, *stack.create_key(uid("hooks-reader"), "webhooks:read"))
+    with pytest.raises(grpc.RpcError) as denied:
+        reader.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=url))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED and "webhooks:write" in (
+        denied.value.details() or ""
+    )
+    reader.close()

@@ -7,6 +7,7 @@ obey the same per-call ceiling as amounts given directly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from paygate.v1 import payment_gateway_pb2 as pb
@@ -26,6 +27,7 @@ from workers.domain.types import (
     TransactionsQuery,
     TransferCommand,
 )
+from workers.domain.webhooks import NewWebhookEndpoint, WebhookEndpointRef
 
 METHODS_BY_PROTO: dict[int, Method] = {
     pb.PAYMENT_METHOD_WALLET: Method.WALLET,
@@ -36,6 +38,8 @@ METHODS_BY_PROTO: dict[int, Method] = {
     pb.PAYMENT_METHOD_SANDBOX: Method.SANDBOX,
 }
 METHOD_NAMES: dict[int, str] = {number: pb.PaymentMethod.Name(number) for number in METHODS_BY_PROTO}
+DEFAULT_OVERLAP_HOURS = 24
+MAX_OVERLAP_HOURS = 720
 PAGE_TOKEN_RULE = "is not a token this API returned for this user_id; pass next_page_token unchanged"  # noqa: S105
 
 
@@ -247,11 +251,45 @@ def get_balance(request: pb.GetBalanceRequest) -> BalanceQuery:
 def stream_events(request: pb.StreamEventsRequest) -> EventSubscription:
     v = Violations()
     v.identifier("after_cursor", request.after_cursor, required=False)
+    types = _event_types(v, request.types)
+    v.raise_if_any()
+    return EventSubscription(after_cursor=request.after_cursor, types=types)
+
+
+def _event_types(v: Violations, numbers: Sequence[int]) -> frozenset[str]:
     names: set[str] = set()
-    for index, number in enumerate(request.types):
+    for index, number in enumerate(numbers):
         if number == pb.EVENT_TYPE_UNSPECIFIED or number not in pb.EventType.values():
             v.add(f"types[{index}]", f"is not an event type (got {number}); see docs/events.md for the list")
         else:
             names.add(pb.EventType.Name(number))
+    return frozenset(names)
+
+
+def create_webhook_endpoint(request: pb.CreateWebhookEndpointRequest) -> NewWebhookEndpoint:
+    v = Violations()
+    if not request.url:
+        v.add("url", "is required: the http(s) URL your events are POSTed to")
+    types = _event_types(v, request.types)
     v.raise_if_any()
-    return EventSubscription(after_cursor=request.after_cursor, types=frozenset(names))
+    return NewWebhookEndpoint(url=request.url, types=types)  # the URL's own rules: workers/webhooks/endpoints.py
+
+
+def webhook_endpoint_ref(request: pb.DeleteWebhookEndpointRequest) -> WebhookEndpointRef:
+    v = Violations()
+    v.identifier("endpoint_id", request.endpoint_id)
+    v.raise_if_any()
+    return WebhookEndpointRef(request.endpoint_id)
+
+
+def rotate_webhook_secret(request: pb.RotateWebhookEndpointSecretRequest) -> WebhookEndpointRef:
+    v = Violations()
+    v.identifier("endpoint_id", request.endpoint_id)
+    if not 0 <= request.overlap_hours <= MAX_OVERLAP_HOURS:
+        v.add("overlap_hours", f"must be between 0 (the default, 24) and {MAX_OVERLAP_HOURS}")
+    v.raise_if_any()
+    return WebhookEndpointRef(request.endpoint_id, request.overlap_hours or DEFAULT_OVERLAP_HOURS)
+
+
+def list_webhook_endpoints(request: pb.ListWebhookEndpointsRequest) -> None:
+    return None  # nothing to decode: the caller's own endpoints

@@ -20,6 +20,7 @@ from workers.domain.types import (
     TransactionsPage,
     TransferRecord,
 )
+from workers.domain.webhooks import Endpoint
 
 PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
 PROTO_REFUND_STATUSES: dict[RefundStatus, int] = {
@@ -135,3 +136,25 @@ def _timestamp(moment: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(moment)
     return stamp
+
+
+def webhook_endpoint(endpoint: Endpoint, secret: str = "") -> pb.WebhookEndpoint:
+    """An endpoint as its owner sees it; `secret` only right after it was made or rotated."""
+    answer = pb.WebhookEndpoint(
+        endpoint_id=endpoint.endpoint_id,
+        url=endpoint.url,
+        types=[pb.EventType.Value(name) for name in sorted(endpoint.types, key=pb.EventType.Value)],  # type: ignore[misc]
+        create_time=_timestamp(endpoint.created_at),
+        secret=secret,
+        failing_attempts=endpoint.attempts,
+        last_error=endpoint.last_error,
+    )
+    if endpoint.next_attempt_at is not None:
+        answer.next_attempt_time.CopyFrom(_timestamp(endpoint.next_attempt_at))
+    if endpoint.previous_expires_at is not None and endpoint.previous_secret_ciphertext is not None:
+        answer.previous_secret_expire_time.CopyFrom(_timestamp(endpoint.previous_expires_at))
+    return answer
+
+
+def webhook_endpoints(endpoints: list[Endpoint]) -> pb.ListWebhookEndpointsResponse:
+    return pb.ListWebhookEndpointsResponse(endpoints=[webhook_endpoint(e) for e in endpoints])

@@ -15,7 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select, update
 
 from runtime.schema import events, webhook_dead_letters, webhook_endpoints
+from workers.domain.webhooks import DeadLetter, Endpoint
 from workers.store import events as event_rows
+
+__all__ = ["DeadLetter", "Endpoint", "EventRow"]  # the records live in the domain; callers may import them here
 
 _LIVE = webhook_endpoints.c.removed_at.is_(None)
 _OF_OWNER = select(webhook_endpoints).where(webhook_endpoints.c.owner == bindparam("owner"), _LIVE)
@@ -74,34 +77,6 @@ _REDELIVERED = (
     .values(redelivered_at=bindparam("now"))
 )
 ERROR_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    endpoint_id: str
-    owner: str
-    url: str
-    types: frozenset[str]  # empty: every type
-    secret_ciphertext: bytes
-    previous_secret_ciphertext: bytes | None
-    previous_expires_at: datetime | None
-    created_at: datetime
-    cursor_seq: int
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    dead_letter_id: str
-    endpoint_id: str
-    owner: str
-    event_id: str
-    attempts: int
-    last_error: str
-    created_at: datetime
-    redelivered_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.db import Database
-from runtime.errors import FieldViolation, InvalidArgument, NotFound
+from runtime.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from runtime.ids import new_id
 from workers.store import events as event_rows
 from workers.store import webhooks as rows
@@ -67,9 +67,18 @@ class Endpoints:
         wanted = check_types(types)
         secret = "whsec_" + secrets.token_urlsafe(32)
         with self._db.write() as connection:
-            if len(rows.endpoints_of(connection, owner)) >= MAX_ENDPOINTS_PER_OWNER:
-                raise InvalidArgument(
-                    [FieldViolation("url", f"an owner has at most {MAX_ENDPOINTS_PER_OWNER} endpoints")]
+            existing = rows.endpoints_of(connection, owner)
+            same = next((e for e in existing if e.url == url), None)
+            if same is not None:
+                raise AlreadyExists(
+                    f"endpoint {same.endpoint_id} already receives your events at this URL; rotate its secret if "
+                    "you lost it",
+                    reason="WEBHOOK_ENDPOINT_EXISTS",
+                )
+            if len(existing) >= MAX_ENDPOINTS_PER_OWNER:
+                raise FailedPrecondition(
+                    f"an owner has at most {MAX_ENDPOINTS_PER_OWNER} webhook endpoints; remove one first",
+                    reason="TOO_MANY_WEBHOOK_ENDPOINTS",
                 )
             endpoint = Endpoint(
                 endpoint_id=new_id("we"),
@@ -92,10 +101,12 @@ class Endpoints:
         with self._db.read() as connection:
             return rows.endpoints_of(connection, owner)
 
-    def remove(self, owner: str, endpoint_id: str, now: datetime) -> None:
+    def remove(self, owner: str, endpoint_id: str, now: datetime) -> Endpoint:
         with self._db.write() as connection:
-            if not rows.remove(connection, owner, endpoint_id, now):
-                raise NotFound(f"no webhook endpoint {endpoint_id} of {owner}")
+            current = rows.endpoint_by_id(connection, owner, endpoint_id)
+            if current is None or not rows.remove(connection, owner, endpoint_id, now):
+                raise NotFound(f"no webhook endpoint {endpoint_id} of yours")
+        return current
 
     def rotate(self, owner: str, endpoint_id: str, now: datetime, overlap: timedelta = DEFAULT_OVERLAP) -> WithSecret:
         """A new secret; the current one keeps signing too for `overlap`."""
@@ -103,10 +114,16 @@ class Endpoints:
         with self._db.write() as connection:
             current = rows.endpoint_by_id(connection, owner, endpoint_id)
             if current is None:
-                raise NotFound(f"no webhook endpoint {endpoint_id} of {owner}")
+                raise NotFound(f"no webhook endpoint {endpoint_id} of yours")
             ciphertext = self._fernet.encrypt(secret.encode())
             rows.rotate(connection, owner, endpoint_id, ciphertext, current.secret_ciphertext, now + overlap)
-        return WithSecret(replace(current, secret_ciphertext=ciphertext), secret)
+        rotated = replace(
+            current,
+            secret_ciphertext=ciphertext,
+            previous_secret_ciphertext=current.secret_ciphertext,
+            previous_expires_at=now + overlap,
+        )
+        return WithSecret(rotated, secret)
 
     def signing_secrets(self, endpoint: Endpoint, now: datetime) -> list[str]:
         """The secrets that sign a delivery now: the current one, and the previous one until it expires."""
