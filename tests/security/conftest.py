@@ -44,6 +44,10 @@ RESPONSE_TYPES: dict[str, type[Message]] = {
     "Transfer": pb.Transfer,
     "ListTransactions": pb.ListTransactionsResponse,
     "QuotePrice": pb.PriceQuote,
+    "CreateWebhookEndpoint": pb.WebhookEndpoint,
+    "ListWebhookEndpoints": pb.ListWebhookEndpointsResponse,
+    "DeleteWebhookEndpoint": pb.WebhookEndpoint,
+    "RotateWebhookEndpointSecret": pb.WebhookEndpoint,
 }
 # Words that would mean internals leaked into a message.
 INTERNALS = ("Traceback", "sqlalchemy", "sqlite3", "psycopg", "pymysql", "redis.", "Exception", "Error(", 'File "')
