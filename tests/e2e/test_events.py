@@ -242,3 +242,21 @@ def test_webhook_endpoints_through_the_api(stack: Stack, owner_key: tuple[str, s
         denied.value.details() or ""
     )
     reader.close()
+
+
+def test_a_cancelled_stream_ends_on_the_worker_too(stack: Stack, owner_key: tuple[str, str]) -> None:
+    """The gateway carries the caller's cancellation to the worker: its stream ends and stops being counted."""
+
+    def streams_served() -> float:
+        for line in stack.metrics_text().splitlines():
+            if line.startswith("paygate_event_streams "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = streams_served()
+    collectors = [Collector(stack, owner_key) for _ in range(3)]
+    wait_until(lambda: streams_served() >= before + 3, attempts=600, what="three streams on the workers")
+    for collector in collectors:
+        collector.stop()  # the client cancels; nothing else ends these streams
+    wait_until(lambda: streams_served() <= before, attempts=600, what="the workers' streams ended")
+    assert all(c.error is None or c.error.code() == grpc.StatusCode.CANCELLED for c in collectors)
