@@ -45,6 +45,7 @@ from workers.operations.purchase_batch import SinglePath
 from workers.service import PaymentService
 from workers.webhooks import rpc as webhook_rpc
 from workers.webhooks.endpoints import Endpoints
+from workers.webhooks.relay import Relay
 from workers.wiring import build_relay, build_service, webhook_endpoints
 
 log = logging.getLogger(__name__)
@@ -308,6 +309,35 @@ async def _event_streams(
     return feed, streams
 
 
+def _background_jobs(
+    settings: Settings,
+    service: PaymentService,
+    executor: ThreadPoolExecutor,
+    feed: EventFeed,
+    relay: Relay,
+    stopping: asyncio.Event,
+) -> list[asyncio.Task[None]]:
+    """What every worker runs beside its calls until stopping: the expiry sweeper, the janitor and the webhook
+    relay (each a round at a time under its own Redis lease), and the feed that wakes event streams."""
+    backoff = Backoff(settings.janitor_first_check_s, settings.janitor_max_check_s)
+    return [
+        asyncio.create_task(
+            every(
+                settings.sweep_interval_s,
+                "expiry",
+                lambda: service.sweep_once(settings.payment_ttl_s),
+                executor,
+                stopping,
+            )
+        ),
+        asyncio.create_task(
+            every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
+        ),
+        asyncio.create_task(feed.listen(stopping)),
+        asyncio.create_task(every(settings.webhook_interval_s, "webhooks", relay.round, executor, stopping)),
+    ]
+
+
 async def run_worker(
     settings: Settings,
     worker_id: str,
@@ -352,23 +382,7 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    backoff = Backoff(settings.janitor_first_check_s, settings.janitor_max_check_s)
-    jobs = [
-        asyncio.create_task(
-            every(
-                settings.sweep_interval_s,
-                "expiry",
-                lambda: service.sweep_once(settings.payment_ttl_s),
-                executor,
-                stopping,
-            )
-        ),
-        asyncio.create_task(
-            every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
-        ),
-        asyncio.create_task(feed.listen(stopping)),
-        asyncio.create_task(every(settings.webhook_interval_s, "webhooks", relay.round, executor, stopping)),
-    ]
+    jobs = _background_jobs(settings, service, executor, feed, relay, stopping)
     await stopping.wait()
     streams.close()
     await asyncio.gather(*jobs)

@@ -77,6 +77,10 @@ def test_service_and_enums() -> None:
         "ListTransactions",
         "QuotePrice",
         "StreamEvents",
+        "CreateWebhookEndpoint",
+        "ListWebhookEndpoints",
+        "DeleteWebhookEndpoint",
+        "RotateWebhookEndpointSecret",
     }
     streaming = {name for name, method in service.methods_by_name.items() if method.server_streaming}
     assert streaming == {"StreamEvents"}
