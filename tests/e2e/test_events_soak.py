@@ -20,8 +20,8 @@ from tests.support import start_stack, wait_until
 from tests.webhook_receiver import Receiver
 
 THREADS = 6
-ROUNDS_PER_THREAD = 25
-KILLS = 6
+ROUNDS_PER_THREAD = 60
+KILLS = 12
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED)
 
 
@@ -30,8 +30,9 @@ def uid(prefix: str) -> str:
 
 
 def retried(call, request):  # type: ignore[no-untyped-def]
-    """The same request (the same idempotency key) until it is answered: the one answer is its result."""
-    for _ in range(200):
+    """The same request (the same idempotency key) until it is answered: the one answer is its result. A call
+    whose worker died holds its key's in-flight guard until the guard's lease lapses: ABORTED until then."""
+    for _ in range(1200):
         try:
             return call(request)
         except grpc.RpcError as error:
@@ -102,6 +103,8 @@ def test_events_survive_repeated_worker_kills(tmp_path: Path) -> None:
             except BaseException as error:  # reported below
                 failures.append(error)
 
+        killed: list[int] = []
+
         def kill() -> None:
             for n in range(KILLS):
                 if stop.wait(1.5):
@@ -109,6 +112,7 @@ def test_events_survive_repeated_worker_kills(tmp_path: Path) -> None:
                 pid = stack.worker_pid(f"worker-{n % 3 + 1}")
                 if pid:
                     os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
 
         threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
         killer = threading.Thread(target=kill)
@@ -119,6 +123,7 @@ def test_events_survive_repeated_worker_kills(tmp_path: Path) -> None:
         stop.set()
         killer.join()
         assert failures == []
+        assert len(killed) >= 3, "the soak ended before the workers were killed"
         # Per thread: a top-up (2 events), and per round a purchase (2), a refund (2) and a transfer (1).
         expected_count = THREADS * (2 + ROUNDS_PER_THREAD * 5)
         streamed: list[str] = []
