@@ -18,6 +18,7 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -47,6 +48,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Clock:
+    """A service's clock, moved by the test: what depends on time (expiry, retry delays) must not be waited for."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
 
 
 def wait_until(predicate, *, attempts: int, interval_s: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from runtime.db import Database
 from runtime.errors import FailedPrecondition
 from runtime.settings import Settings
+from tests.support import Clock
 from workers.domain.types import (
     BalanceQuery,
     Caller,
@@ -25,16 +26,6 @@ from workers.service import PaymentService
 from workers.wiring import build_service
 
 CALLER = Caller(owner="expiry", key_id="key_e", request_id="req_e")
-
-
-class Clock:
-    """The service's clock, moved by the test: expiry depends on time, the test must not wait for it."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from runtime.db import Database
 from runtime.errors import InsufficientFunds
 from runtime.schema import event_sequence, events
 from runtime.settings import Settings
+from tests.support import Clock
 from workers.codec import encode
 from workers.domain.types import Caller, CreatePaymentCommand, Method, RefundCommand, TopUpCommand, TransferCommand
 from workers.service import PaymentService
@@ -179,14 +180,6 @@ def _new_event(owner: str) -> outbox.NewEvent:
     return outbox.NewEvent(
         event_id, owner, "EVENT_TYPE_TEST", datetime.now(UTC), pb.Event(event_id=event_id).SerializeToString()
     )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def test_a_channel_payment_announces_each_step_and_late_money(

@@ -19,6 +19,7 @@ from runtime import outbox
 from runtime.db import Database
 from runtime.errors import InvalidArgument, NotFound
 from runtime.settings import Settings
+from tests.support import Clock
 from tests.webhook_receiver import Receiver
 from workers.store import webhooks as rows
 from workers.webhooks.endpoints import Endpoints
@@ -29,14 +30,6 @@ from workers.wiring import build_service
 
 def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
