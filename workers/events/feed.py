@@ -11,6 +11,7 @@ stream by at most `poll_s`: every wait ends by then, and the stream looks again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -45,8 +46,10 @@ class EventFeed:
             self._to_publish = max(self._to_publish, last_seq)
             self._pending.notify()
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._heard, last_seq)
+        if loop is not None:
+            # RuntimeError: the loop has closed (the worker is stopping), so no stream is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._heard, last_seq)
 
     async def wait(self, timeout_s: float) -> None:
         """Until something may have committed, or `timeout_s` at most (and never longer than `poll_s`)."""
