@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.admission import InFlight, PendingCalls
 from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.keystore import KeyStore, load_master_key
-from gateway.metadata import first, request_id_of
+from gateway.metadata import first, request_id_of, worker_trailers
 from gateway.routing import WorkerPool, never_delivered
 from gateway.streaming import StreamRelay
 from paygate.scopes import READ_ONLY_PATHS, SERVICE_NAME, STREAMING_PATHS, UNARY_PATHS
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 30.0
 CORE_PENDING_REQUESTS = 10_000
-# Trailing metadata that gRPC itself manages or that we set; everything else from the worker passes back as is.
-_RELAYED_OURSELVES = frozenset({"grpc-status", "grpc-message", REQUEST_ID_HEADER})
 
 # How a call whose caller cancelled (or whose connection went away) ends in its handler: the task is cancelled at
 # its next await, or sending the status fails (a read may first return EOF, as if the caller had half-closed). gRPC
@@ -247,13 +245,11 @@ class Forwarder:
     @staticmethod
     async def _relay_error(error: grpc.aio.AioRpcError, request_id: str, context: grpc.aio.ServicerContext) -> None:
         """Pass a worker's status through unchanged, rich details (grpc-status-details-bin) included."""
-        trailers = [(k, v) for k, v in (error.trailing_metadata() or ()) if k not in _RELAYED_OURSELVES]
-        trailers.append((REQUEST_ID_HEADER, request_id))
         details = error.details() or ""
         if _transport_failure(error):
             # The connection broke after the call was sent: it may or may not have been applied.
             details = "the worker connection was lost mid-call; retry with the same idempotency key"
-        await context.abort(error.code(), details, tuple(trailers))
+        await context.abort(error.code(), details, worker_trailers(error, request_id))
 
 
 def _one_message(what: str) -> InvalidArgument:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from gateway.metadata import first, request_id_of
+from gateway.metadata import first, request_id_of, worker_trailers
 from gateway.routing import WorkerPool, never_delivered
 from paygate.scopes import SERVICE_NAME
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
@@ -136,6 +136,4 @@ class StreamRelay:
         """The worker's own status (a refusal, its shutdown) passes through; a broken connection is UNAVAILABLE."""
         if first(error.trailing_metadata(), WORKER_HEADER) is None:
             raise Unavailable(_WORKER_LOST) from None
-        trailers = [(k, v) for k, v in (error.trailing_metadata() or ()) if k not in ("grpc-status", "grpc-message")]
-        trailers = [(k, v) for k, v in trailers if k != REQUEST_ID_HEADER] + [(REQUEST_ID_HEADER, request_id)]
-        await context.abort(error.code(), error.details() or "", tuple(trailers))
+        await context.abort(error.code(), error.details() or "", worker_trailers(error, request_id))
