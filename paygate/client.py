@@ -201,26 +201,38 @@ class PaygateClient:
 
 
 class _Watchdog:
-    """Cancels a stream that has been silent for `timeout_s` (a connection that died without a reset)."""
+    """Cancels a stream that has been silent for `timeout_s` (a connection that died without a reset). A message
+    only notes the time; one timer at a time checks it, and re-arms for what is left when the stream spoke."""
 
     def __init__(self, timeout_s: float, cancel: Callable[[], object]) -> None:
         self._timeout_s = timeout_s
         self._cancel = cancel
         self.fired = False
+        self._heard = time.monotonic()
+        self._stopped = False
         self._timer: threading.Timer | None = None
-        self.reset()
+        self._arm(timeout_s)
 
     def reset(self) -> None:
-        self.stop()
-        self._timer = threading.Timer(self._timeout_s, self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._heard = time.monotonic()
 
     def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
 
-    def _fire(self) -> None:
+    def _arm(self, delay_s: float) -> None:
+        self._timer = threading.Timer(delay_s, self._check)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _check(self) -> None:
+        if self._stopped:
+            return
+        silent_s = time.monotonic() - self._heard
+        if silent_s < self._timeout_s:
+            self._arm(self._timeout_s - silent_s)
+            return
         self.fired = True
         self._cancel()
 
