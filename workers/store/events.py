@@ -7,13 +7,15 @@ are runtime/outbox.py's: what a reader sees is always a prefix of them, so "afte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
 
 from runtime.schema import event_sequence, events
+from workers.store.moments import utc
 
-_COLUMNS = (events.c.seq, events.c.event_id, events.c.type, events.c.created_at, events.c.payload)
+_COLUMNS = (events.c.seq, events.c.event_id, events.c.owner, events.c.type, events.c.created_at, events.c.payload)
 _AFTER = (
     select(*_COLUMNS)
     .where(events.c.owner == bindparam("owner"), events.c.seq > bindparam("after_seq"))
@@ -30,6 +32,7 @@ _AFTER_OF_TYPES = (
     .order_by(events.c.seq)
     .limit(bindparam("limit"))
 )
+_ANY_OWNER_BY_ID = select(*_COLUMNS).where(events.c.event_id == bindparam("event_id"))
 _SEQ_OF = select(events.c.seq).where(events.c.owner == bindparam("owner"), events.c.event_id == bindparam("event_id"))
 _LAST = select(event_sequence.c.last_seq).where(event_sequence.c.name == "events")
 
@@ -38,6 +41,7 @@ _LAST = select(event_sequence.c.last_seq).where(event_sequence.c.name == "events
 class StoredEvent:
     seq: int
     event_id: str
+    owner: str
     type: str
     created_at: datetime
     payload: bytes  # a serialized paygate.v1.Event
@@ -53,14 +57,17 @@ def after(
     statement = _AFTER_OF_TYPES if types else _AFTER
     if types:
         values["types"] = sorted(types)
-    return [
-        StoredEvent(row.seq, row.event_id, row.type, _utc(row.created_at), row.payload)
-        for row in connection.execute(statement, values)
-    ]
+    return [_event(row) for row in connection.execute(statement, values)]
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite keeps no zone; we only write UTC
+def any_owner_event(connection: Connection, event_id: str) -> StoredEvent | None:
+    """Unscoped, for the operator's `paygate webhooks redeliver`: whichever owner's event this is."""
+    row = connection.execute(_ANY_OWNER_BY_ID, {"event_id": event_id}).first()
+    return None if row is None else _event(row)
+
+
+def _event(row: Any) -> StoredEvent:
+    return StoredEvent(row.seq, row.event_id, row.owner, row.type, utc(row.created_at), row.payload)
 
 
 def seq_of(connection: Connection, owner: str, event_id: str) -> int | None:

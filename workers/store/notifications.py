@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, select, update
 
 from runtime.schema import channel_notifications
+from workers.store.moments import utc
 
 MAX_BODY_BYTES = 64 * 1024  # no provider's callback comes near this; anything larger is refused at the edge
 
@@ -66,7 +67,7 @@ def load(connection: Connection, notification_id: int) -> Received | None:
     row = connection.execute(_BY_ID, {"notification_id": notification_id}).first()
     if row is None:
         return None
-    received_at = row.received_at if row.received_at.tzinfo else row.received_at.replace(tzinfo=UTC)
+    received_at = utc(row.received_at)
     return Received(
         notification_id=row.notification_id,
         channel=row.channel,

@@ -29,6 +29,7 @@ from workers.channels.base import NotificationKind
 from workers.domain.types import Method
 from workers.events import emit
 from workers.reconciliation.match import SETTLED, Item, ItemKind, Local, ProviderDay, Reference
+from workers.store.moments import utc, utc_or_none
 
 CHUNK = 500  # references per IN (...) list: far inside every database's limit on bound parameters
 DETAIL_LENGTH = 256
@@ -121,10 +122,6 @@ class Run:
         return len(self.items)
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _payment(row: Any) -> Local:
     return Local(
         NotificationKind.PAYMENT,
@@ -133,7 +130,7 @@ def _payment(row: Any) -> Local:
         row.amount_minor,
         row.currency,
         row.status,
-        _utc(row.updated_at),
+        utc(row.updated_at),
     )
 
 
@@ -145,7 +142,7 @@ def _refund(row: Any) -> Local:
         row.amount_minor,
         row.currency,
         row.status,
-        _utc(row.updated_at or row.created_at),
+        utc(row.updated_at or row.created_at),
     )
 
 
@@ -252,7 +249,7 @@ def _stored(row: Any) -> StoredItem:
         channel=row.channel,
         day=date.fromisoformat(row.day),
         item=item,
-        resolved_at=None if row.resolved_at is None else _utc(row.resolved_at),
+        resolved_at=utc_or_none(row.resolved_at),
         correction_entry_id=row.correction_entry_id,
         resolution=row.resolution,
     )
@@ -272,8 +269,8 @@ def run_by_id(connection: Connection, run_id: str) -> Run | None:
         run_id=row.run_id,
         channel=row.channel,
         day=date.fromisoformat(row.day),
-        started_at=_utc(row.started_at),
-        finished_at=_utc(row.finished_at),
+        started_at=utc(row.started_at),
+        finished_at=utc(row.finished_at),
         lines=row.lines,
         matched=row.matched,
         items=items,

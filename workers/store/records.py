@@ -14,7 +14,7 @@ Functions take the caller's open transaction and never commit: the service owns 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
@@ -30,6 +30,7 @@ from workers.domain.types import (
     TransferRecord,
 )
 from workers.events import emit
+from workers.store.moments import utc
 
 # Built once, bound per call (see workers/ledger/accounts.py for why).
 # A payment with what its current attempt handed back for the payer (NULL for wallet payments: no attempt).
@@ -323,7 +324,7 @@ def wallet_postings(
             currency=row.currency,
             kind=row.kind,
             reference_id=row.reference_id or "",
-            created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+            created_at=utc(row.created_at),
         )
         for row in rows[:limit]
     ]

@@ -8,7 +8,7 @@ refunds: those statements are unscoped, and their names say so. Status changes a
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Row, bindparam, or_, select, update
 from runtime.schema import payments, refunds
 from workers.domain.types import PaymentStatus, RefundRecord, RefundStatus
 from workers.events import emit
+from workers.store.moments import utc
 
 _BY_ID = select(refunds).where(refunds.c.owner == bindparam("owner"), refunds.c.refund_id == bindparam("refund_id"))
 _FOR_PROVIDER = select(refunds).where(refunds.c.out_refund_no == bindparam("out_refund_no"))
@@ -62,7 +63,7 @@ class StoredRefund:
 
 
 def _stored(row: Row[Any]) -> StoredRefund:
-    created_at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    created_at = utc(row.created_at)
     record = RefundRecord(
         refund_id=row.refund_id,
         payment_id=row.payment_id,

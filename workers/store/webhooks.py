@@ -8,17 +8,17 @@ move an endpoint back or skip an event.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
 
-from runtime.schema import events, webhook_dead_letters, webhook_endpoints
+from runtime.schema import webhook_dead_letters, webhook_endpoints
 from workers.domain.webhooks import DeadLetter, Endpoint
 from workers.store import events as event_rows
+from workers.store.moments import utc, utc_or_none
 
-__all__ = ["DeadLetter", "Endpoint", "EventRow"]  # the records live in the domain; callers may import them here
+__all__ = ["DeadLetter", "Endpoint"]  # the records live in the domain; callers may import them here
 
 _LIVE = webhook_endpoints.c.removed_at.is_(None)
 _OF_OWNER = select(webhook_endpoints).where(webhook_endpoints.c.owner == bindparam("owner"), _LIVE)
@@ -65,9 +65,6 @@ _DEAD_OF_OWNER = (
     .where(webhook_dead_letters.c.owner == bindparam("owner"))
     .order_by(webhook_dead_letters.c.created_at)
 )
-_EVENT_BY_ID = select(events.c.seq, events.c.owner, events.c.type, events.c.created_at, events.c.payload).where(
-    events.c.event_id == bindparam("event_id")
-)
 _REDELIVERED = (
     update(webhook_dead_letters)
     .where(
@@ -79,22 +76,6 @@ _REDELIVERED = (
 ERROR_LENGTH = 256
 
 
-@dataclass(frozen=True)
-class EventRow:
-    seq: int
-    owner: str
-    type: str
-    created_at: datetime
-    payload: bytes
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """As stored (we only write UTC); SQLite gives it back without its zone."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _endpoint(row: Any) -> Endpoint:
     return Endpoint(
         endpoint_id=row.endpoint_id,
@@ -103,11 +84,11 @@ def _endpoint(row: Any) -> Endpoint:
         types=frozenset(t for t in row.types.split(",") if t),
         secret_ciphertext=row.secret_ciphertext,
         previous_secret_ciphertext=row.previous_secret_ciphertext,
-        previous_expires_at=_utc(row.previous_expires_at),
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
+        previous_expires_at=utc_or_none(row.previous_expires_at),
+        created_at=utc(row.created_at),
         cursor_seq=row.cursor_seq,
         attempts=row.attempts,
-        next_attempt_at=_utc(row.next_attempt_at),
+        next_attempt_at=utc_or_none(row.next_attempt_at),
         last_error=row.last_error,
     )
 
@@ -179,24 +160,10 @@ def relay_endpoints(connection: Connection) -> list[Endpoint]:
     return [_endpoint(row) for row in connection.execute(_RELAY_ENDPOINTS)]
 
 
-def relay_endpoint(connection: Connection, endpoint_id: str) -> Endpoint | None:
-    row = connection.execute(
-        _RELAY_ENDPOINTS.where(webhook_endpoints.c.endpoint_id == bindparam("e")), {"e": endpoint_id}
-    ).first()
-    return None if row is None else _endpoint(row)
-
-
 def relay_next_event(connection: Connection, endpoint: Endpoint) -> event_rows.StoredEvent | None:
     """The first event after the endpoint's cursor that it wants."""
     found = event_rows.after(connection, endpoint.owner, endpoint.cursor_seq, types=endpoint.types, limit=1)
     return found[0] if found else None
-
-
-def relay_event_by_id(connection: Connection, event_id: str) -> EventRow | None:
-    row = connection.execute(_EVENT_BY_ID, {"event_id": event_id}).first()
-    if row is None:
-        return None
-    return EventRow(row.seq, row.owner, row.type, _utc(row.created_at) or row.created_at, row.payload)
 
 
 def relay_advance(connection: Connection, endpoint: Endpoint, new_cursor: int) -> bool:
@@ -234,8 +201,8 @@ def _dead(row: Any) -> DeadLetter:
         event_id=row.event_id,
         attempts=row.attempts,
         last_error=row.last_error,
-        created_at=row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC),
-        redelivered_at=_utc(row.redelivered_at),
+        created_at=utc(row.created_at),
+        redelivered_at=utc_or_none(row.redelivered_at),
     )
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from runtime.db import Database
 from runtime.errors import NotFound
+from workers.store import events as event_rows
 from workers.store import webhooks as rows
 from workers.webhooks import delivery
 from workers.webhooks.endpoints import Endpoints
@@ -28,7 +29,7 @@ def redeliver(
 ) -> list[tuple[str, delivery.Attempt]]:
     """Each targeted endpoint with the outcome of its attempt."""
     with database.read() as connection:
-        event = rows.relay_event_by_id(connection, event_id)
+        event = event_rows.any_owner_event(connection, event_id)
         if event is None:
             raise NotFound(f"no event {event_id}")
         live = rows.endpoints_of(connection, event.owner)

@@ -59,6 +59,7 @@ class Relay:
         self._schedule = tuple(schedule_s)
         self._clock = clock
         self._http = delivery.http_client(connect_timeout_s, read_timeout_s)
+        self._pool = ThreadPoolExecutor(PARALLEL_ENDPOINTS, thread_name_prefix="webhook")
         self._budget_s = round_budget_s
         # If this process dies mid-round, another takes over once the lease lapses: after at most this long.
         self.lease_ms = int(1000 * (round_budget_s + connect_timeout_s + read_timeout_s + 2.0))
@@ -72,37 +73,38 @@ class Relay:
             with self._db.read() as connection:
                 endpoints = rows.relay_endpoints(connection)
             deadline = time.monotonic() + self._budget_s
-            with ThreadPoolExecutor(PARALLEL_ENDPOINTS, thread_name_prefix="webhook") as pool:
-                delivered = sum(pool.map(lambda e: self._drain(e, deadline), endpoints))
-            self._observe_lag(endpoints)
-            return delivered
+            drained = list(self._pool.map(lambda e: self._drain(e, deadline), endpoints))
+            self._observe_lag([waiting for _, waiting in drained])
+            return sum(delivered for delivered, _ in drained)
         finally:
             self._locks.release_quietly(lease)
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._http.close()
 
-    def _drain(self, endpoint: Endpoint, deadline: float) -> int:
-        """This endpoint's due events, in order, until one fails, none is left or the round's time is up."""
+    def _drain(self, endpoint: Endpoint, deadline: float) -> tuple[int, datetime | None]:
+        """This endpoint's due events, in order, until one fails, none is left or the round's time is up: how many
+        were delivered, and when the event it stopped at (if any) was created."""
         delivered = 0
-        while time.monotonic() < deadline:
-            now = self._clock()
-            if endpoint.next_attempt_at is not None and endpoint.next_attempt_at > now:
-                break
+        while True:
             with self._db.read() as connection:
                 event = rows.relay_next_event(connection, endpoint)
             if event is None:
-                break
+                return delivered, None
+            now = self._clock()
+            backing_off = endpoint.next_attempt_at is not None and endpoint.next_attempt_at > now
+            if backing_off or time.monotonic() >= deadline:
+                return delivered, event.created_at
             secrets = self._endpoints.signing_secrets(endpoint, now)
             body = delivery.body_of(event.payload)
             attempt = delivery.deliver(self._http, endpoint.url, secrets, event.event_id, event.type, body)
             self._count(endpoint, attempt.outcome)
             moved = self._settle(endpoint, event.seq, event.event_id, attempt, now)
-            if moved is None:
-                break  # another relay moved it meanwhile, or it is backing off: the next round reads it afresh
+            if moved is None:  # failed (it is backing off now), or another relay moved it meanwhile
+                return delivered, event.created_at
             endpoint = moved
             delivered += attempt.ok
-        return delivered
 
     def _settle(
         self, endpoint: Endpoint, seq: int, event_id: str, attempt: delivery.Attempt, now: datetime
@@ -138,19 +140,13 @@ class Relay:
         if self._metrics is not None:
             self._metrics.webhook_deliveries.labels(endpoint.endpoint_id, outcome).inc()
 
-    def _observe_lag(self, endpoints: list[Endpoint]) -> None:
+    def _observe_lag(self, waiting: list[datetime | None]) -> None:
         """The age of the oldest event an endpoint has not had yet (0 when every endpoint is up to date)."""
         if self._metrics is None:
             return
-        oldest = 0.0
         now = self._clock()
-        with self._db.read() as connection:
-            for endpoint in endpoints:
-                current = rows.relay_endpoint(connection, endpoint.endpoint_id)
-                waiting = None if current is None else rows.relay_next_event(connection, current)
-                if waiting is not None:
-                    oldest = max(oldest, (now - waiting.created_at).total_seconds())
-        self._metrics.webhook_lag_seconds.set(oldest)
+        ages = [(now - created).total_seconds() for created in waiting if created is not None]
+        self._metrics.webhook_lag_seconds.set(max(ages, default=0.0))
 
 
 def _after(endpoint: Endpoint, seq: int) -> Endpoint:
