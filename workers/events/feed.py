@@ -51,9 +51,12 @@ class EventFeed:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._heard, last_seq)
 
-    async def wait(self, timeout_s: float) -> None:
-        """Until something may have committed, or `timeout_s` at most (and never longer than `poll_s`)."""
-        changed = self._changed
+    def mark(self) -> asyncio.Event:
+        """Taken before a stream reads: `wait(mark)` then also returns for a commit heard during the read."""
+        return self._changed
+
+    async def wait(self, changed: asyncio.Event, timeout_s: float) -> None:
+        """Until something committed since `changed` was marked, or `timeout_s` at most (never past `poll_s`)."""
         try:
             async with asyncio.timeout(min(timeout_s, self.poll_s)):
                 await changed.wait()

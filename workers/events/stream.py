@@ -83,6 +83,7 @@ class EventStreams:
         while True:
             if self._closing:
                 raise Unavailable(_CLOSING)
+            changed = self._feed.mark()  # before the read: a commit during it still wakes the wait below
             page = await self._off_loop(self._page, owner, after, types)
             for row in page:
                 yield pb.StreamEventsResponse(event=pb.Event.FromString(row.payload))
@@ -99,7 +100,7 @@ class EventStreams:
                 yield pb.StreamEventsResponse(heartbeat=pb.Heartbeat(time=stamp))
                 self._count("heartbeat", 1)
                 heartbeat_due = now + self._heartbeat_s
-            await self._feed.wait(heartbeat_due - now)
+            await self._feed.wait(changed, heartbeat_due - now)
 
     def _start(self, owner: str, cursor: str) -> int:
         """The number after which the stream starts: its cursor's, or 0 (the oldest event kept)."""
