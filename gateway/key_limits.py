@@ -50,15 +50,22 @@ class EffectiveLimits:
 
 
 def effective(limits: KeyLimits, settings: Settings) -> EffectiveLimits:
-    def pick(own: float | int | None, default: float | int) -> float | int:
-        return default if own is None else own
+    """A key's own limits, else the stack's defaults. A key with a rate of its own but no burst gets two seconds'
+    worth of calls (at least one), not the default burst, which belongs to the default rate."""
 
+    def burst(own_rate: float | None, own_burst: int | None, default: int) -> int:
+        if own_burst is not None:
+            return own_burst
+        return default if own_rate is None else max(1, math.ceil(2 * own_rate))
+
+    key_rate, user_rate = limits.rate_per_s, limits.user_rate_per_s
+    concurrent = limits.max_concurrent_calls
     return EffectiveLimits(
-        rate_per_s=float(pick(limits.rate_per_s, settings.default_key_rate_per_s)),
-        burst=int(pick(limits.burst, settings.default_key_burst)),
-        user_rate_per_s=float(pick(limits.user_rate_per_s, settings.default_user_rate_per_s)),
-        user_burst=int(pick(limits.user_burst, settings.default_user_burst)),
-        max_concurrent_calls=int(pick(limits.max_concurrent_calls, settings.default_max_concurrent_calls)),
+        rate_per_s=float(settings.default_key_rate_per_s if key_rate is None else key_rate),
+        burst=burst(key_rate, limits.burst, settings.default_key_burst),
+        user_rate_per_s=float(settings.default_user_rate_per_s if user_rate is None else user_rate),
+        user_burst=burst(user_rate, limits.user_burst, settings.default_user_burst),
+        max_concurrent_calls=settings.default_max_concurrent_calls if concurrent is None else concurrent,
     )
 
 
