@@ -25,7 +25,8 @@ from redis.exceptions import NoScriptError
 # `burst` and is read before anything is written, so a refused call spends neither a token nor its nonce (the
 # caller retries it, signed anew, after the delay returned). A replayed nonce spends no token either: only a call
 # that goes on to the worker pays. `at` never moves back, so gateways whose clocks differ by a little never
-# refill a bucket twice for the same time. A bucket expires once it would be full again.
+# refill a bucket twice for the same time. A bucket expires once it would be full again. Levels are clamped to the
+# burst on every read, so a lowered limit (`paygate keys set-limits`) applies to the tokens already saved too.
 # KEYS: nonce, generation, key bucket[, user bucket]. ARGV: nonce TTL s, now ms, key rate/s, key burst, user
 # rate/s, user burst. Reply: {verdict, generation, retry ms}; verdict 1 fresh, 0 replay, 2 key limited, 3 user.
 _ADMISSION_SCRIPT = """
@@ -35,7 +36,7 @@ local function level(bucket, rate, burst)
   local state = redis.call('HMGET', bucket, 't', 'at')
   local tokens, at = tonumber(state[1]), tonumber(state[2])
   if tokens == nil or at == nil then return burst, now end
-  if now <= at then return tokens, at end
+  if now <= at then return math.min(burst, tokens), at end
   return math.min(burst, tokens + (now - at) * rate / 1000), now
 end
 local key_rate, key_burst = tonumber(ARGV[3]), tonumber(ARGV[4])
