@@ -149,12 +149,24 @@ class Authenticator:
         generation), the scope."""
         headers, entry = checked.headers, checked.key
         secret = self._matching_secret(path, headers, entry, body)
+        if secret is None:
+            # Perhaps the key was rotated since we cached it: look at the generation (one GET, only for calls that
+            # fail here) and, if keys changed, try once more with the key as it is now.
+            if self._keys.observe_generation(await self._nonces.generation()):
+                entry = await self._usable_key(headers.key_id)
+                secret = self._matching_secret(path, headers, entry, body)
+            if secret is None:
+                raise _bad_signature()
         limits = self._effective(entry.key.limits)
         user = user_of(path, body) if limits.user_rate_per_s > 0 else None
         nonce_key = f"{self._prefix}nonce:{headers.key_id}:{headers.nonce}"
         nonce = await self._nonces.check(nonce_key, self._buckets(headers.key_id, limits, user))
         if self._keys.observe_generation(nonce.generation):
-            entry = await self._usable_key(headers.key_id)  # keys changed: re-check revocation now
+            # Keys changed: re-check revocation, and the signature (a rotation may have dropped the secret used).
+            entry = await self._usable_key(headers.key_id)
+            secret = self._matching_secret(path, headers, entry, body)
+            if secret is None:
+                raise _bad_signature()
         if nonce.limited is not None:
             raise _rate_limited(headers.key_id, limits, nonce, user)
         if not nonce.fresh:
@@ -172,7 +184,7 @@ class Authenticator:
             self._on_verified(caller)
         return caller
 
-    def _matching_secret(self, path: str, headers: SignedHeaders, entry: KeyWithSecret, body: bytes) -> str:
+    def _matching_secret(self, path: str, headers: SignedHeaders, entry: KeyWithSecret, body: bytes) -> str | None:
         """Which of the key's secrets signed the call (rule 4): "current", else "previous" within its grace."""
         args = (path, headers.timestamp, headers.nonce, body, headers.signature)
         if signature_matches(entry.secret, *args):
@@ -180,11 +192,7 @@ class Authenticator:
         previous = entry.previous_valid_at(datetime.fromtimestamp(self._clock(), UTC))
         if previous is not None and signature_matches(previous, *args):
             return "previous"
-        raise AuthFailure(
-            "bad_signature",
-            "signature does not match: sign PAYGATE-HMAC-SHA256, the method path, the timestamp and nonce "
-            "as sent, and the SHA-256 of the exact request bytes, with the key's secret",
-        )
+        return None
 
     def _effective(self, limits: KeyLimits) -> EffectiveLimits:
         found = self._limits.get(limits)
@@ -232,4 +240,12 @@ def _rate_limited(key_id: str, limits: EffectiveLimits, check: NonceCheck, user:
         f"limit; {retry}",
         reason="RATE_LIMITED_KEY",
         retry_after_ms=check.retry_after_ms,
+    )
+
+
+def _bad_signature() -> AuthFailure:
+    return AuthFailure(
+        "bad_signature",
+        "signature does not match: sign PAYGATE-HMAC-SHA256, the method path, the timestamp and nonce as sent, and "
+        "the SHA-256 of the exact request bytes, with the key's secret",
     )

@@ -117,6 +117,11 @@ class NonceStore:
             self._sender = asyncio.create_task(self._send_batches())
         return await future
 
+    async def generation(self) -> str:
+        """The key-revocation generation alone (for a call whose signature failed: was its key just rotated?)."""
+        value = await self._client.get(self._generation_key)
+        return "0" if value is None else value.decode() if isinstance(value, bytes) else str(value)
+
     async def _send_batches(self) -> None:
         try:
             while self._queue:
