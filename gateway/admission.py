@@ -19,6 +19,12 @@ import asyncio
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.auth import AuthenticatedCaller
+from runtime.errors import ResourceExhausted
+from runtime.metrics import GatewayMetrics
+from runtime.settings import Settings
 
 
 class PendingCalls:
@@ -88,3 +94,86 @@ class InFlight:
 
     def leave(self) -> None:
         self.count -= 1
+
+
+class KeyConcurrency:
+    """Unary calls of each key in flight to workers through this gateway, each key with its own ceiling
+    (docs/security.md, "Rate limits and quotas"). Per gateway process: with N gateways a key may have N times its
+    limit in flight. Event streams are not counted (they have their own bound, `max_event_streams`)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def try_enter(self, key_id: str, limit: int) -> bool:
+        """Take a slot of `key_id` (limit 0: no limit); False when it has `limit` calls in flight already."""
+        count = self._counts.get(key_id, 0)
+        if limit and count >= limit:
+            return False
+        self._counts[key_id] = count + 1
+        return True
+
+    def leave(self, key_id: str) -> None:
+        count = self._counts.get(key_id, 0) - 1
+        if count > 0:
+            self._counts[key_id] = count
+        else:
+            self._counts.pop(key_id, None)  # the map holds only keys with calls in flight: bounded by them
+
+    def in_flight(self, key_id: str) -> int:
+        return self._counts.get(key_id, 0)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The bounds of docs/architecture.md, "Calls that never finish" (settings, gateway/admission.py)."""
+
+    read_timeout_s: float
+    pending: PendingCalls
+    in_flight: InFlight
+    per_key: KeyConcurrency
+    default_deadline_s: float  # of a forwarded unary call that has none (settings.default_call_deadline_s)
+    max_deadline_s: float  # no forwarded unary call gets a longer one (settings.max_call_deadline_s)
+
+    def enter(self, caller: AuthenticatedCaller, metrics: GatewayMetrics) -> None:
+        """A slot among the calls in flight to workers, in all and of the caller's key, or RESOURCE_EXHAUSTED."""
+        if not self.in_flight.try_enter():
+            metrics.admission_refusals.labels("in_flight").inc()
+            raise ResourceExhausted(
+                "the gateway is at its limit of calls in flight to workers; retry after the delay",
+                reason="GATEWAY_AT_CAPACITY",
+                retry_after_ms=200,
+            )
+        if not self.per_key.try_enter(caller.key_id, caller.max_concurrent_calls):
+            self.in_flight.leave()
+            metrics.admission_refusals.labels("too_many_concurrent_calls").inc()
+            raise ResourceExhausted(
+                f"key {caller.key_id} already has its maximum of {caller.max_concurrent_calls} calls in flight "
+                "through this gateway; retry after the delay (the call was not applied)",
+                reason="TOO_MANY_CONCURRENT_CALLS",
+                retry_after_ms=50,
+            )
+
+    def leave(self, caller: AuthenticatedCaller) -> None:
+        self.in_flight.leave()
+        self.per_key.leave(caller.key_id)
+
+    def timeout_s(self, remaining_s: float | None) -> float:
+        """The deadline of the forward: the caller's, else the default; never more than the cap."""
+        if remaining_s is None:
+            return self.default_deadline_s
+        return max(0.001, min(remaining_s, self.max_deadline_s))
+
+    @classmethod
+    def of(cls, settings: Settings, metrics: GatewayMetrics) -> Admission:
+        return cls(
+            read_timeout_s=settings.request_read_timeout_s,
+            pending=PendingCalls(
+                max_total=settings.max_pending_calls,
+                max_per_connection=settings.max_pending_calls_per_connection,
+                on_evict=lambda bound: metrics.admission_refusals.labels(f"evicted_{bound}").inc(),
+            ),
+            in_flight=InFlight(settings.max_forwarded_calls),
+            per_key=KeyConcurrency(),
+            default_deadline_s=settings.default_call_deadline_s,
+            max_deadline_s=settings.max_call_deadline_s,
+        )

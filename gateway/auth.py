@@ -4,15 +4,18 @@
 2. timestamp within ±timestamp_skew_s of our clock      → UNAUTHENTICATED (timestamp_skew)
 3. key id known and not revoked                         → UNAUTHENTICATED (unknown_key / revoked_key)
 4. HMAC over the exact request bytes matches (const.)   → UNAUTHENTICATED (bad_signature)
-5. nonce not seen for this key in the last nonce_ttl_s  → UNAUTHENTICATED (replayed_nonce)
-6. the key's scopes allow the method                    → PERMISSION_DENIED
+5. the key's and the user's token buckets hold a token  → RESOURCE_EXHAUSTED (RATE_LIMITED_KEY / _USER)
+6. nonce not seen for this key in the last nonce_ttl_s  → UNAUTHENTICATED (replayed_nonce)
+7. the key's scopes allow the method                    → PERMISSION_DENIED
 
-The nonce is recorded only after the signature verifies, so unsigned traffic cannot fill Redis or burn a
-legitimate caller's nonces. The same Redis round trip reads the key-revocation generation (see KeyCache).
+The signature verifies with the key's secret, or during a rotation's grace with its previous one (docs/security.md,
+"Key lifecycle"). The nonce is recorded only after the signature verifies, so unsigned traffic cannot fill Redis
+or burn a legitimate caller's nonces. Rules 5 and 6 are one Redis script, which also reads the key-revocation
+generation (see KeyCache); a rate-limited call records neither a token nor its nonce (gateway/nonces.py).
 
 Rules 1-3 need only the call's headers, so the gateway applies them (`check_headers`) before it waits for the
 request message: an unsigned or unknown caller is refused at once and never holds a slot while "sending" a body
-(docs/architecture.md, "Calls that never finish"). Rules 4-6 (`verify_body`) need the body.
+(docs/architecture.md, "Calls that never finish"). Rules 4-7 (`verify_body`) need the body.
 """
 
 from __future__ import annotations
@@ -22,20 +25,26 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
+from gateway.key_limits import EffectiveLimits, KeyLimits, describe_rate, effective
 from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
-from gateway.nonces import NonceStore
+from gateway.nonces import Buckets, NonceCheck, NonceStore
+from gateway.wire_scan import user_of
 from paygate.scopes import METHOD_PATHS, allows
 from paygate.signing import MalformedSignature, SignedHeaders, parse_signed_headers, signature_matches
-from runtime.errors import PermissionDenied, Unauthenticated
+from runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from runtime.settings import Settings
 
 
 @dataclass(frozen=True)
 class AuthenticatedCaller:
     key_id: str
     owner: str
+    max_concurrent_calls: int = 0  # unary calls of this key in flight through this gateway; 0: no limit
+    signed_with: str = "current"  # which secret signed the call: "current", or "previous" during a rotation's grace
 
 
 @dataclass(frozen=True)
@@ -98,14 +107,19 @@ class Authenticator:
         *,
         timestamp_skew_s: int,
         nonce_ttl_s: int,
+        defaults: Settings | None = None,
+        on_verified: Callable[[AuthenticatedCaller], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._on_verified = on_verified
         self._keys = keys
         self._prefix = prefix
         self._skew_s = timestamp_skew_s
         self._nonce_ttl_s = nonce_ttl_s
+        self._defaults = defaults or Settings()
         self._clock = clock
-        self._nonces = NonceStore(client, f"{prefix}{KEYS_GENERATION}", nonce_ttl_s)
+        self._nonces = NonceStore(client, f"{prefix}{KEYS_GENERATION}", nonce_ttl_s, clock)
+        self._limits: dict[KeyLimits, EffectiveLimits] = {}
 
     async def authenticate(
         self, path: str, metadata: Iterable[tuple[str, str | bytes]], body: bytes
@@ -131,19 +145,30 @@ class Authenticator:
         return CheckedHeaders(headers, await self._usable_key(headers.key_id))
 
     async def verify_body(self, path: str, checked: CheckedHeaders, body: bytes) -> AuthenticatedCaller:
-        """Rules 4-6: the signature over the exact body, the nonce (with the revocation generation), the scope."""
+        """Rules 4-7: the signature over the exact body, the buckets and the nonce (with the revocation
+        generation), the scope."""
         headers, entry = checked.headers, checked.key
-        if not signature_matches(entry.secret, path, headers.timestamp, headers.nonce, body, headers.signature):
-            raise AuthFailure(
-                "bad_signature",
-                "signature does not match: sign PAYGATE-HMAC-SHA256, the method path, the timestamp and nonce "
-                "as sent, and the SHA-256 of the exact request bytes, with the key's secret",
-            )
-
+        secret = self._matching_secret(path, headers, entry, body)
+        if secret is None:
+            # Perhaps the key was rotated since we cached it: look at the generation (one GET, only for calls that
+            # fail here) and, if keys changed, try once more with the key as it is now.
+            if self._keys.observe_generation(await self._nonces.generation()):
+                entry = await self._usable_key(headers.key_id)
+                secret = self._matching_secret(path, headers, entry, body)
+            if secret is None:
+                raise _bad_signature()
+        limits = self._effective(entry.key.limits)
+        user = user_of(path, body) if limits.user_rate_per_s > 0 else None
         nonce_key = f"{self._prefix}nonce:{headers.key_id}:{headers.nonce}"
-        nonce = await self._nonces.check(nonce_key)
+        nonce = await self._nonces.check(nonce_key, self._buckets(headers.key_id, limits, user))
         if self._keys.observe_generation(nonce.generation):
-            entry = await self._usable_key(headers.key_id)  # keys changed: re-check revocation now
+            # Keys changed: re-check revocation, and the signature (a rotation may have dropped the secret used).
+            entry = await self._usable_key(headers.key_id)
+            secret = self._matching_secret(path, headers, entry, body)
+            if secret is None:
+                raise _bad_signature()
+        if nonce.limited is not None:
+            raise _rate_limited(headers.key_id, limits, nonce, user)
         if not nonce.fresh:
             raise AuthFailure(
                 "replayed_nonce",
@@ -154,7 +179,42 @@ class Authenticator:
                 f"key {headers.key_id} lacks the scope {METHOD_PATHS.get(path, '?')} that {path} needs; "
                 "an operator can grant it with a new key (paygate keys create --scopes ...)"
             )
-        return AuthenticatedCaller(key_id=headers.key_id, owner=entry.key.owner)
+        caller = AuthenticatedCaller(headers.key_id, entry.key.owner, limits.max_concurrent_calls, secret)
+        if self._on_verified is not None:
+            self._on_verified(caller)
+        return caller
+
+    def _matching_secret(self, path: str, headers: SignedHeaders, entry: KeyWithSecret, body: bytes) -> str | None:
+        """Which of the key's secrets signed the call (rule 4): "current", else "previous" within its grace."""
+        args = (path, headers.timestamp, headers.nonce, body, headers.signature)
+        if signature_matches(entry.secret, *args):
+            return "current"
+        previous = entry.previous_valid_at(datetime.fromtimestamp(self._clock(), UTC))
+        if previous is not None and signature_matches(previous, *args):
+            return "previous"
+        return None
+
+    def _effective(self, limits: KeyLimits) -> EffectiveLimits:
+        found = self._limits.get(limits)
+        if found is None:
+            if len(self._limits) >= 10_000:  # bounded: a handful of distinct limit sets exist in practice
+                self._limits.clear()
+            found = self._limits[limits] = effective(limits, self._defaults)
+        return found
+
+    def _buckets(self, key_id: str, limits: EffectiveLimits, user: bytes | None) -> Buckets:
+        user_bucket = None
+        if user is not None:
+            # Per key and user (docs/decisions.md #71); the user's bytes as they are (at most 64, gateway/wire_scan.py).
+            user_bucket = f"{self._prefix}rate:user:{key_id}:{user.hex()}"
+        return Buckets(
+            f"{self._prefix}rate:key:{key_id}",
+            limits.rate_per_s,
+            limits.burst,
+            user_bucket,
+            limits.user_rate_per_s,
+            limits.user_burst,
+        )
 
     async def _usable_key(self, key_id: str) -> KeyWithSecret:
         entry = await self._keys.get(key_id)
@@ -163,3 +223,29 @@ class Authenticator:
         if entry.key.revoked:
             raise AuthFailure("revoked_key", f"key {key_id!r} has been revoked; create a new key")
         return entry
+
+
+def _rate_limited(key_id: str, limits: EffectiveLimits, check: NonceCheck, user: bytes | None) -> ResourceExhausted:
+    retry = f"retry after {check.retry_after_ms} ms (the call was not applied and its nonce not used)"
+    if check.limited == "user":
+        shown = (user or b"").decode("utf-8", "replace")
+        return ResourceExhausted(
+            f"calls of key {key_id} for one user are limited to {describe_rate(limits.user_rate_per_s)} (burst "
+            f"{limits.user_burst}), and user {shown!r} has reached that limit; {retry}",
+            reason="RATE_LIMITED_USER",
+            retry_after_ms=check.retry_after_ms,
+        )
+    return ResourceExhausted(
+        f"key {key_id} is limited to {describe_rate(limits.rate_per_s)} (burst {limits.burst}) and has reached that "
+        f"limit; {retry}",
+        reason="RATE_LIMITED_KEY",
+        retry_after_ms=check.retry_after_ms,
+    )
+
+
+def _bad_signature() -> AuthFailure:
+    return AuthFailure(
+        "bad_signature",
+        "signature does not match: sign PAYGATE-HMAC-SHA256, the method path, the timestamp and nonce as sent, and "
+        "the SHA-256 of the exact request bytes, with the key's secret",
+    )

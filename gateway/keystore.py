@@ -1,19 +1,23 @@
-"""API keys: created, listed and revoked by `paygate keys`, looked up by the gateway.
+"""API keys: created, listed, limited, rotated and revoked by `paygate keys`, looked up by the gateway.
 
-Secrets are stored only as Fernet ciphertext under the master key (PAYGATE_MASTER_KEY, or in dev mode a key
-file generated in the data directory with mode 0600). The clear secret is printed once, at creation.
+Secrets are stored only as ciphertext under the master key (PAYGATE_MASTER_KEY, or in dev mode a key file
+generated in the data directory with mode 0600). The clear secret is printed once, at creation or rotation.
+Every encryption and decryption of a key secret goes through `_seal` and `_open` (one place to change the
+cipher). After `rotate`, the previous secret verifies too until its grace ends (docs/security.md, "Key lifecycle").
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import redis
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
+from gateway.key_limits import KeyLimits
 from paygate.scopes import ALL_SCOPES, parse_scopes
 from runtime.db import Database
 from runtime.errors import ConfigurationError
@@ -48,6 +52,9 @@ class ApiKey:
     scopes: tuple[str, ...]
     created_at: datetime
     revoked_at: datetime | None
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    previous_secret_expires_at: datetime | None = None  # a rotation's grace: the old secret verifies until then
+    last_used_at: datetime | None = None
 
     @property
     def revoked(self) -> bool:
@@ -58,6 +65,14 @@ class ApiKey:
 class KeyWithSecret:
     key: ApiKey
     secret: str
+    previous_secret: str | None = None  # set only while its grace lasts (key.previous_secret_expires_at)
+
+    def previous_valid_at(self, now: datetime) -> str | None:
+        """The previous secret if its grace has not ended at `now`."""
+        expires = self.key.previous_secret_expires_at
+        if self.previous_secret is None or expires is None or now >= expires:
+            return None
+        return self.previous_secret
 
 
 class KeyStore:
@@ -65,12 +80,13 @@ class KeyStore:
         self._db = database
         self._fernet = fernet
 
-    def create(self, owner: str, scopes: str = ALL_SCOPES) -> KeyWithSecret:
+    def create(self, owner: str, scopes: str = ALL_SCOPES, limits: KeyLimits | None = None) -> KeyWithSecret:
         if not 1 <= len(owner) <= 64 or not set(owner) <= OWNER_ALPHABET:
             raise ValueError("the key name must be 1-64 chars of [A-Za-z0-9_.-]")
         parsed = parse_scopes(scopes)
         key_id = "key_" + secrets.token_hex(10)
-        secret = "sk_" + secrets.token_urlsafe(32)
+        secret = _new_secret()
+        limits = limits or KeyLimits()
         now = datetime.now(UTC)
         with self._db.write() as connection:
             connection.execute(
@@ -78,12 +94,13 @@ class KeyStore:
                     key_id=key_id,
                     owner=owner,
                     scopes=",".join(parsed),
-                    secret_ciphertext=self._fernet.encrypt(secret.encode()),
+                    secret_ciphertext=self._seal(secret),
                     created_at=now,
                     revoked_at=None,
+                    **{name: getattr(limits, name) for name in KeyLimits.column_names()},
                 )
             )
-        return KeyWithSecret(ApiKey(key_id, owner, parsed, now, None), secret)
+        return KeyWithSecret(ApiKey(key_id, owner, parsed, now, None, limits), secret)
 
     def list(self, limit: int = 1000) -> list[ApiKey]:
         with self._db.read() as connection:
@@ -100,19 +117,84 @@ class KeyStore:
             )
         return result.rowcount == 1
 
+    def set_limits(self, key_id: str, changes: Mapping[str, float | int | None]) -> bool:
+        """Change some of a key's limits (None: back to the stack default); False when no active key has that id."""
+        unknown = set(changes) - set(KeyLimits.column_names())
+        if unknown:
+            raise ValueError(f"unknown limits: {', '.join(sorted(unknown))}")
+        if not changes:
+            raise ValueError("give at least one limit to change")
+        with self._db.write() as connection:
+            result = connection.execute(
+                update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(**changes)
+            )
+        return result.rowcount == 1
+
+    def rotate(self, key_id: str, grace: timedelta) -> KeyWithSecret | None:
+        """A new secret for an active key; the current one stays valid for `grace` (a previous one is dropped).
+        None when there is no such active key."""
+        if grace < timedelta(0):
+            raise ValueError("the grace period cannot be negative")
+        secret = _new_secret()
+        now = datetime.now(UTC)
+        with self._db.write() as connection:
+            row = connection.execute(
+                select(api_keys.c.secret_ciphertext).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+            ).first()
+            if row is None:
+                return None
+            connection.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id)
+                .values(
+                    secret_ciphertext=self._seal(secret),
+                    previous_secret_ciphertext=row.secret_ciphertext,
+                    previous_secret_expires_at=now + grace,
+                )
+            )
+        found = self.lookup(key_id)
+        assert found is not None
+        return KeyWithSecret(found.key, secret)
+
+    def record_last_used(self, used_at: Mapping[str, datetime]) -> None:
+        """Note when keys were last used (the gateway calls this every few seconds, never per call). A time only
+        ever moves forward, so gateways flushing in any order agree."""
+        if not used_at:
+            return
+        with self._db.write() as connection:
+            for key_id, when in sorted(used_at.items()):
+                connection.execute(
+                    update(api_keys)
+                    .where(
+                        api_keys.c.key_id == key_id,
+                        or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < when),
+                    )
+                    .values(last_used_at=when)
+                )
+
     def lookup(self, key_id: str) -> KeyWithSecret | None:
         with self._db.read() as connection:
             row = connection.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
         if row is None:
             return None
+        previous = None
+        if row.previous_secret_ciphertext is not None:
+            previous = self._open(row.previous_secret_ciphertext, key_id)
+        return KeyWithSecret(self._to_key(row), self._open(row.secret_ciphertext, key_id), previous)
+
+    def _seal(self, secret: str) -> bytes:
+        """The one place a key secret is encrypted (docs/security.md, "Key lifecycle")."""
+        return self._fernet.encrypt(secret.encode())
+
+    def _open(self, blob: bytes, key_id: str) -> str:
+        """The one place a key secret is decrypted."""
         try:
-            secret = self._fernet.decrypt(row.secret_ciphertext).decode()
+            return self._fernet.decrypt(blob).decode()
         except InvalidToken:
             raise ConfigurationError(
                 f"key {key_id} cannot be decrypted with this master key; is PAYGATE_MASTER_KEY the one it was "
                 "created with?"
             ) from None
-        return KeyWithSecret(self._to_key(row), secret)
 
     @staticmethod
     def _to_key(row: object) -> ApiKey:
@@ -120,6 +202,20 @@ class KeyStore:
             key_id=row.key_id,  # type: ignore[attr-defined]
             owner=row.owner,  # type: ignore[attr-defined]
             scopes=tuple(row.scopes.split(",")),  # type: ignore[attr-defined]
-            created_at=row.created_at,  # type: ignore[attr-defined]
-            revoked_at=row.revoked_at,  # type: ignore[attr-defined]
+            created_at=_utc(row.created_at),  # type: ignore[attr-defined,arg-type]
+            revoked_at=_utc(row.revoked_at),  # type: ignore[attr-defined]
+            limits=KeyLimits(**{name: getattr(row, name) for name in KeyLimits.column_names()}),
+            previous_secret_expires_at=_utc(row.previous_secret_expires_at),  # type: ignore[attr-defined]
+            last_used_at=_utc(row.last_used_at),  # type: ignore[attr-defined]
         )
+
+
+def _new_secret() -> str:
+    return "sk_" + secrets.token_urlsafe(32)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Times read back from SQLite and MySQL come without a zone; every time we store is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)

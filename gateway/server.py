@@ -22,8 +22,9 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.admission import InFlight, PendingCalls
+from gateway.admission import Admission
 from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
+from gateway.key_usage import KeyUsage
 from gateway.keystore import KeyStore, load_master_key
 from gateway.metadata import first, request_id_of, worker_trailers
 from gateway.routing import WorkerPool, never_delivered
@@ -33,6 +34,7 @@ from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, 
 from runtime import logs
 from runtime.db import Database
 from runtime.errors import (
+    CallDeadlineExceeded,
     ConfigurationError,
     FieldViolation,
     InvalidArgument,
@@ -50,7 +52,6 @@ from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE_S = 30.0
 CORE_PENDING_REQUESTS = 10_000
 
 # How a call whose caller cancelled (or whose connection went away) ends in its handler: the task is cancelled at
@@ -59,15 +60,6 @@ CORE_PENDING_REQUESTS = 10_000
 _CALLER_GONE = (asyncio.CancelledError, grpc.aio.InternalError)
 
 Handler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
-
-
-@dataclass(frozen=True)
-class Admission:
-    """The bounds of docs/architecture.md, "Calls that never finish" (settings, gateway/admission.py)."""
-
-    read_timeout_s: float
-    pending: PendingCalls
-    in_flight: InFlight
 
 
 @dataclass(frozen=True)
@@ -120,24 +112,17 @@ class Forwarder:
         request_id = request_id_of(metadata)
         logs.request_id_var.set(request_id)
         code = grpc.StatusCode.OK
-        entered = False
+        entered: AuthenticatedCaller | None = None
         try:
             caller, body = await self.authenticate(path, metadata, context, request_id)
-            if not self._admission.in_flight.try_enter():
-                self._metrics.admission_refusals.labels("in_flight").inc()
-                raise ResourceExhausted(
-                    "the gateway is at its limit of calls in flight to workers; retry after the delay",
-                    reason="GATEWAY_AT_CAPACITY",
-                    retry_after_ms=200,
-                )
-            entered = True
+            self._admission.enter(caller, self._metrics)
+            entered = caller
             forward_metadata = (
                 (OWNER_HEADER, caller.owner),
                 (CALLER_KEY_HEADER, caller.key_id),
                 (REQUEST_ID_HEADER, request_id),
             )
-            remaining = context.time_remaining()
-            timeout = DEFAULT_DEADLINE_S if remaining is None else max(0.001, min(remaining, DEFAULT_DEADLINE_S))
+            timeout = self._admission.timeout_s(context.time_remaining())
             for endpoint in self._pool.rotation():
                 call = endpoint.method(path)(body, metadata=forward_metadata, timeout=timeout)
                 try:
@@ -155,7 +140,7 @@ class Forwarder:
                             continue
                     self._metrics.forwarded.labels(endpoint.address, "error").inc()
                     code = error.code()
-                    await self._relay_error(error, request_id, context)
+                    await self._relay_error(error, request_id, context, timeout)
                     raise  # unreachable: abort raises
                 self._forwarded_ok(endpoint.address).inc()
                 worker = first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
@@ -177,8 +162,8 @@ class Forwarder:
             code = grpc.StatusCode.CANCELLED
             raise
         finally:
-            if entered:
-                self._admission.in_flight.leave()
+            if entered is not None:
+                self._admission.leave(entered)
             series.handled(code).inc()
             series.seconds.observe(time.perf_counter() - started)
 
@@ -203,6 +188,9 @@ class Forwarder:
                 raise
             except PermissionDenied as denied:
                 self._metrics.auth_failures.labels(denied.reason.lower()).inc()
+                raise
+            except ResourceExhausted as limited:  # a key's rate limits (gateway/auth.py)
+                self._metrics.admission_refusals.labels(limited.reason.lower()).inc()
                 raise
         except PaygateError:
             raise
@@ -243,9 +231,19 @@ class Forwarder:
             pending.leave(ticket)
 
     @staticmethod
-    async def _relay_error(error: grpc.aio.AioRpcError, request_id: str, context: grpc.aio.ServicerContext) -> None:
+    async def _relay_error(
+        error: grpc.aio.AioRpcError, request_id: str, context: grpc.aio.ServicerContext, timeout_s: float
+    ) -> None:
         """Pass a worker's status through unchanged, rich details (grpc-status-details-bin) included."""
         details = error.details() or ""
+        if (
+            error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            and first(error.trailing_metadata(), WORKER_HEADER) is None
+        ):
+            raise CallDeadlineExceeded(
+                f"the call did not finish within its deadline of {timeout_s:g} s (the caller's, or the gateway's "
+                "default or cap); it may have been applied — retry with the same idempotency key"
+            )
         if _transport_failure(error):
             # The connection broke after the call was sent: it may or may not have been applied.
             details = "the worker connection was lost mid-call; retry with the same idempotency key"
@@ -289,18 +287,6 @@ class GatewayHandler(grpc.GenericRpcHandler):
         return self._handlers.get(handler_call_details.method)
 
 
-def _admission(settings: Settings, metrics: GatewayMetrics) -> Admission:
-    return Admission(
-        read_timeout_s=settings.request_read_timeout_s,
-        pending=PendingCalls(
-            max_total=settings.max_pending_calls,
-            max_per_connection=settings.max_pending_calls_per_connection,
-            on_evict=lambda bound: metrics.admission_refusals.labels(f"evicted_{bound}").inc(),
-        ),
-        in_flight=InFlight(settings.max_forwarded_calls),
-    )
-
-
 def _server_options(settings: Settings) -> list[tuple[str, Any]]:
     """No server-wide maximum_concurrent_rpcs: it counted calls that had not presented a request yet, so they
     could take every slot (health checks included). The admission bounds apply instead, and HTTP/2 caps the
@@ -308,12 +294,26 @@ def _server_options(settings: Settings) -> list[tuple[str, Any]]:
     return [
         *SERVER_OPTIONS,
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # gRPC refuses a larger request itself, before any handler runs (docs/security.md, "Rate limits and quotas").
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
         # gRPC core queues calls that arrived before the server asked for them and, past 1,000 queued, starts
         # shedding new ones at random (CANCELLED) — honest calls included. Every call is cheap to take from the
         # queue here (an unsigned one is refused from its headers), so the queue may be deeper than a burst.
         ("grpc.server.max_pending_requests", CORE_PENDING_REQUESTS),
         ("grpc.server.max_pending_requests_hard_limit", 2 * CORE_PENDING_REQUESTS),
     ]
+
+
+def _authenticator(settings: Settings, keystore: KeyStore, client: Any, usage: KeyUsage) -> Authenticator:
+    return Authenticator(
+        KeyCache(keystore, settings.key_cache_ttl_s),
+        client,
+        settings.redis_prefix,
+        timestamp_skew_s=settings.timestamp_skew_s,
+        nonce_ttl_s=settings.nonce_ttl_s,
+        defaults=settings,
+        on_verified=usage.note,
+    )
 
 
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
@@ -324,13 +324,9 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     database = Database(settings.effective_database_url(), pool_size=4)
     keystore = KeyStore(database, load_master_key(settings, create=True))
     redis_client = connect_async(settings.effective_redis_url())
-    authenticator = Authenticator(
-        KeyCache(keystore, settings.key_cache_ttl_s),
-        redis_client,
-        settings.redis_prefix,
-        timestamp_skew_s=settings.timestamp_skew_s,
-        nonce_ttl_s=settings.nonce_ttl_s,
-    )
+    usage = KeyUsage(keystore, metrics.secret_used, settings.key_last_used_flush_s)
+    authenticator = _authenticator(settings, keystore, redis_client, usage)
+    usage_task = asyncio.create_task(usage.run())
     health_servicer = health.aio.HealthServicer()
 
     ready_marker = settings.run_dir / "gateway.ready"
@@ -355,7 +351,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
 
-    admission = _admission(settings, metrics)
+    admission = Admission.of(settings, metrics)
     server = grpc.aio.server(options=_server_options(settings))
     forwarder = Forwarder(authenticator, pool, metrics, admission)
     relay = StreamRelay(forwarder, pool, metrics, max_streams=settings.max_event_streams)
@@ -378,6 +374,8 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     relay.close()
     await server.stop(settings.shutdown_grace_s)  # stop accepting; let in-flight calls finish
     await pool.close()
+    usage_task.cancel()
+    await asyncio.gather(usage_task, return_exceptions=True)
     await redis_client.aclose()
     database.dispose()
     log.info("gateway stopped")

@@ -143,6 +143,14 @@ class RequestTimeout(PaygateError):
     reason = "REQUEST_TIMEOUT"
 
 
+class CallDeadlineExceeded(PaygateError):
+    """A forwarded call ran past its deadline (the caller's, or the gateway's default or cap); it may have been
+    applied, so the caller retries with the same idempotency key."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
+
+
 class Unavailable(PaygateError):
     """No worker or dependency can serve now; the call changed nothing or is safe to retry by its key."""
 

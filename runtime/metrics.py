@@ -55,6 +55,7 @@ class GatewayMetrics:
     forwarded: Counter
     worker_healthy: Gauge
     admission_refusals: Counter
+    secret_used: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> GatewayMetrics:
@@ -96,8 +97,15 @@ class GatewayMetrics:
             admission_refusals=Counter(
                 "paygate_gateway_admission_refusals_total",
                 "Calls the gateway ended for its admission bounds: read_timeout, evicted_connection, "
-                "evicted_total (pending calls without a complete request), in_flight (authenticated calls).",
+                "evicted_total (pending calls without a complete request), in_flight (authenticated calls), "
+                "rate_limited_key, rate_limited_user, too_many_concurrent_calls (a key's limits).",
                 ("reason",),
+                registry=registry,
+            ),
+            secret_used=Counter(
+                "paygate_auth_secret_used_total",
+                "Verified calls by key and by the secret that signed them: current, or previous during a rotation.",
+                ("key_id", "secret"),
                 registry=registry,
             ),
         )

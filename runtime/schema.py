@@ -13,6 +13,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -42,6 +43,17 @@ api_keys = Table(
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Limits of this key (migration 0011; docs/security.md, "Rate limits and quotas"); NULL: the stack default.
+    Column("rate_per_s", Double, nullable=True),
+    Column("burst", Integer, nullable=True),
+    Column("user_rate_per_s", Double, nullable=True),
+    Column("user_burst", Integer, nullable=True),
+    Column("max_concurrent_calls", Integer, nullable=True),
+    # Rotation: the secret before the last `keys rotate` verifies too until it expires (docs/security.md,
+    # "Key lifecycle"); the last call the gateways saw, written every few seconds, not per call.
+    Column("previous_secret_ciphertext", LargeBinary, nullable=True),
+    Column("previous_secret_expires_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
     **BINARY_TEXT,
 )
 

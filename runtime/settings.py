@@ -68,6 +68,23 @@ class Settings:
     max_pending_calls: int = 2048
     max_streams_per_connection: int = 100
     max_forwarded_calls: int = 4096
+    # Limits per API key (docs/security.md, "Rate limits and quotas"). These are the stack's defaults; a key's own
+    # limits (`paygate keys create --rate ...`, `keys set-limits`) replace them. A rate of 0 means no limit.
+    # Token buckets: calls per second and burst per key, and per (key, user) for the methods that name a user.
+    default_key_rate_per_s: float = 20_000.0
+    default_key_burst: int = 40_000
+    default_user_rate_per_s: float = 500.0
+    default_user_burst: int = 1_000
+    # Unary calls of one key in flight to workers through one gateway process (0: no limit).
+    default_max_concurrent_calls: int = 1_000
+    # The largest request message the gateway reads (larger ones are refused by gRPC before any handler runs).
+    max_message_bytes: int = 1024 * 1024
+    # Deadlines of unary calls forwarded to workers: a call without one gets the default, and none is longer than
+    # the cap (event streams are exempt: they last as long as their caller wants).
+    default_call_deadline_s: float = 30.0
+    max_call_deadline_s: float = 60.0
+    # How often each gateway writes the keys' last-used times to the database (not once per call).
+    key_last_used_flush_s: float = 5.0
     # Payment channels (docs/channels.md). Provider callbacks arrive at the notification edge on notify_listen
     # ("" runs none); providers are told notify_base_url (default http://notify_listen), which production sets to
     # the public URL. channels_config is the JSON file of provider ids, keys and endpoints; in dev mode `serve`
@@ -140,6 +157,7 @@ class Settings:
                 raise ConfigurationError(f"{name} must be between 1 and 1000000")
         if not 1 <= self.max_forwarded_calls <= 1_000_000:
             raise ConfigurationError("max_forwarded_calls must be between 1 and 1000000")
+        self._check_key_limits()
         self._check_channels()
         if not 1 <= self.worker_threads <= 256:
             raise ConfigurationError("worker_threads must be between 1 and 256")
@@ -171,6 +189,26 @@ class Settings:
         if not 1 <= len(delays) <= 100 or not all(0 < d <= 7 * 86400 for d in delays):
             raise ConfigurationError("PAYGATE_WEBHOOK_RETRY_SCHEDULE_S: 1-100 delays, each in (0, 604800] seconds")
         return delays
+
+    def _check_key_limits(self) -> None:
+        for name in ("default_key_rate_per_s", "default_user_rate_per_s"):
+            if not 0 <= getattr(self, name) <= 1_000_000:
+                raise ConfigurationError(f"{name} must be in [0, 1000000] calls per second (0: no limit)")
+        for name in ("default_key_burst", "default_user_burst"):
+            if not 1 <= getattr(self, name) <= 10_000_000:
+                raise ConfigurationError(f"{name} must be in [1, 10000000] calls")
+        if not 0 <= self.default_max_concurrent_calls <= 1_000_000:
+            raise ConfigurationError("default_max_concurrent_calls must be in [0, 1000000] (0: no limit)")
+        if not 1024 <= self.max_message_bytes <= 4 * 1024 * 1024:
+            # Workers read at most 4 MiB (gRPC's default), so a larger gateway limit would only move the refusal.
+            raise ConfigurationError("max_message_bytes must be in [1024, 4194304]")
+        if not 0 < self.default_call_deadline_s <= self.max_call_deadline_s <= 3600:
+            raise ConfigurationError(
+                "default_call_deadline_s and max_call_deadline_s must be positive, the default no longer than the "
+                "cap, and the cap at most 3600"
+            )
+        if not 0 < self.key_last_used_flush_s <= 300:
+            raise ConfigurationError("key_last_used_flush_s must be in (0, 300]")
 
     def _check_channels(self) -> None:
         for name in ("notify_listen", "channel_sim_listen"):

@@ -84,9 +84,22 @@ def _admin_commands(subcommands: Any) -> None:
     create.add_argument("--name", required=True, help="the calling service; order ids are scoped to it")
     create.add_argument("--scopes", default="*", help="comma-separated scopes (default *: every method)")
     create.add_argument("--json", action="store_true", help="print one JSON object")
-    listing = key_commands.add_parser("list", help="list keys (never their secrets)")
+    _limit_arguments(create)
+    listing = key_commands.add_parser("list", help="list keys with their limits and last use (never secrets)")
     _common(listing)
     listing.add_argument("--json", action="store_true", help="print one JSON object")
+    limits = key_commands.add_parser("set-limits", help="change a key's limits; gateways apply them within seconds")
+    _common(limits)
+    limits.add_argument("key_id")
+    limits.add_argument("--json", action="store_true", help="print one JSON object")
+    _limit_arguments(limits)
+    rotate = key_commands.add_parser(
+        "rotate", help="a new secret (shown only once); the old one keeps verifying for --grace-hours"
+    )
+    _common(rotate)
+    rotate.add_argument("key_id")
+    rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old secret still verifies")
+    rotate.add_argument("--json", action="store_true", help="print one JSON object")
     revoke = key_commands.add_parser("revoke", help="revoke a key; running gateways stop accepting it")
     _common(revoke)
     revoke.add_argument("key_id")
@@ -149,6 +162,14 @@ def _reconcile_command(subcommands: Any) -> None:
     correct.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS, help="data directory")
     correct.add_argument("item_id")
     correct.add_argument("--reason", required=True, help="why the difference is booked (kept with the item)")
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rate", help="calls of this key: 50/s, 300/min, 1000/h, off, or default")
+    parser.add_argument("--burst", help="calls the key may make at once above its rate (a whole number, or default)")
+    parser.add_argument("--user-rate", help="calls of this key for one user (payer): 5/s, off, or default")
+    parser.add_argument("--user-burst", help="burst of the per-user rate (a whole number, or default)")
+    parser.add_argument("--max-concurrent", help="calls of this key in flight per gateway (a number, off, default)")
 
 
 def _webhooks_command(subcommands: Any) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from google.protobuf.json_format import MessageToJson
@@ -148,73 +145,9 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def keys(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.keystore import KeyStore, announce_key_change, load_master_key  # noqa: PLC0415
-    from runtime import db  # noqa: PLC0415
+    from stack import keys_command  # noqa: PLC0415
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = db.Database(settings.effective_database_url(), pool_size=1)
-    try:
-        db.upgrade(database)  # a key can be created before the first `serve`
-        store = KeyStore(database, load_master_key(settings, create=True))
-        if args.keys_command == "create":
-            try:
-                created = store.create(args.name, args.scopes)
-            except ValueError as error:
-                print(f"paygate: {error}", file=sys.stderr)
-                return 2
-            _announce(settings, announce_key_change)
-            if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "key_id": created.key.key_id,
-                            "secret": created.secret,
-                            "name": created.key.owner,
-                            "scopes": list(created.key.scopes),
-                        }
-                    )
-                )
-            else:
-                print(f"key_id: {created.key.key_id}")
-                print(f"secret: {created.secret}")
-                print(f"name:   {created.key.owner}")
-                print(f"scopes: {','.join(created.key.scopes)}")
-                print("The secret is shown only now; store it in your secret manager.", file=sys.stderr)
-            return 0
-        if args.keys_command == "list":
-            keys = store.list()
-            if args.json:
-                print(
-                    json.dumps(
-                        {
-                            "keys": [
-                                {
-                                    "key_id": k.key_id,
-                                    "name": k.owner,
-                                    "scopes": list(k.scopes),
-                                    "created_at": k.created_at.isoformat(),
-                                    "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
-                                }
-                                for k in keys
-                            ]
-                        }
-                    )
-                )
-            else:
-                for k in keys:
-                    state = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-                    print(f"{k.key_id}  {k.owner:<24} {','.join(k.scopes):<40} {state}")
-            return 0
-        if args.keys_command == "revoke":
-            if not store.revoke(args.key_id):
-                print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
-                return 1
-            _announce(settings, announce_key_change)
-            print(f"revoked {args.key_id}")
-            return 0
-    finally:
-        database.dispose()
-    raise AssertionError(args.keys_command)
+    return keys_command.run(args, settings)
 
 
 def _running_stack_redis(settings: Settings) -> Settings:
@@ -223,19 +156,6 @@ def _running_stack_redis(settings: Settings) -> Settings:
     if not settings.redis_url and marker.exists():
         return settings.replace(redis_url=marker.read_text().strip())
     return settings
-
-
-def _announce(settings: Settings, announce: Callable[[str, str], bool]) -> None:
-    """Nudge running gateways (if any) so a change applies on their next call."""
-    url = settings.redis_url
-    marker = settings.run_dir / "redis.url"
-    if not url and marker.exists():
-        url = marker.read_text().strip()
-    if url and not announce(url, settings.redis_prefix):
-        logging.getLogger(__name__).info(
-            "no running gateway reachable through Redis; gateways pick the change up within %s s",
-            settings.key_cache_ttl_s,
-        )
 
 
 def reconcile(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 
+from gateway.key_limits import KeyLimits
 from gateway.keystore import KeyStore, load_master_key
 from runtime.db import Database
 from runtime.errors import ConfigurationError
@@ -64,3 +66,33 @@ def test_dev_master_key_file_is_private_and_stable(tmp_path: Path) -> None:
     assert key_file.stat().st_mode & 0o777 == 0o600
     token = first.encrypt(b"x")
     assert load_master_key(settings).decrypt(token) == b"x"
+
+
+def test_limits_rotation_and_last_use_round_trip(store: KeyStore) -> None:
+    created = store.create("svc", "*", KeyLimits(rate_per_s=0.25, burst=3, max_concurrent_calls=2))
+    key_id = created.key.key_id
+    assert store.set_limits(key_id, {"rate_per_s": None, "user_rate_per_s": 1.5, "user_burst": 4})
+    found = store.lookup(key_id)
+    assert found is not None
+    assert found.key.limits == KeyLimits(None, 3, 1.5, 4, 2)
+    with pytest.raises(ValueError, match="unknown limits"):
+        store.set_limits(key_id, {"secret_ciphertext": 1})
+
+    rotated = store.rotate(key_id, timedelta(hours=1))
+    assert rotated is not None and rotated.secret != created.secret
+    found = store.lookup(key_id)
+    assert found is not None and found.secret == rotated.secret and found.previous_secret == created.secret
+    expires = found.key.previous_secret_expires_at
+    assert expires is not None
+    assert found.previous_valid_at(expires - timedelta(seconds=1)) == created.secret
+    assert found.previous_valid_at(expires) is None
+
+    later = datetime.now(UTC).replace(microsecond=0)
+    store.record_last_used({key_id: later})
+    store.record_last_used({key_id: later - timedelta(minutes=5)})  # an older time never moves it back
+    found = store.lookup(key_id)
+    assert found is not None and found.key.last_used_at == later
+
+    assert store.revoke(key_id)
+    assert store.rotate(key_id, timedelta(hours=1)) is None
+    assert not store.set_limits(key_id, {"burst": 1})
