@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 
 from paygate.scopes import ALL_SCOPES, parse_scopes
+from runtime import audit
 from runtime.db import Database
 from runtime.errors import ConfigurationError
 from runtime.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
@@ -65,7 +66,8 @@ class KeyStore:
         self._db = database
         self._fernet = fernet
 
-    def create(self, owner: str, scopes: str = ALL_SCOPES) -> KeyWithSecret:
+    def create(self, owner: str, scopes: str = ALL_SCOPES, *, actor: str = audit.SYSTEM) -> KeyWithSecret:
+        """A new key; `actor` (runtime/audit.py) is who made it, kept in the audit trail with it."""
         if not 1 <= len(owner) <= 64 or not set(owner) <= OWNER_ALPHABET:
             raise ValueError("the key name must be 1-64 chars of [A-Za-z0-9_.-]")
         parsed = parse_scopes(scopes)
@@ -83,6 +85,8 @@ class KeyStore:
                     revoked_at=None,
                 )
             )
+            details = {"name": owner, "scopes": ",".join(parsed)}
+            audit.record(connection, actor=actor, action="key.create", subject=key_id, details=details)
         return KeyWithSecret(ApiKey(key_id, owner, parsed, now, None), secret)
 
     def list(self, limit: int = 1000) -> list[ApiKey]:
@@ -90,14 +94,16 @@ class KeyStore:
             rows = connection.execute(select(api_keys).order_by(api_keys.c.created_at).limit(limit)).all()
         return [self._to_key(row) for row in rows]
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key; False when there is no such key or it was already revoked."""
+    def revoke(self, key_id: str, *, actor: str = audit.SYSTEM) -> bool:
+        """Revoke a key; False when there is no such key or it was already revoked. A revocation is audited."""
         with self._db.write() as connection:
             result = connection.execute(
                 update(api_keys)
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
+            if result.rowcount == 1:
+                audit.record(connection, actor=actor, action="key.revoke", subject=key_id, details={})
         return result.rowcount == 1
 
     def lookup(self, key_id: str) -> KeyWithSecret | None:

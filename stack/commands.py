@@ -149,16 +149,17 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
 
 def keys(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.keystore import KeyStore, announce_key_change, load_master_key  # noqa: PLC0415
-    from runtime import db  # noqa: PLC0415
+    from runtime import audit, db  # noqa: PLC0415
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = db.Database(settings.effective_database_url(), pool_size=1)
     try:
         db.upgrade(database)  # a key can be created before the first `serve`
         store = KeyStore(database, load_master_key(settings, create=True))
+        audit.enable(database, audit.chain_key(settings))
         if args.keys_command == "create":
             try:
-                created = store.create(args.name, args.scopes)
+                created = store.create(args.name, args.scopes, actor=audit.cli_actor())
             except ValueError as error:
                 print(f"paygate: {error}", file=sys.stderr)
                 return 2
@@ -206,7 +207,7 @@ def keys(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"{k.key_id}  {k.owner:<24} {','.join(k.scopes):<40} {state}")
             return 0
         if args.keys_command == "revoke":
-            if not store.revoke(args.key_id):
+            if not store.revoke(args.key_id, actor=audit.cli_actor()):
                 print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
                 return 1
             _announce(settings, announce_key_change)
@@ -243,7 +244,7 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
     `paygate reconcile correct ITEM --reason TEXT`: 0 posted, 1 refused (docs/reconciliation.md)."""
     from datetime import UTC, date, datetime  # noqa: PLC0415
 
-    from runtime import db  # noqa: PLC0415
+    from runtime import audit, db  # noqa: PLC0415
     from workers.domain.types import Method  # noqa: PLC0415
     from workers.reconciliation import fetch, metrics, report, run  # noqa: PLC0415
 
@@ -254,7 +255,8 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
         database = db.Database(settings.effective_database_url(), pool_size=1)
         try:
             db.require_current_schema(database)
-            done = run.correct(database, args.item_id, args.reason, clock())
+            audit.enable(database, audit.chain_key(settings))
+            done = run.correct(database, args.item_id, args.reason, clock(), actor=audit.cli_actor())
         except run.NotCorrectable as refused:
             print(f"paygate: {refused}", file=sys.stderr)
             return 1
