@@ -39,7 +39,10 @@ VERSION = 1  # of the hash encoding (`encode`); a new encoding gets a new number
 GENESIS_HASH = "0" * 64  # the predecessor of entry 1 (migration 0012 starts the head with it)
 HEAD_NAME = "audit"
 SYSTEM = "system"
-MAX_DETAILS_CHARS = 2048
+# Of the stored JSON, escapes included. 16 values of 256 characters outside the BMP are 16 × 3,072 escaped
+# characters plus names: about 50,000, under MySQL TEXT's 65,535 bytes (the JSON is ASCII). The longest text a
+# caller may send (a refund's reason of 256 emoji) can therefore never make an audited change fail.
+MAX_DETAILS_CHARS = 60_000
 MAX_DETAIL_KEYS = 16
 MAX_DETAIL_TEXT = 256
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # UTC, microseconds: the exact text stored and hashed
@@ -148,8 +151,7 @@ def record(
 
     actor: "key:<key_id>" (`key_actor`), "cli:<os user>" (`cli_actor`) or "system". action: "noun.verb" in lower
     case (e.g. "refund.create"). subject: what it acted on (an id). details: a flat JSON object of at most 16
-    str/int/bool/None values, 2,048 characters in all — never a secret (names or values that look like one are
-    refused).
+    str/int/bool/None values (text of at most 256 characters) — never a secret (names that say one are refused).
     """
     key = _KEYS.get(connection.engine)
     if key is None:

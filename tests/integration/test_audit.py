@@ -139,6 +139,15 @@ def test_concurrent_appenders_never_fork_the_chain(trail: Database) -> None:
     assert not any(e.subject.endswith("-gone") for e in listed)
 
 
+def test_the_longest_text_a_caller_may_send_fits_and_verifies(trail: Database) -> None:
+    """256 characters outside the BMP (the grammar's limit for a refund's reason) in every one of 16 values."""
+    details = {f"reason{n}": "\U0001f600" * 256 for n in range(16)}
+    with trail.write() as connection:
+        made = audit.record(connection, actor="key:key_1", action="refund.create", subject="r-1", details=details)
+    assert dict(made.details) == details and dict(entries(trail)[0].details) == details
+    assert verify(trail, [KEY]).ok
+
+
 @pytest.mark.parametrize(
     ("actor", "action", "subject", "details", "problem"),
     [
