@@ -39,7 +39,7 @@ VERSION = 1  # of the hash encoding (`encode`); a new encoding gets a new number
 GENESIS_HASH = "0" * 64  # the predecessor of entry 1 (migration 0012 starts the head with it)
 HEAD_NAME = "audit"
 SYSTEM = "system"
-# Of the stored JSON, escapes included. 16 values of 256 characters outside the BMP are 16 × 3,072 escaped
+# Of the stored JSON, escapes included. 16 values of 256 characters outside the BMP are 16 times 3,072 escaped
 # characters plus names: about 50,000, under MySQL TEXT's 65,535 bytes (the JSON is ASCII). The longest text a
 # caller may send (a refund's reason of 256 emoji) can therefore never make an audited change fail.
 MAX_DETAILS_CHARS = 60_000
