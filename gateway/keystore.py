@@ -19,6 +19,7 @@ from sqlalchemy import or_, select, update
 
 from gateway.key_limits import KeyLimits
 from paygate.scopes import ALL_SCOPES, parse_scopes
+from runtime import audit
 from runtime.db import Database
 from runtime.errors import ConfigurationError
 from runtime.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
@@ -80,7 +81,10 @@ class KeyStore:
         self._db = database
         self._fernet = fernet
 
-    def create(self, owner: str, scopes: str = ALL_SCOPES, limits: KeyLimits | None = None) -> KeyWithSecret:
+    def create(
+        self, owner: str, scopes: str = ALL_SCOPES, limits: KeyLimits | None = None, *, actor: str = audit.SYSTEM
+    ) -> KeyWithSecret:
+        """A new key; `actor` (runtime/audit.py) is who made it, kept in the audit trail with it."""
         if not 1 <= len(owner) <= 64 or not set(owner) <= OWNER_ALPHABET:
             raise ValueError("the key name must be 1-64 chars of [A-Za-z0-9_.-]")
         parsed = parse_scopes(scopes)
@@ -100,6 +104,9 @@ class KeyStore:
                     **{name: getattr(limits, name) for name in KeyLimits.column_names()},
                 )
             )
+            details: dict[str, str | int | bool | None] = {"name": owner, "scopes": ",".join(parsed)}
+            details.update(_limit_details(limits))
+            audit.record(connection, actor=actor, action="key.create", subject=key_id, details=details)
         return KeyWithSecret(ApiKey(key_id, owner, parsed, now, None, limits), secret)
 
     def list(self, limit: int = 1000) -> list[ApiKey]:
@@ -107,17 +114,19 @@ class KeyStore:
             rows = connection.execute(select(api_keys).order_by(api_keys.c.created_at).limit(limit)).all()
         return [self._to_key(row) for row in rows]
 
-    def revoke(self, key_id: str) -> bool:
-        """Revoke a key; False when there is no such key or it was already revoked."""
+    def revoke(self, key_id: str, *, actor: str = audit.SYSTEM) -> bool:
+        """Revoke a key; False when there is no such key or it was already revoked. A revocation is audited."""
         with self._db.write() as connection:
             result = connection.execute(
                 update(api_keys)
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=datetime.now(UTC))
             )
+            if result.rowcount == 1:
+                audit.record(connection, actor=actor, action="key.revoke", subject=key_id, details={})
         return result.rowcount == 1
 
-    def set_limits(self, key_id: str, changes: Mapping[str, float | int | None]) -> bool:
+    def set_limits(self, key_id: str, changes: Mapping[str, float | int | None], *, actor: str = audit.SYSTEM) -> bool:
         """Change some of a key's limits (None: back to the stack default); False when no active key has that id."""
         unknown = set(changes) - set(KeyLimits.column_names())
         if unknown:
@@ -128,9 +137,12 @@ class KeyStore:
             result = connection.execute(
                 update(api_keys).where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None)).values(**changes)
             )
+            if result.rowcount == 1:
+                details = {name: _audited(changes[name]) for name in sorted(changes)}
+                audit.record(connection, actor=actor, action="key.limits_set", subject=key_id, details=details)
         return result.rowcount == 1
 
-    def rotate(self, key_id: str, grace: timedelta) -> KeyWithSecret | None:
+    def rotate(self, key_id: str, grace: timedelta, *, actor: str = audit.SYSTEM) -> KeyWithSecret | None:
         """A new secret for an active key; the current one stays valid for `grace` (a previous one is dropped).
         None when there is no such active key."""
         if grace < timedelta(0):
@@ -152,6 +164,8 @@ class KeyStore:
                     previous_secret_expires_at=now + grace,
                 )
             )
+            details = {"grace_s": int(grace.total_seconds())}
+            audit.record(connection, actor=actor, action="key.rotate", subject=key_id, details=details)
         found = self.lookup(key_id)
         assert found is not None
         return KeyWithSecret(found.key, secret)
@@ -219,3 +233,16 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+def _audited(value: float | int | None) -> str | int | None:
+    """A limit as the audit trail keeps it (runtime/audit.py takes no floats: "50.0" stays exact as text)."""
+    return str(value) if isinstance(value, float) else value
+
+
+def _limit_details(limits: KeyLimits | None) -> dict[str, str | int | bool | None]:
+    """The limits a key was created with, for its audit entry (only those it sets itself)."""
+    if limits is None:
+        return {}
+    values = {name: getattr(limits, name) for name in KeyLimits.column_names()}
+    return {name: _audited(value) for name, value in values.items() if value is not None}

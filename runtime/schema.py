@@ -341,3 +341,8 @@ __all__ += ["reconciliation_items", "reconciliation_runs"]
 from runtime.schema_events import event_sequence, events, webhook_dead_letters, webhook_endpoints  # noqa: E402
 
 __all__ += ["event_sequence", "events", "webhook_dead_letters", "webhook_endpoints"]
+
+# The audit trail (docs/audit.md): operator data, on the same MetaData.
+from runtime.schema_audit import audit_head, audit_log  # noqa: E402
+
+__all__ += ["audit_head", "audit_log"]

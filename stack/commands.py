@@ -163,7 +163,7 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
     `paygate reconcile correct ITEM --reason TEXT`: 0 posted, 1 refused (docs/reconciliation.md)."""
     from datetime import UTC, date, datetime  # noqa: PLC0415
 
-    from runtime import db  # noqa: PLC0415
+    from runtime import audit, db  # noqa: PLC0415
     from workers.domain.types import Method  # noqa: PLC0415
     from workers.reconciliation import fetch, metrics, report, run  # noqa: PLC0415
 
@@ -174,7 +174,8 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
         database = db.Database(settings.effective_database_url(), pool_size=1)
         try:
             db.require_current_schema(database)
-            done = run.correct(database, args.item_id, args.reason, clock())
+            audit.enable(database, audit.chain_key(settings))
+            done = run.correct(database, args.item_id, args.reason, clock(), actor=audit.cli_actor())
         except run.NotCorrectable as refused:
             print(f"paygate: {refused}", file=sys.stderr)
             return 1

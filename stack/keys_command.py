@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.key_limits import KeyLimits, describe_rate, effective, parse_changes
 from gateway.keystore import ApiKey, KeyStore, KeyWithSecret, announce_key_change, load_master_key
-from runtime import db
+from runtime import audit, db
 from runtime.settings import Settings
 
 MAX_GRACE_HOURS = 24 * 30
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         db.upgrade(database)  # a key can be created before the first `serve`
         store = KeyStore(database, load_master_key(settings, create=True))
+        audit.enable(database, audit.chain_key(settings))
         try:
             return _COMMANDS[args.keys_command](args, settings, store)
         except ValueError as error:
@@ -47,7 +48,7 @@ def _changes(args: argparse.Namespace) -> dict[str, float | int | None]:
 
 
 def _create(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
-    created = store.create(args.name, args.scopes, KeyLimits(**_changes(args)))  # type: ignore[arg-type]
+    created = store.create(args.name, args.scopes, KeyLimits(**_changes(args)), actor=audit.cli_actor())  # type: ignore[arg-type]
     _announce(settings)
     _print_secret(args, settings, created, "created")
     return 0
@@ -56,7 +57,7 @@ def _create(args: argparse.Namespace, settings: Settings, store: KeyStore) -> in
 def _rotate(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
     if not 0 <= args.grace_hours <= MAX_GRACE_HOURS:
         raise ValueError(f"--grace-hours must be between 0 and {MAX_GRACE_HOURS}, got {args.grace_hours:g}")
-    rotated = store.rotate(args.key_id, timedelta(hours=args.grace_hours))
+    rotated = store.rotate(args.key_id, timedelta(hours=args.grace_hours), actor=audit.cli_actor())
     if rotated is None:
         print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
         return 1
@@ -66,7 +67,7 @@ def _rotate(args: argparse.Namespace, settings: Settings, store: KeyStore) -> in
 
 
 def _set_limits(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
-    if not store.set_limits(args.key_id, _changes(args)):
+    if not store.set_limits(args.key_id, _changes(args), actor=audit.cli_actor()):
         print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
         return 1
     _announce(settings)
@@ -77,7 +78,7 @@ def _set_limits(args: argparse.Namespace, settings: Settings, store: KeyStore) -
 
 
 def _revoke(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
-    if not store.revoke(args.key_id):
+    if not store.revoke(args.key_id, actor=audit.cli_actor()):
         print(f"paygate: no active key {args.key_id!r}", file=sys.stderr)
         return 1
     _announce(settings)

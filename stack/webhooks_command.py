@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from runtime import db
+from runtime import audit, db
 from runtime.errors import PaygateError
 from runtime.settings import Settings
 from workers.store import webhooks as rows
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _add(args: argparse.Namespace, database: db.Database, endpoints: Endpoints) -> dict[str, Any]:
     types = [t.strip() for t in args.types.split(",") if t.strip()]
-    made = endpoints.add(args.owner, args.url, types, _now())
+    made = endpoints.add(args.owner, args.url, types, _now(), actor=audit.cli_actor())
     return {**_shown(made.endpoint), "secret": made.secret}
 
 
@@ -45,7 +45,7 @@ def _list(args: argparse.Namespace, database: db.Database, endpoints: Endpoints)
 
 
 def _remove(args: argparse.Namespace, database: db.Database, endpoints: Endpoints) -> dict[str, Any]:
-    endpoints.remove(args.owner, args.endpoint_id, _now())
+    endpoints.remove(args.owner, args.endpoint_id, _now(), actor=audit.cli_actor())
     return {"removed": args.endpoint_id}
 
 
@@ -53,7 +53,8 @@ def _rotate(args: argparse.Namespace, database: db.Database, endpoints: Endpoint
     if not 0 <= args.overlap_hours <= 24 * 30:
         raise ValueError("--overlap-hours must be between 0 and 720")
     now = _now()
-    made = endpoints.rotate(args.owner, args.endpoint_id, now, timedelta(hours=args.overlap_hours))
+    overlap = timedelta(hours=args.overlap_hours)
+    made = endpoints.rotate(args.owner, args.endpoint_id, now, overlap, actor=audit.cli_actor())
     expires = now + timedelta(hours=args.overlap_hours)
     return {"endpoint_id": made.endpoint.endpoint_id, "secret": made.secret, "previous_expires_at": expires.isoformat()}
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
+from runtime import audit
 from runtime.db import Database
 from runtime.master_key import derive_key, load_master_key
 from runtime.metrics import WorkerMetrics
@@ -38,6 +39,7 @@ def build_service(
     *,
     group_commit: bool = True,
 ) -> PaymentService:
+    audit.enable(database, audit.chain_key(settings))  # refunds append to the trail (docs/audit.md)
     client = connect(settings.effective_redis_url())
     locks = FencedLocks(
         client,
@@ -89,6 +91,7 @@ def build_service(
 def webhook_endpoints(settings: Settings, database: Database) -> Endpoints:
     """Endpoint management for the CLI, the RPCs and the relay; https only in production."""
     fernet = load_master_key(settings, create=True)
+    audit.enable(database, audit.chain_key(settings))  # endpoint changes append to the trail (docs/audit.md)
     return Endpoints(database, fernet, require_https=settings.mode == "production")
 
 

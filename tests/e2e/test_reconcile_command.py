@@ -21,6 +21,7 @@ import pytest
 
 from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime import audit
 from tests.e2e.channel_support import Simulator, counter, wait_for_status
 from tests.support import REPO_ROOT, Stack, start_stack, wait_until
 
@@ -201,6 +202,15 @@ def test_a_correction_is_one_entry_that_verifies_and_is_refused_twice(
     again = stack.cli("reconcile", "correct", item["item_id"], "--reason", "twice")
     assert again.returncode == 1 and "already" in again.stderr
     assert len(correction_postings(stack, item["item_id"])) == 2
+
+    # The audit trail has the correction once, with the operator who ran it (docs/audit.md); the refusal left none.
+    listed = stack.cli("audit", "list", "--action", "reconcile.correct", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (audited,) = [e for e in json.loads(listed.stdout)["entries"] if e["subject"] == item["item_id"]]
+    assert audited["actor"] == audit.cli_actor()
+    assert audited["details"]["clearing_minor"] == -100 and audited["details"]["currency"] == "CNY"
+    assert audited["details"]["reason"] == "unknown payment at Alipay, held"
+    assert stack.cli("audit", "verify").returncode == 0
 
 
 def test_a_channel_that_is_not_configured_is_refused(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from sqlalchemy import select
 
 from gateway.key_limits import KeyLimits
 from gateway.keystore import KeyStore, load_master_key
+from runtime import audit
 from runtime.db import Database
 from runtime.errors import ConfigurationError
 from runtime.schema import api_keys
@@ -18,6 +20,7 @@ from runtime.settings import Settings
 
 @pytest.fixture
 def store(database: Database) -> KeyStore:
+    audit.enable(database, audit.ChainKey(secrets.token_bytes(32)))  # key changes are audited
     return KeyStore(database, Fernet(Fernet.generate_key()))
 
 
@@ -45,8 +48,8 @@ def test_the_secret_is_never_stored_in_clear(store: KeyStore, database: Database
     assert created.secret.encode() not in stored
 
 
-def test_a_wrong_master_key_is_a_clear_configuration_error(database: Database) -> None:
-    created = KeyStore(database, Fernet(Fernet.generate_key())).create("svc", "*")
+def test_a_wrong_master_key_is_a_clear_configuration_error(store: KeyStore, database: Database) -> None:
+    created = store.create("svc", "*")
     with pytest.raises(ConfigurationError, match="master key"):
         KeyStore(database, Fernet(Fernet.generate_key())).lookup(created.key.key_id)
 

@@ -4,6 +4,7 @@ balanced entry, keep `ledger verify` green and are refused the second time."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ import pytest
 from sqlalchemy import select
 
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime import audit
+from runtime.audit_verify import entries
 from runtime.db import Database, upgrade
 from runtime.ids import new_id
 from runtime.schema import journal_entries, postings
@@ -45,6 +48,7 @@ PAYMENT, REFUND = NotificationKind.PAYMENT, NotificationKind.REFUND
 DAY = date(2031, 3, 14)
 WINDOW = provider_day(Method.ALIPAY, DAY)
 OWNER = "recon-tests"
+OPERATOR = "cli:recon-operator"
 
 
 def at(day: date, hour: int, minute: int = 0) -> datetime:
@@ -191,6 +195,7 @@ def recon_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         url = drop = create_throwaway_database(str(request.getfixturevalue(f"{request.param}_url")))
     database = Database(url)
     upgrade(database)
+    audit.enable(database, audit.ChainKey(secrets.token_bytes(32)))  # corrections are audited
     yield database
     database.dispose()
     if drop:
@@ -354,6 +359,7 @@ def test_a_correction_posts_one_balanced_entry_and_only_once(recon_db: Database)
         by_kind[ItemKind.AMOUNT_DIFFERS].item_id,
         "processor fee booked twice",
         at(day + timedelta(days=1), 11),
+        actor=OPERATOR,
     )
     assert done.clearing_minor == -30
     postings_of = entries_for(recon_db, done.item_id)
@@ -361,15 +367,24 @@ def test_a_correction_posts_one_balanced_entry_and_only_once(recon_db: Database)
     assert clearing_and_suspense(recon_db) == (before[0] - 30, before[1] + 30)
 
     with pytest.raises(NotCorrectable, match="already"):
-        correct(recon_db, done.item_id, "again", at(day + timedelta(days=1), 12))
+        correct(recon_db, done.item_id, "again", at(day + timedelta(days=1), 12), actor=OPERATOR)
     assert len(entries_for(recon_db, done.item_id)) == 2  # nothing more was posted
+    # One audit entry, of the correction that posted; the refused one left none.
+    (audited,) = [e for e in entries(recon_db, action="reconcile.correct") if e.subject == done.item_id]
+    assert (audited.actor, audited.details["entry_id"], audited.details["clearing_minor"]) == (
+        OPERATOR,
+        done.entry_id,
+        -30,
+    )
+    assert audited.details["reason"] == "processor fee booked twice"
     with recon_db.read() as connection:
         resolved = store.item_by_id(connection, done.item_id)
     assert resolved is not None and resolved.correction_entry_id == done.entry_id
     assert resolved.resolution == "processor fee booked twice" and resolved.resolved_at is not None
 
     ghost = by_kind[ItemKind.MISSING_LOCALLY]
-    assert correct(recon_db, ghost.item_id, "unknown payer, held in suspense", at(day, 23)).clearing_minor == -90
+    ghost_done = correct(recon_db, ghost.item_id, "unknown payer, held in suspense", at(day, 23), actor=OPERATOR)
+    assert ghost_done.clearing_minor == -90
     report = verify(recon_db)
     assert report.ok, report.render()
 
@@ -388,12 +403,12 @@ def test_corrections_need_a_reason_a_difference_and_an_item(recon_db: Database) 
     unsettled = next(s for s in run.items if s.item.kind is ItemKind.MISSING_LOCALLY)
     assert unsettled.item.difference_minor == 0
     with pytest.raises(NotCorrectable, match="no difference"):
-        correct(recon_db, unsettled.item_id, "nothing moved", at(day, 23))
+        correct(recon_db, unsettled.item_id, "nothing moved", at(day, 23), actor=OPERATOR)
     status = next(s for s in run.items if s.item.kind is ItemKind.STATUS_DIFFERS)
     with pytest.raises(NotCorrectable, match="reason"):
-        correct(recon_db, status.item_id, "   ", at(day, 23))
+        correct(recon_db, status.item_id, "   ", at(day, 23), actor=OPERATOR)
     with pytest.raises(NotCorrectable, match="no reconciliation item"):
-        correct(recon_db, "rci_nothing", "why", at(day, 23))
+        correct(recon_db, "rci_nothing", "why", at(day, 23), actor=OPERATOR)
     assert entries_for(recon_db, status.item_id) == [] and entries_for(recon_db, unsettled.item_id) == []
 
 
@@ -407,7 +422,7 @@ def test_two_concurrent_corrections_of_one_item_post_one_entry(recon_db: Databas
     def attempt() -> None:
         barrier.wait()
         try:
-            outcomes.append(correct(recon_db, item_id, "race", at(day, 23)).entry_id)
+            outcomes.append(correct(recon_db, item_id, "race", at(day, 23), actor=OPERATOR).entry_id)
         except NotCorrectable:
             outcomes.append("refused")
 

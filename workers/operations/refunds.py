@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from sqlalchemy import Connection
+
+from runtime import audit
 from runtime.errors import FailedPrecondition
 from runtime.ids import new_id
 from workers.domain import states
@@ -146,7 +149,27 @@ def _refund_once(ctx: Context, caller: Caller, command: RefundCommand, claim: Cl
                 )
                 records.insert_refund(connection, caller.owner, record)
                 ctx.executor.idempotency.record(connection, claim, command.refund_id, record.to_json(), now)
+            _audit(connection, caller, record)  # last, after the balances: runtime/audit.py
     return record
+
+
+def _audit(connection: Connection, caller: Caller, record: RefundRecord) -> None:
+    """A refund asked for through the API is a manual refund: the trail keeps who asked for what (docs/audit.md)."""
+    audit.record(
+        connection,
+        actor=audit.key_actor(caller.key_id) if caller.key_id else audit.SYSTEM,
+        action="refund.create",
+        subject=record.refund_id,
+        details={
+            "owner": caller.owner,
+            "payment_id": record.payment_id,
+            "amount_minor": record.amount_minor,
+            "currency": record.currency,
+            "reason": audit.bounded_text(record.reason),
+            "entry_id": record.entry_id,
+            "status": record.status.name,
+        },
+    )
 
 
 def _plan(payment: PaymentRecord, requested_minor: int, via_provider: bool) -> Plan:

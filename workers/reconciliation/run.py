@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from runtime import audit
 from runtime.db import Database
 from runtime.ids import new_id
 from workers.channels.adapter import ProviderChannel
@@ -76,7 +77,9 @@ def clearing_change(stored: StoredItem) -> int:
     return difference if stored.item.record is NotificationKind.REFUND else -difference
 
 
-def correct(database: Database, item_id: str, reason: str, now: datetime) -> Correction:
+def correct(database: Database, item_id: str, reason: str, now: datetime, *, actor: str) -> Correction:
+    """Book one item's difference as a correction entry; `actor` (runtime/audit.py) is kept in the audit trail, in
+    the same transaction."""
     reason = reason.strip()
     if not reason:
         raise NotCorrectable("a correction needs a reason (--reason TEXT): it is kept with the item")
@@ -100,4 +103,7 @@ def correct(database: Database, item_id: str, reason: str, now: datetime) -> Cor
             # Raising here rolls the entry back with the rest of the transaction.
             if not store.resolve(connection, item_id, entry_id, reason, now):
                 raise NotCorrectable(f"item {item_id} was corrected by another command just now; nothing was posted")
+        details: dict[str, audit.DetailValue] = {"entry_id": entry_id, "channel": stored.channel, "currency": currency}
+        details |= {"kind": stored.item.kind.value, "clearing_minor": amount, "reason": audit.bounded_text(reason)}
+        audit.record(connection, actor=actor, action="reconcile.correct", subject=item_id, details=details)
     return Correction(item_id, entry_id, stored.channel, currency, amount)

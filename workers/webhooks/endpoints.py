@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from cryptography.fernet import Fernet
 
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime import audit
 from runtime.db import Database
 from runtime.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from runtime.ids import new_id
@@ -62,7 +63,9 @@ class Endpoints:
         self._fernet = fernet
         self._require_https = require_https
 
-    def add(self, owner: str, url: str, types: list[str], now: datetime) -> WithSecret:
+    def add(self, owner: str, url: str, types: list[str], now: datetime, *, actor: str = audit.SYSTEM) -> WithSecret:
+        """A new endpoint; it and the following changes are kept in the audit trail with their `actor`
+        (runtime/audit.py), in the same transaction."""
         check_url(url, require_https=self._require_https)
         wanted = check_types(types)
         secret = "whsec_" + secrets.token_urlsafe(32)
@@ -95,20 +98,32 @@ class Endpoints:
                 last_error="",
             )
             rows.insert_endpoint(connection, endpoint)
+            details = {"owner": owner, "url": audit.bounded_text(url), "types": audit.bounded_text(",".join(types))}
+            audit.record(connection, actor=actor, action="webhook.add", subject=endpoint.endpoint_id, details=details)
         return WithSecret(endpoint, secret)
 
     def of_owner(self, owner: str) -> list[Endpoint]:
         with self._db.read() as connection:
             return rows.endpoints_of(connection, owner)
 
-    def remove(self, owner: str, endpoint_id: str, now: datetime) -> Endpoint:
+    def remove(self, owner: str, endpoint_id: str, now: datetime, *, actor: str = audit.SYSTEM) -> Endpoint:
         with self._db.write() as connection:
             current = rows.endpoint_by_id(connection, owner, endpoint_id)
             if current is None or not rows.remove(connection, owner, endpoint_id, now):
                 raise NotFound(f"no webhook endpoint {endpoint_id} of yours")
+            details = {"owner": owner, "url": audit.bounded_text(current.url)}
+            audit.record(connection, actor=actor, action="webhook.remove", subject=endpoint_id, details=details)
         return current
 
-    def rotate(self, owner: str, endpoint_id: str, now: datetime, overlap: timedelta = DEFAULT_OVERLAP) -> WithSecret:
+    def rotate(
+        self,
+        owner: str,
+        endpoint_id: str,
+        now: datetime,
+        overlap: timedelta = DEFAULT_OVERLAP,
+        *,
+        actor: str = audit.SYSTEM,
+    ) -> WithSecret:
         """A new secret; the current one keeps signing too for `overlap`."""
         secret = "whsec_" + secrets.token_urlsafe(32)
         with self._db.write() as connection:
@@ -117,6 +132,8 @@ class Endpoints:
                 raise NotFound(f"no webhook endpoint {endpoint_id} of yours")
             ciphertext = self._fernet.encrypt(secret.encode())
             rows.rotate(connection, owner, endpoint_id, ciphertext, current.secret_ciphertext, now + overlap)
+            details = {"owner": owner, "previous_expires_at": (now + overlap).isoformat()}
+            audit.record(connection, actor=actor, action="webhook.rotate_secret", subject=endpoint_id, details=details)
         rotated = replace(
             current,
             secret_ciphertext=ciphertext,

@@ -10,28 +10,37 @@ from typing import Any
 from google.protobuf.message import Message
 
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime import audit
 from workers.codec import decode, encode
 from workers.domain.types import Caller
 from workers.domain.webhooks import NewWebhookEndpoint, WebhookEndpointRef
 from workers.operations.context import utc_now
 from workers.webhooks.endpoints import Endpoints
 
+
+def _actor(caller: Caller) -> str:
+    """Who is changing an endpoint, for the audit trail (runtime/audit.py)."""
+    return audit.key_actor(caller.key_id) if caller.key_id else audit.SYSTEM
+
+
 Entry = tuple[type[Message], Callable[[Any], Any], Callable[[Caller, Any], Message]]
 
 
 def methods(endpoints: Endpoints) -> dict[str, Entry]:
     def create(caller: Caller, new: NewWebhookEndpoint) -> Message:
-        made = endpoints.add(caller.owner, new.url, sorted(new.types), utc_now())
+        made = endpoints.add(caller.owner, new.url, sorted(new.types), utc_now(), actor=_actor(caller))
         return encode.webhook_endpoint(made.endpoint, made.secret)
 
     def listing(caller: Caller, _: None) -> Message:
         return encode.webhook_endpoints(endpoints.of_owner(caller.owner))
 
     def delete(caller: Caller, ref: WebhookEndpointRef) -> Message:
-        return encode.webhook_endpoint(endpoints.remove(caller.owner, ref.endpoint_id, utc_now()))
+        removed = endpoints.remove(caller.owner, ref.endpoint_id, utc_now(), actor=_actor(caller))
+        return encode.webhook_endpoint(removed)
 
     def rotate(caller: Caller, ref: WebhookEndpointRef) -> Message:
-        made = endpoints.rotate(caller.owner, ref.endpoint_id, utc_now(), timedelta(hours=ref.overlap_hours))
+        overlap = timedelta(hours=ref.overlap_hours)
+        made = endpoints.rotate(caller.owner, ref.endpoint_id, utc_now(), overlap, actor=_actor(caller))
         return encode.webhook_endpoint(made.endpoint, made.secret)
 
     return {
