@@ -1,7 +1,7 @@
 """API keys: created, listed and revoked by `paygate keys`, looked up by the gateway.
 
-Secrets are stored only as Fernet ciphertext under the master key (PAYGATE_MASTER_KEY, or in dev mode a key
-file generated in the data directory with mode 0600). The clear secret is printed once, at creation.
+Secrets are stored only sealed by the master key ring (AES-256-GCM, bound to the key id; runtime/master_key.py).
+The clear secret is printed once, at creation.
 """
 
 from __future__ import annotations
@@ -11,18 +11,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 
 from paygate.scopes import ALL_SCOPES, parse_scopes
 from runtime.db import Database
 from runtime.errors import ConfigurationError
-from runtime.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
+from runtime.master_key import (  # re-exported: the gateway and CLI load it here
+    MASTER_KEY_FILE,
+    MasterKeyRing,
+    UnreadableBlob,
+    load_master_key,
+)
 from runtime.schema import api_keys
 
 __all__ = ["MASTER_KEY_FILE", "ApiKey", "KeyStore", "KeyWithSecret", "announce_key_change", "load_master_key"]
 OWNER_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 KEYS_GENERATION = "keys:generation"
+API_KEY_SECRET_PURPOSE = "api-key-secret"  # noqa: S105 - the ring's purpose label, not a secret
 
 
 def announce_key_change(redis_url: str, prefix: str) -> bool:
@@ -61,9 +66,9 @@ class KeyWithSecret:
 
 
 class KeyStore:
-    def __init__(self, database: Database, fernet: Fernet) -> None:
+    def __init__(self, database: Database, ring: MasterKeyRing) -> None:
         self._db = database
-        self._fernet = fernet
+        self._ring = ring
 
     def create(self, owner: str, scopes: str = ALL_SCOPES) -> KeyWithSecret:
         if not 1 <= len(owner) <= 64 or not set(owner) <= OWNER_ALPHABET:
@@ -78,7 +83,7 @@ class KeyStore:
                     key_id=key_id,
                     owner=owner,
                     scopes=",".join(parsed),
-                    secret_ciphertext=self._fernet.encrypt(secret.encode()),
+                    secret_ciphertext=self._ring.seal(secret.encode(), purpose=API_KEY_SECRET_PURPOSE, context=key_id),
                     created_at=now,
                     revoked_at=None,
                 )
@@ -106,8 +111,8 @@ class KeyStore:
         if row is None:
             return None
         try:
-            secret = self._fernet.decrypt(row.secret_ciphertext).decode()
-        except InvalidToken:
+            secret = self._ring.open(row.secret_ciphertext, purpose=API_KEY_SECRET_PURPOSE, context=key_id).decode()
+        except UnreadableBlob:
             raise ConfigurationError(
                 f"key {key_id} cannot be decrypted with this master key; is PAYGATE_MASTER_KEY the one it was "
                 "created with?"

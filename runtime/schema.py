@@ -38,7 +38,7 @@ api_keys = Table(
     # The calling service; idempotency keys and order ids are scoped to it.
     Column("owner", String(NAME_LENGTH), nullable=False),
     Column("scopes", String(1024), nullable=False),
-    # Fernet ciphertext of the secret under the master key; the clear secret is never stored.
+    # The secret sealed by the master key ring (runtime/master_key.py); the clear secret is never stored.
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),

@@ -227,7 +227,7 @@ def _running_stack_redis(settings: Settings) -> Settings:
 
 def _announce(settings: Settings, announce: Callable[[str, str], bool]) -> None:
     """Nudge running gateways (if any) so a change applies on their next call."""
-    url = settings.redis_url
+    url = settings.redis_url.reveal()
     marker = settings.run_dir / "redis.url"
     if not url and marker.exists():
         url = marker.read_text().strip()

@@ -88,8 +88,8 @@ def build_service(
 
 def webhook_endpoints(settings: Settings, database: Database) -> Endpoints:
     """Endpoint management for the CLI, the RPCs and the relay; https only in production."""
-    fernet = load_master_key(settings, create=True)
-    return Endpoints(database, fernet, require_https=settings.mode == "production")
+    ring = load_master_key(settings, create=True)
+    return Endpoints(database, ring, require_https=settings.mode == "production")
 
 
 def build_relay(

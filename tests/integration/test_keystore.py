@@ -1,22 +1,23 @@
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from gateway.keystore import KeyStore, load_master_key
 from runtime.db import Database
 from runtime.errors import ConfigurationError
+from runtime.master_key import MasterKeyRing
 from runtime.schema import api_keys
 from runtime.settings import Settings
 
 
 @pytest.fixture
 def store(database: Database) -> KeyStore:
-    return KeyStore(database, Fernet(Fernet.generate_key()))
+    return KeyStore(database, MasterKeyRing(os.urandom(32)))
 
 
 def test_create_lookup_list_revoke(store: KeyStore) -> None:
@@ -44,9 +45,9 @@ def test_the_secret_is_never_stored_in_clear(store: KeyStore, database: Database
 
 
 def test_a_wrong_master_key_is_a_clear_configuration_error(database: Database) -> None:
-    created = KeyStore(database, Fernet(Fernet.generate_key())).create("svc", "*")
+    created = KeyStore(database, MasterKeyRing(os.urandom(32))).create("svc", "*")
     with pytest.raises(ConfigurationError, match="master key"):
-        KeyStore(database, Fernet(Fernet.generate_key())).lookup(created.key.key_id)
+        KeyStore(database, MasterKeyRing(os.urandom(32))).lookup(created.key.key_id)
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 65])
@@ -62,5 +63,21 @@ def test_dev_master_key_file_is_private_and_stable(tmp_path: Path) -> None:
     first = load_master_key(settings)
     key_file = tmp_path / "master.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    token = first.encrypt(b"x")
-    assert load_master_key(settings).decrypt(token) == b"x"
+    blob = first.seal(b"x", purpose="test")
+    assert load_master_key(settings).open(blob, purpose="test") == b"x"
+
+
+def test_a_secret_sealed_for_one_key_does_not_open_for_another(store: KeyStore, database: Database) -> None:
+    """The blob is bound to its row: copying one key's ciphertext onto another key's row makes it unreadable."""
+    first, second = store.create("svc", "*"), store.create("svc", "*")
+    with database.write() as connection:
+        blob = connection.execute(
+            select(api_keys.c.secret_ciphertext).where(api_keys.c.key_id == first.key.key_id)
+        ).scalar_one()
+        connection.execute(
+            api_keys.update().where(api_keys.c.key_id == second.key.key_id).values(secret_ciphertext=blob)
+        )
+    with pytest.raises(ConfigurationError, match="master key"):
+        store.lookup(second.key.key_id)
+    found = store.lookup(first.key.key_id)
+    assert found is not None and found.secret == first.secret
