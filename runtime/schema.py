@@ -174,6 +174,8 @@ payment_attempts = Table(
     Column("prepay_id", String(256), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # A card from the vault: "**** 4242" (migration 0014); "" otherwise.
+    Column("card_masked", String(16), nullable=False, default="", server_default=""),
     # When the janitor next asks the provider about an unsettled attempt, and how often it has asked.
     Column("next_check_at", DateTime(timezone=True), nullable=True),
     Column("checks", Integer, nullable=False, default=0),
@@ -329,3 +331,8 @@ __all__ += ["reconciliation_items", "reconciliation_runs"]
 from runtime.schema_events import event_sequence, events, webhook_dead_letters, webhook_endpoints  # noqa: E402
 
 __all__ += ["event_sequence", "events", "webhook_dead_letters", "webhook_endpoints"]
+
+# The card vault (docs/security.md, "Card and personal data").
+from runtime.schema_vault import card_tokens  # noqa: E402
+
+__all__ += ["card_tokens"]

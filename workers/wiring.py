@@ -26,6 +26,7 @@ from workers.execution.locks import FencedLocks
 from workers.operations.context import Context, utc_now
 from workers.operations.purchase_batch import commit_purchases
 from workers.service import PaymentService
+from workers.vault.cards import CardVault
 from workers.webhooks.endpoints import Endpoints
 from workers.webhooks.relay import DEFAULT_SCHEDULE_S, Relay
 
@@ -68,6 +69,7 @@ def build_service(
             ]
         ),
         page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
+        vault=CardVault(database, load_master_key(settings, create=True), clock),
         platform_fee_bps=settings.platform_fee_bps,
         metrics=metrics,
         clock=clock,

@@ -21,6 +21,7 @@ OWNED_TABLES = {
     "events",
     "webhook_endpoints",
     "webhook_dead_letters",
+    "card_tokens",
 }
 ALLOWED = {
     "workers/store/records.py",
@@ -28,6 +29,7 @@ ALLOWED = {
     "workers/store/refunds.py",
     "workers/store/events.py",
     "workers/store/webhooks.py",
+    "workers/store/cards.py",
     "workers/ledger/verify.py",
     "workers/ledger/verify_channels.py",
     "runtime/schema.py",
@@ -87,6 +89,9 @@ def test_the_store_scopes_every_caller_lookup_by_owner() -> None:
 
     scoped += [events._AFTER, events._AFTER_OF_TYPES, events._SEQ_OF]
     scoped += [webhooks._OF_OWNER, webhooks._BY_ID, webhooks._REMOVE, webhooks._ROTATE, webhooks._DEAD_OF_OWNER]
+    from workers.store import cards  # noqa: PLC0415
+
+    scoped += [cards._BY_TOKEN, cards._BY_FINGERPRINTS, cards._NEW_EXPIRY]
     for statement in scoped:
         where = str(statement.whereclause)
         assert ".owner = :" in where, where

@@ -81,6 +81,7 @@ def test_service_and_enums() -> None:
         "ListWebhookEndpoints",
         "DeleteWebhookEndpoint",
         "RotateWebhookEndpointSecret",
+        "TokenizeCard",
     }
     streaming = {name for name, method in service.methods_by_name.items() if method.server_streaming}
     assert streaming == {"StreamEvents"}
