@@ -118,16 +118,23 @@ def bad_inputs(client: PaygateClient) -> None:
         lambda: _pay(client, spaced(MASTERCARD, "-")),
         lambda: client.create_payment(
             pb.CreatePaymentRequest(
-                order_id=uid("sens"), user_id="learner-s", amount_minor=100, currency="CNY",
-                method=pb.PAYMENT_METHOD_WALLET, description=f"card {spaced(SUCCESS_CARD)} thanks",
+                order_id=uid("sens"),
+                user_id="learner-s",
+                amount_minor=100,
+                currency="CNY",
+                method=pb.PAYMENT_METHOD_WALLET,
+                description=f"card {spaced(SUCCESS_CARD)} thanks",
             )
-        ),  # fmt: skip
+        ),
         lambda: client.create_payment(
             pb.CreatePaymentRequest(
-                order_id=spaced(SUCCESS_CARD), user_id=f"{MASTERCARD} ", amount_minor=100, currency="CNY",
+                order_id=spaced(SUCCESS_CARD),
+                user_id=f"{MASTERCARD} ",
+                amount_minor=100,
+                currency="CNY",
                 method=pb.PAYMENT_METHOD_WALLET,
             )
-        ),  # fmt: skip
+        ),
         lambda: client.refund_payment(
             pb.RefundPaymentRequest(payment_id="pay_x", refund_id=uid("r"), amount_minor=1, reason=spaced(MASTERCARD))
         ),
