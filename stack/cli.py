@@ -90,6 +90,11 @@ def _admin_commands(subcommands: Any) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key; running gateways stop accepting it")
     _common(revoke)
     revoke.add_argument("key_id")
+    rewrap = key_commands.add_parser(
+        "rewrap", help="re-seal every secret at rest under the current master key (after a master-key rotation)"
+    )
+    _common(rewrap)
+    rewrap.add_argument("--dry-run", action="store_true", help="count what would be rewrapped; change nothing")
 
     _webhooks_command(subcommands)
 
