@@ -246,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             channel_sim_listen=getattr(args, "channel_sim_listen", None),
         )
         logs.configure(_process_name(args), settings.log_level)
-        return COMMANDS[args.command](args, settings)
+        rewrap = args.command == "keys" and args.keys_command == "rewrap"
+        return (commands.keys_rewrap if rewrap else COMMANDS[args.command])(args, settings)
     except ConfigurationError as error:
         print(f"paygate: {error}", file=sys.stderr)
         return 2

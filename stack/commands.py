@@ -151,11 +151,6 @@ def keys(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.keystore import KeyStore, announce_key_change, load_master_key  # noqa: PLC0415
     from runtime import db  # noqa: PLC0415
 
-    if args.keys_command == "rewrap":
-        from stack import rewrap  # noqa: PLC0415
-
-        return rewrap.run(args, settings)
-
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = db.Database(settings.effective_database_url(), pool_size=1)
     try:
@@ -220,6 +215,13 @@ def keys(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         database.dispose()
     raise AssertionError(args.keys_command)
+
+
+def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate keys rewrap`: its own module (stack/rewrap.py), loaded only when run."""
+    from stack import rewrap  # noqa: PLC0415
+
+    return rewrap.run(args, settings)
 
 
 def _running_stack_redis(settings: Settings) -> Settings:
