@@ -81,7 +81,9 @@ def _channel_inputs(
     if scene is not None and method is not None and scene not in SCENES_OF.get(method, frozenset()):
         offered = ", ".join(f"PAYMENT_SCENE_{s.name}" for s in sorted(SCENES_OF.get(method, ()))) or "none"
         v.add("scene", f"{method.name} offers the scenes: {offered}")
-    if contains_card_number(card_token):  # never quoted: the message must not carry the number
+    # Never quoted: the message must not carry the number. Only values an identifier could be are searched (the
+    # search costs more per character, and longer ones are refused anyway).
+    if len(card_token) <= MAX_TYPED_CARD_CHARS and contains_card_number(card_token):
         v.add("card_token", "is a card number; send it to TokenizeCard and pay with the pgcard_ token it answers")
     else:
         v.identifier("card_token", card_token, required=False)

@@ -69,7 +69,10 @@ def expired(month: int, year: int, today: date) -> bool:
 
 
 def contains_card_number(text: str) -> bool:
-    """Whether `text` holds 12-19 digits (single spaces or dashes between them allowed) that pass the Luhn check."""
+    """Whether `text` holds 12-19 digits (single spaces or dashes between them allowed) that pass the Luhn check.
+
+    The search costs up to a few hundred Luhn checks per run of digits, so callers bound `text`: free text is
+    checked only within its 256-character limit, quotes are cut first, a card_token only up to 64 characters."""
     return any(_card_span(run.group()) is not None for run in _RUN.finditer(text))
 
 
