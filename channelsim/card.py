@@ -2,7 +2,9 @@
 authorizations (capture now or later), voids, refunds, statements, and HMAC-signed webhooks
 (`Card-Signature: t=<unix>,v1=<hex HMAC-SHA256(webhook_secret, f"{t}.{body}")>`).
 
-Card numbers are reduced to brand + last 4 digits when the token is made; the number itself is never kept.
+Card numbers are reduced to brand + last 4 digits when the token is made, or when an authorization carries the
+card itself (`"card": {"number", "exp_month", "exp_year"}` instead of `"token"`, as a merchant with its own vault
+sends it); the number itself is never kept.
 """
 
 from __future__ import annotations
@@ -135,20 +137,27 @@ class Card(Provider):
         return web.Response(status=status, text=text, content_type="application/json", headers={"Idempotency-Key": key})
 
     # tokens and authorizations
-    def create_token(self, _request: web.Request, data: dict[str, Any]) -> Result:
-        number = re.sub(r"[ -]", "", str(data.get("number", "")))
-        month, year, cvc = _int(data.get("exp_month")), _int(data.get("exp_year")), str(data.get("cvc", ""))
+    def _card_problem(self, number: str, month: int | None, year: int | None) -> Result | None:
         if not luhn_ok(number):
             return views.error(402, "card_error", "Your card number is incorrect.", "incorrect_number")
         if month is None or not 1 <= month <= 12:
             return views.error(402, "card_error", "Your card's expiration month is invalid.", "invalid_expiry_month")
-        if year is not None and year < 100:
-            year += 2000
         today = datetime.now(UTC)
         if year is None or not 2000 <= year <= 2100:
             return views.error(402, "card_error", "Your card's expiration year is invalid.", "invalid_expiry_year")
         if (year, month) < (today.year, today.month):
             return views.error(402, "card_error", "Your card has expired.", "expired_card")
+        return None
+
+    def create_token(self, _request: web.Request, data: dict[str, Any]) -> Result:
+        number = re.sub(r"[ -]", "", str(data.get("number", "")))
+        month, year, cvc = _int(data.get("exp_month")), _int(data.get("exp_year")), str(data.get("cvc", ""))
+        if year is not None and year < 100:
+            year += 2000
+        problem = self._card_problem(number, month, year)
+        if problem is not None:
+            return problem
+        assert month is not None and year is not None
         if not re.fullmatch(r"\d{3,4}", cvc):
             return views.error(402, "card_error", "Your card's security code is invalid.", "invalid_cvc")
         token_id, card = "tok_" + token(24), {"brand": brand(number), "last4": number[-4:]}
@@ -170,7 +179,7 @@ class Card(Provider):
 
     def _authorize_problem(self, data: dict[str, Any]) -> Result | None:
         amount, currency, reference = _int(data.get("amount")), data.get("currency"), data.get("reference")
-        if not isinstance(data.get("token"), str):
+        if not isinstance(data.get("token"), str) and not isinstance(data.get("card"), dict):
             return views.error(
                 400, "invalid_request_error", "Missing required param: token.", "parameter_missing", param="token"
             )
@@ -191,15 +200,29 @@ class Card(Provider):
             return views.error(400, "invalid_request_error", "Invalid capture.", "parameter_invalid", param="capture")
         return None
 
-    def authorize(self, _request: web.Request, data: dict[str, Any]) -> Result:
-        problem = self._authorize_problem(data)
-        if problem is not None:
-            return problem
+    def _card_of(self, data: dict[str, Any]) -> dict[str, Any] | Result:
+        """The card an authorization is for: a single-use token, or the card itself (reduced to brand + last 4)."""
+        if isinstance(data.get("card"), dict):
+            given = data["card"]
+            number = re.sub(r"[ -]", "", str(given.get("number", "")))
+            problem = self._card_problem(number, _int(given.get("exp_month")), _int(given.get("exp_year")))
+            if problem is not None:
+                return problem
+            return {"brand": brand(number), "last4": number[-4:], "outcome": TEST_CARDS.get(number, "success")}
         card = self.store.token(data["token"])
         if card is None:
             return views.error(400, "invalid_request_error", f"No such token: '{data['token']}'", "resource_missing")
         if not self.store.use_token(card["id"]):
             return views.error(400, "invalid_request_error", "This token has already been used.", "token_already_used")
+        return card
+
+    def authorize(self, _request: web.Request, data: dict[str, Any]) -> Result:
+        problem = self._authorize_problem(data)
+        if problem is not None:
+            return problem
+        card = self._card_of(data)
+        if isinstance(card, tuple):
+            return card
         outcome = self.sim.misbehave.take_decline(self.name) or card["outcome"]
         created = now()
         values: dict[str, Any] = {

@@ -1,9 +1,9 @@
 """API keys: created, listed, limited, rotated and revoked by `paygate keys`, looked up by the gateway.
 
-Secrets are stored only as ciphertext under the master key (PAYGATE_MASTER_KEY, or in dev mode a key file
-generated in the data directory with mode 0600). The clear secret is printed once, at creation or rotation.
-Every encryption and decryption of a key secret goes through `_seal` and `_open` (one place to change the
-cipher). After `rotate`, the previous secret verifies too until its grace ends (docs/security.md, "Key lifecycle").
+Secrets are stored only sealed by the master key ring (AES-256-GCM, bound to the key id; runtime/master_key.py).
+The clear secret is printed once, at creation or rotation. Every encryption and decryption of a key secret goes
+through `_seal` and `_open`. After `rotate`, the previous secret verifies too until its grace ends
+(docs/security.md, "Key lifecycle").
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import redis
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import or_, select, update
 
 from gateway.key_limits import KeyLimits
@@ -22,12 +21,18 @@ from paygate.scopes import ALL_SCOPES, parse_scopes
 from runtime import audit
 from runtime.db import Database
 from runtime.errors import ConfigurationError
-from runtime.master_key import MASTER_KEY_FILE, load_master_key  # re-exported: the gateway and CLI load it here
+from runtime.master_key import (  # re-exported: the gateway and CLI load it here
+    MASTER_KEY_FILE,
+    MasterKeyRing,
+    UnreadableBlob,
+    load_master_key,
+)
 from runtime.schema import api_keys
 
 __all__ = ["MASTER_KEY_FILE", "ApiKey", "KeyStore", "KeyWithSecret", "announce_key_change", "load_master_key"]
 OWNER_ALPHABET = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 KEYS_GENERATION = "keys:generation"
+API_KEY_SECRET_PURPOSE = "api-key-secret"  # noqa: S105 - the ring's purpose label, not a secret
 
 
 def announce_key_change(redis_url: str, prefix: str) -> bool:
@@ -77,9 +82,9 @@ class KeyWithSecret:
 
 
 class KeyStore:
-    def __init__(self, database: Database, fernet: Fernet) -> None:
+    def __init__(self, database: Database, ring: MasterKeyRing) -> None:
         self._db = database
-        self._fernet = fernet
+        self._ring = ring
 
     def create(
         self, owner: str, scopes: str = ALL_SCOPES, limits: KeyLimits | None = None, *, actor: str = audit.SYSTEM
@@ -98,7 +103,7 @@ class KeyStore:
                     key_id=key_id,
                     owner=owner,
                     scopes=",".join(parsed),
-                    secret_ciphertext=self._seal(secret),
+                    secret_ciphertext=self._seal(secret, key_id),
                     created_at=now,
                     revoked_at=None,
                     **{name: getattr(limits, name) for name in KeyLimits.column_names()},
@@ -159,7 +164,7 @@ class KeyStore:
                 update(api_keys)
                 .where(api_keys.c.key_id == key_id)
                 .values(
-                    secret_ciphertext=self._seal(secret),
+                    secret_ciphertext=self._seal(secret, key_id),
                     previous_secret_ciphertext=row.secret_ciphertext,
                     previous_secret_expires_at=now + grace,
                 )
@@ -196,15 +201,15 @@ class KeyStore:
             previous = self._open(row.previous_secret_ciphertext, key_id)
         return KeyWithSecret(self._to_key(row), self._open(row.secret_ciphertext, key_id), previous)
 
-    def _seal(self, secret: str) -> bytes:
-        """The one place a key secret is encrypted (docs/security.md, "Key lifecycle")."""
-        return self._fernet.encrypt(secret.encode())
+    def _seal(self, secret: str, key_id: str) -> bytes:
+        """The one place a key secret is encrypted (docs/security.md, "Key lifecycle"), bound to its key's row."""
+        return self._ring.seal(secret.encode(), purpose=API_KEY_SECRET_PURPOSE, context=key_id)
 
     def _open(self, blob: bytes, key_id: str) -> str:
         """The one place a key secret is decrypted."""
         try:
-            return self._fernet.decrypt(blob).decode()
-        except InvalidToken:
+            return self._ring.open(blob, purpose=API_KEY_SECRET_PURPOSE, context=key_id).decode()
+        except UnreadableBlob:
             raise ConfigurationError(
                 f"key {key_id} cannot be decrypted with this master key; is PAYGATE_MASTER_KEY the one it was "
                 "created with?"

@@ -161,6 +161,9 @@ class PaygateClient:
     ) -> pb.WebhookEndpoint:
         return self.call("RotateWebhookEndpointSecret", request, pb.WebhookEndpoint, **kwargs).response
 
+    def tokenize_card(self, request: pb.TokenizeCardRequest, **kwargs: Any) -> pb.CardToken:
+        return self.call("TokenizeCard", request, pb.CardToken, **kwargs).response
+
     # -- the event stream ---------------------------------------------------------------------------------
 
     def stream_events(

@@ -19,6 +19,7 @@ METHOD_SCOPES: dict[str, str] = {
     "ListWebhookEndpoints": "webhooks:read",
     "DeleteWebhookEndpoint": "webhooks:write",
     "RotateWebhookEndpointSecret": "webhooks:write",
+    "TokenizeCard": "cards:write",
 }
 # Methods that answer with a stream of messages (the gateway relays each as it comes); every other is unary.
 STREAMING_METHODS = frozenset({"StreamEvents"})

@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Engine, select, update
 
 from runtime.db import Database
 from runtime.errors import Unavailable
-from runtime.master_key import derive_key
+from runtime.master_key import MasterKeyRing, derive_key
 from runtime.schema_audit import ACTION_LENGTH, ACTOR_LENGTH, SUBJECT_LENGTH, audit_head, audit_log
 from runtime.settings import Settings
 
@@ -117,6 +117,12 @@ _KEYS: weakref.WeakKeyDictionary[Engine, ChainKey] = weakref.WeakKeyDictionary()
 
 def chain_key(settings: Settings) -> ChainKey:
     return ChainKey(derive_key(settings, AUDIT_KEY_PURPOSE))
+
+
+def chain_keys(settings: Settings) -> list[ChainKey]:
+    """The chain's key under every master key of the ring, the current one first: entries made before a master-key
+    rotation still verify (docs/audit.md)."""
+    return [ChainKey(key) for key in MasterKeyRing.load(settings).derived_keys(AUDIT_KEY_PURPOSE)]
 
 
 def enable(database: Database, key: ChainKey) -> None:

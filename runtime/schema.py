@@ -39,7 +39,7 @@ api_keys = Table(
     # The calling service; idempotency keys and order ids are scoped to it.
     Column("owner", String(NAME_LENGTH), nullable=False),
     Column("scopes", String(1024), nullable=False),
-    # Fernet ciphertext of the secret under the master key; the clear secret is never stored.
+    # The secret sealed by the master key ring (runtime/master_key.py); the clear secret is never stored.
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
@@ -186,6 +186,8 @@ payment_attempts = Table(
     Column("prepay_id", String(256), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # A card from the vault: "**** 4242" (migration 0014); "" otherwise.
+    Column("card_masked", String(16), nullable=False, default="", server_default=""),
     # When the janitor next asks the provider about an unsettled attempt, and how often it has asked.
     Column("next_check_at", DateTime(timezone=True), nullable=True),
     Column("checks", Integer, nullable=False, default=0),
@@ -346,3 +348,8 @@ __all__ += ["event_sequence", "events", "webhook_dead_letters", "webhook_endpoin
 from runtime.schema_audit import audit_head, audit_log  # noqa: E402
 
 __all__ += ["audit_head", "audit_log"]
+
+# The card vault (docs/security.md, "Card and personal data").
+from runtime.schema_vault import card_tokens  # noqa: E402
+
+__all__ += ["card_tokens"]

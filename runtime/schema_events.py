@@ -36,7 +36,7 @@ event_sequence = Table(
 # -- webhooks (docs/events.md, "Webhooks") ----------------------------------------------------------------------
 # An endpoint receives its owner's events of the types it wants, one at a time in commit order: `cursor_seq` is
 # the last event number it has had (delivered, not wanted, or given up on), and the next one is retried on a
-# schedule while it fails (`attempts`, `next_attempt_at`). Secrets are Fernet ciphertext under the master key;
+# schedule while it fails (`attempts`, `next_attempt_at`). Secrets are sealed by the master key ring;
 # during a rotation the previous secret signs too, until `previous_expires_at`.
 webhook_endpoints = Table(
     "webhook_endpoints",

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from paygate.secret import Secret
 from runtime.errors import ConfigurationError
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
 SWITCHABLE_LISTENERS = ("notify_listen", "channel_sim_listen")
+# Fields that hold credentials: wrapped in paygate.secret.Secret, so no repr, log line or f-string shows them.
+SECRET_FIELDS = ("database_url", "redis_url", "master_key", "master_key_previous")
 
 
 def parse_host_port(value: str, what: str) -> tuple[str, int]:
@@ -38,11 +41,18 @@ class Settings:
     metrics_listen: str = "127.0.0.1:9464"
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     # Empty means the embedded defaults: a SQLite file and a private redis-server under data_dir.
-    # URLs may carry passwords and the master key is a secret: keep all three out of reprs and logs.
-    database_url: str = field(default="", repr=False)
-    redis_url: str = field(default="", repr=False)
+    # URLs may carry passwords and the master keys are secrets: Secret keeps them out of reprs and logs (a plain
+    # str given here is wrapped by __post_init__).
+    database_url: Secret[str] = field(default=Secret(""), repr=False)
+    redis_url: Secret[str] = field(default=Secret(""), repr=False)
     redis_prefix: str = "paygate:"
-    master_key: str = field(default="", repr=False)
+    # The master key ring (docs/security.md, "Secrets at rest and the master key"): the current key (or a file
+    # holding it), and previous keys that still open old blobs but never seal (comma-separated, or a file with one
+    # key per line).
+    master_key: Secret[str] = field(default=Secret(""), repr=False)
+    master_key_file: str = ""
+    master_key_previous: Secret[str] = field(default=Secret(""), repr=False)
+    master_key_previous_file: str = ""
     # Signature rules (docs/signing.md).
     timestamp_skew_s: int = 300
     nonce_ttl_s: int = 600
@@ -126,6 +136,10 @@ class Settings:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
+        for name in SECRET_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, Secret):
+                object.__setattr__(self, name, Secret(str(value)))
         if self.mode not in MODES:
             raise ConfigurationError(f"PAYGATE_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
         parse_host_port(self.listen, "listen address")
@@ -230,7 +244,7 @@ class Settings:
             for env, value in (
                 ("PAYGATE_DATABASE_URL", self.database_url),
                 ("PAYGATE_REDIS_URL", self.redis_url),
-                ("PAYGATE_MASTER_KEY", self.master_key),
+                ("PAYGATE_MASTER_KEY or PAYGATE_MASTER_KEY_FILE", self.master_key or self.master_key_file),
             )
             if not value
         ]
@@ -238,7 +252,7 @@ class Settings:
             raise ConfigurationError("production mode refuses the embedded dev defaults; set " + ", ".join(missing))
         if os.environ.get("PAYGATE_FAILPOINT"):
             raise ConfigurationError("production mode refuses PAYGATE_FAILPOINT (a crash point for tests)")
-        if self.database_url.startswith("sqlite"):
+        if self.database_url.reveal().startswith("sqlite"):
             raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
 
     # -- derived paths -------------------------------------------------------------------------------
@@ -257,7 +271,7 @@ class Settings:
 
     def effective_database_url(self) -> str:
         if self.database_url:
-            return self.database_url
+            return self.database_url.reveal()
         return f"sqlite:///{(self.data_dir / 'paygate.sqlite3').resolve()}"
 
     def effective_notify_base_url(self) -> str:
@@ -277,7 +291,7 @@ class Settings:
 
     def effective_redis_url(self) -> str:
         if self.redis_url:
-            return self.redis_url
+            return self.redis_url.reveal()
         return f"unix://{self.embedded_redis_socket.resolve()}"
 
     def replace(self, **changes: Any) -> Settings:
@@ -312,6 +326,8 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "Secret[str]":
+            return Secret(raw)
     except ValueError:
         raise ConfigurationError(f"PAYGATE_{name.upper()} must be a {kind}, got {raw!r}") from None
     return raw

@@ -63,7 +63,7 @@ def _verify(args: argparse.Namespace, settings: Settings, database: Database) ->
             print("paygate: --anchor must be SEQ:HASH (64 lower-case hex digits)", file=sys.stderr)
             return 2
         anchor = (int(matched.group(1)), matched.group(2))
-    report = verify(database, [audit.chain_key(settings)], anchor=anchor)
+    report = verify(database, audit.chain_keys(settings), anchor=anchor)
     print(report.to_json() if args.json else report.render())
     return 0 if report.ok else 1
 

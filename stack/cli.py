@@ -103,6 +103,11 @@ def _admin_commands(subcommands: Any) -> None:
     revoke = key_commands.add_parser("revoke", help="revoke a key; running gateways stop accepting it")
     _common(revoke)
     revoke.add_argument("key_id")
+    rewrap = key_commands.add_parser(
+        "rewrap", help="re-seal every secret at rest under the current master key (after a master-key rotation)"
+    )
+    _common(rewrap)
+    rewrap.add_argument("--dry-run", action="store_true", help="count what would be rewrapped; change nothing")
 
     _webhooks_command(subcommands)
     audit_command.add_parser(subcommands)
@@ -264,7 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             channel_sim_listen=getattr(args, "channel_sim_listen", None),
         )
         logs.configure(_process_name(args), settings.log_level)
-        return COMMANDS[args.command](args, settings)
+        rewrap = args.command == "keys" and args.keys_command == "rewrap"
+        return (commands.keys_rewrap if rewrap else COMMANDS[args.command])(args, settings)
     except ConfigurationError as error:
         print(f"paygate: {error}", file=sys.stderr)
         return 2

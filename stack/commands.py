@@ -150,6 +150,13 @@ def keys(args: argparse.Namespace, settings: Settings) -> int:
     return keys_command.run(args, settings)
 
 
+def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate keys rewrap`: its own module (stack/rewrap.py), loaded only when run."""
+    from stack import rewrap  # noqa: PLC0415
+
+    return rewrap.run(args, settings)
+
+
 def _running_stack_redis(settings: Settings) -> Settings:
     """The Redis of the `serve` stack using this data dir, when no PAYGATE_REDIS_URL names one."""
     marker = settings.run_dir / "redis.url"

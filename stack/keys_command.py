@@ -144,7 +144,7 @@ def _line(key: ApiKey, settings: Settings) -> str:
 
 def _announce(settings: Settings) -> None:
     """Nudge running gateways (if any) so a change applies on their next call."""
-    url = settings.redis_url
+    url = settings.redis_url.reveal()
     marker = settings.run_dir / "redis.url"
     if not url and marker.exists():
         url = marker.read_text().strip()

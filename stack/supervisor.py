@@ -84,7 +84,7 @@ class Supervisor:
         shutil.rmtree(settings.metrics_dir, ignore_errors=True)
         settings.metrics_dir.mkdir(parents=True)
 
-        redis_url = settings.redis_url
+        redis_url = settings.redis_url.reveal()
         if not redis_url:
             self.redis = EmbeddedRedis(self.sockets / "redis.sock", settings.run_dir)
             redis_url = self.redis.start()

@@ -42,8 +42,8 @@ from workers.events.stream import EventStreams
 from workers.execution.group_commit import CommitterStopped
 from workers.operations.janitor import Backoff
 from workers.operations.purchase_batch import SinglePath
+from workers.rpc_tables import extra_methods
 from workers.service import PaymentService
-from workers.webhooks import rpc as webhook_rpc
 from workers.webhooks.endpoints import Endpoints
 from workers.webhooks.relay import Relay
 from workers.wiring import build_relay, build_service, webhook_endpoints
@@ -135,8 +135,7 @@ class WorkerServicer:
             ),
             "QuotePrice": (pb.QuotePriceRequest, lambda request: encoding.quote(validation.quote_price(request)), None),
         }
-        if webhooks is not None:
-            self._methods.update(webhook_rpc.methods(webhooks))
+        self._methods.update(extra_methods(service, webhooks))
 
     def generic_handler(self) -> grpc.GenericRpcHandler:
         handlers = {

@@ -26,6 +26,7 @@ from workers.domain.types import (
 from workers.execution.locks import FencedLocks
 from workers.operations import confirmation, expiry, janitor, payments, queries, refunds, transfers
 from workers.operations.context import Context
+from workers.vault.cards import CardVault
 
 
 class PaymentService:
@@ -35,6 +36,10 @@ class PaymentService:
     @property
     def locks(self) -> FencedLocks:
         return self.context.executor.locks
+
+    @property
+    def vault(self) -> CardVault | None:
+        return self.context.vault
 
     def close(self) -> None:
         """Stop background helpers (the group committer, the in-flight guard renewer); the worker calls this when

@@ -27,6 +27,7 @@ from workers.execution.locks import FencedLocks
 from workers.operations.context import Context, utc_now
 from workers.operations.purchase_batch import commit_purchases
 from workers.service import PaymentService
+from workers.vault.cards import CardVault
 from workers.webhooks.endpoints import Endpoints
 from workers.webhooks.relay import DEFAULT_SCHEDULE_S, Relay
 
@@ -70,6 +71,7 @@ def build_service(
             ]
         ),
         page_tokens=PageTokens(derive_key(settings, PAGE_TOKEN_KEY_PURPOSE)),
+        vault=CardVault(database, load_master_key(settings, create=True), clock),
         platform_fee_bps=settings.platform_fee_bps,
         metrics=metrics,
         clock=clock,
@@ -90,9 +92,9 @@ def build_service(
 
 def webhook_endpoints(settings: Settings, database: Database) -> Endpoints:
     """Endpoint management for the CLI, the RPCs and the relay; https only in production."""
-    fernet = load_master_key(settings, create=True)
+    ring = load_master_key(settings, create=True)
     audit.enable(database, audit.chain_key(settings))  # endpoint changes append to the trail (docs/audit.md)
-    return Endpoints(database, fernet, require_https=settings.mode == "production")
+    return Endpoints(database, ring, require_https=settings.mode == "production")
 
 
 def build_relay(

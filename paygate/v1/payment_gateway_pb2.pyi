@@ -167,7 +167,7 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "attempt_id", "scene")
+    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "attempt_id", "scene", "card_masked")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +194,7 @@ class Payment(_message.Message):
     CHANNEL_TRADE_NO_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SCENE_FIELD_NUMBER: _ClassVar[int]
+    CARD_MASKED_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     order_id: str
     user_id: str
@@ -220,7 +221,8 @@ class Payment(_message.Message):
     channel_trade_no: str
     attempt_id: str
     scene: PaymentScene
-    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., pay_url: _Optional[str] = ..., qr_code: _Optional[str] = ..., prepay_id: _Optional[str] = ..., channel_trade_no: _Optional[str] = ..., attempt_id: _Optional[str] = ..., scene: _Optional[_Union[PaymentScene, str]] = ...) -> None: ...
+    card_masked: str
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., pay_url: _Optional[str] = ..., qr_code: _Optional[str] = ..., prepay_id: _Optional[str] = ..., channel_trade_no: _Optional[str] = ..., attempt_id: _Optional[str] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_masked: _Optional[str] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("user_id", "currency")
@@ -489,3 +491,27 @@ class RotateWebhookEndpointSecretRequest(_message.Message):
     endpoint_id: str
     overlap_hours: int
     def __init__(self, endpoint_id: _Optional[str] = ..., overlap_hours: _Optional[int] = ...) -> None: ...
+
+class TokenizeCardRequest(_message.Message):
+    __slots__ = ("card_number", "exp_month", "exp_year")
+    CARD_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EXP_MONTH_FIELD_NUMBER: _ClassVar[int]
+    EXP_YEAR_FIELD_NUMBER: _ClassVar[int]
+    card_number: str
+    exp_month: int
+    exp_year: int
+    def __init__(self, card_number: _Optional[str] = ..., exp_month: _Optional[int] = ..., exp_year: _Optional[int] = ...) -> None: ...
+
+class CardToken(_message.Message):
+    __slots__ = ("token", "masked", "brand", "exp_month", "exp_year")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    BRAND_FIELD_NUMBER: _ClassVar[int]
+    EXP_MONTH_FIELD_NUMBER: _ClassVar[int]
+    EXP_YEAR_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    masked: str
+    brand: str
+    exp_month: int
+    exp_year: int
+    def __init__(self, token: _Optional[str] = ..., masked: _Optional[str] = ..., brand: _Optional[str] = ..., exp_month: _Optional[int] = ..., exp_year: _Optional[int] = ...) -> None: ...

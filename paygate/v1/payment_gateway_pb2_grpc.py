@@ -100,6 +100,11 @@ class PaymentGatewayStub:
                 request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
                 response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
                 _registered_method=True)
+        self.TokenizeCard = channel.unary_unary(
+                '/paygate.v1.PaymentGateway/TokenizeCard',
+                request_serializer=paygate_dot_v1_dot_payment__gateway__pb2.TokenizeCardRequest.SerializeToString,
+                response_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.CardToken.FromString,
+                _registered_method=True)
 
 
 class PaymentGatewayServicer:
@@ -203,6 +208,15 @@ class PaymentGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TokenizeCard(self, request, context):
+        """TokenizeCard keeps a card number in Paygate's vault (encrypted; docs/security.md, "Card and personal data")
+        and answers an opaque token (`pgcard_...`) for CreatePayment's `card_token`, usable by the caller's owner only.
+        The same card tokenized again by the same owner gives the same token. The number is never echoed back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +284,11 @@ def add_PaymentGatewayServicer_to_server(servicer, server):
                     servicer.RotateWebhookEndpointSecret,
                     request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.FromString,
                     response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.SerializeToString,
+            ),
+            'TokenizeCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenizeCard,
+                    request_deserializer=paygate_dot_v1_dot_payment__gateway__pb2.TokenizeCardRequest.FromString,
+                    response_serializer=paygate_dot_v1_dot_payment__gateway__pb2.CardToken.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +643,33 @@ class PaymentGateway:
             '/paygate.v1.PaymentGateway/RotateWebhookEndpointSecret',
             paygate_dot_v1_dot_payment__gateway__pb2.RotateWebhookEndpointSecretRequest.SerializeToString,
             paygate_dot_v1_dot_payment__gateway__pb2.WebhookEndpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenizeCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/paygate.v1.PaymentGateway/TokenizeCard',
+            paygate_dot_v1_dot_payment__gateway__pb2.TokenizeCardRequest.SerializeToString,
+            paygate_dot_v1_dot_payment__gateway__pb2.CardToken.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from gateway.key_limits import KeyLimits
@@ -14,6 +14,7 @@ from gateway.keystore import KeyStore, load_master_key
 from runtime import audit
 from runtime.db import Database
 from runtime.errors import ConfigurationError
+from runtime.master_key import MasterKeyRing
 from runtime.schema import api_keys
 from runtime.settings import Settings
 
@@ -21,7 +22,7 @@ from runtime.settings import Settings
 @pytest.fixture
 def store(database: Database) -> KeyStore:
     audit.enable(database, audit.ChainKey(secrets.token_bytes(32)))  # key changes are audited
-    return KeyStore(database, Fernet(Fernet.generate_key()))
+    return KeyStore(database, MasterKeyRing(os.urandom(32)))
 
 
 def test_create_lookup_list_revoke(store: KeyStore) -> None:
@@ -51,7 +52,7 @@ def test_the_secret_is_never_stored_in_clear(store: KeyStore, database: Database
 def test_a_wrong_master_key_is_a_clear_configuration_error(store: KeyStore, database: Database) -> None:
     created = store.create("svc", "*")
     with pytest.raises(ConfigurationError, match="master key"):
-        KeyStore(database, Fernet(Fernet.generate_key())).lookup(created.key.key_id)
+        KeyStore(database, MasterKeyRing(os.urandom(32))).lookup(created.key.key_id)
 
 
 @pytest.mark.parametrize("name", ["", "has space", "x" * 65])
@@ -67,8 +68,8 @@ def test_dev_master_key_file_is_private_and_stable(tmp_path: Path) -> None:
     first = load_master_key(settings)
     key_file = tmp_path / "master.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    token = first.encrypt(b"x")
-    assert load_master_key(settings).decrypt(token) == b"x"
+    blob = first.seal(b"x", purpose="test")
+    assert load_master_key(settings).open(blob, purpose="test") == b"x"
 
 
 def test_limits_rotation_and_last_use_round_trip(store: KeyStore) -> None:
@@ -99,3 +100,19 @@ def test_limits_rotation_and_last_use_round_trip(store: KeyStore) -> None:
     assert store.revoke(key_id)
     assert store.rotate(key_id, timedelta(hours=1)) is None
     assert not store.set_limits(key_id, {"burst": 1})
+
+
+def test_a_secret_sealed_for_one_key_does_not_open_for_another(store: KeyStore, database: Database) -> None:
+    """The blob is bound to its row: copying one key's ciphertext onto another key's row makes it unreadable."""
+    first, second = store.create("svc", "*"), store.create("svc", "*")
+    with database.write() as connection:
+        blob = connection.execute(
+            select(api_keys.c.secret_ciphertext).where(api_keys.c.key_id == first.key.key_id)
+        ).scalar_one()
+        connection.execute(
+            api_keys.update().where(api_keys.c.key_id == second.key.key_id).values(secret_ciphertext=blob)
+        )
+    with pytest.raises(ConfigurationError, match="master key"):
+        store.lookup(second.key.key_id)
+    found = store.lookup(first.key.key_id)
+    assert found is not None and found.secret == first.secret

@@ -4,13 +4,13 @@ on loopback: order, signatures, retries on a schedule, dead letters, the lease, 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from cryptography.fernet import Fernet
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paygate.v1 import payment_gateway_pb2 as pb
@@ -18,6 +18,7 @@ from paygate.webhooks import verify_webhook
 from runtime import outbox
 from runtime.db import Database
 from runtime.errors import InvalidArgument, NotFound
+from runtime.master_key import MasterKeyRing
 from runtime.settings import Settings
 from tests.support import Clock
 from tests.webhook_receiver import Receiver
@@ -43,7 +44,7 @@ def receiver() -> Iterator[Receiver]:
 def parts(database: Database, redis_url: str, redis_prefix: str) -> Iterator[tuple[Endpoints, Relay, Clock, Any]]:
     settings = Settings(channel_sim_listen="", redis_url=redis_url, redis_prefix=redis_prefix)
     service = build_service(settings, database, metrics=None, group_commit=False)
-    endpoints = Endpoints(database, Fernet(Fernet.generate_key()), require_https=False)
+    endpoints = Endpoints(database, MasterKeyRing(os.urandom(32)), require_https=False)
     clock = Clock()
     relay = Relay(database, service.locks, endpoints, None, schedule_s=(10, 20), clock=clock)
     yield endpoints, relay, clock, service
@@ -174,7 +175,7 @@ def test_endpoints_refuse_bad_urls_and_types(parts: Any) -> None:
             endpoints.add(uid("own"), url, [], clock())
     with pytest.raises(InvalidArgument):
         endpoints.add(uid("own"), "https://example.test/h", ["EVENT_TYPE_NOPE"], clock())
-    strict = Endpoints(endpoints._db, Fernet(Fernet.generate_key()), require_https=True)
+    strict = Endpoints(endpoints._db, MasterKeyRing(os.urandom(32)), require_https=True)
     with pytest.raises(InvalidArgument, match="https"):
         strict.add(uid("own"), "http://example.test/h", [], clock())
     assert json.dumps(strict.add(uid("own"), "https://example.test/h", [], clock()).endpoint.url)

@@ -48,6 +48,7 @@ RESPONSE_TYPES: dict[str, type[Message]] = {
     "ListWebhookEndpoints": pb.ListWebhookEndpointsResponse,
     "DeleteWebhookEndpoint": pb.WebhookEndpoint,
     "RotateWebhookEndpointSecret": pb.WebhookEndpoint,
+    "TokenizeCard": pb.CardToken,
 }
 # Words that would mean internals leaked into a message.
 INTERNALS = ("Traceback", "sqlalchemy", "sqlite3", "psycopg", "pymysql", "redis.", "Exception", "Error(", 'File "')

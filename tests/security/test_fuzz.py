@@ -69,6 +69,17 @@ rates = st.one_of(
     hostile_text,
 )
 free_text = st.one_of(st.text(max_size=300), hostile_text)
+# Card numbers (docs/security.md, "Card and personal data"): good, typed with separators, failing Luhn, too long,
+# and anything that merely looks like digits; card tokens of the vault, of the processor, and card numbers in their
+# place.
+card_numbers = st.one_of(
+    st.sampled_from(["4242424242424242", "4242 4242 4242 4242", "4000-0000-0000-0002", "4242424242424241", "4" * 20]),
+    st.from_regex(r"[0-9 -]{0,25}", fullmatch=True),
+    hostile_text,
+)
+card_tokens = st.one_of(
+    st.sampled_from(["pgcard_" + "0" * 32, "tok_fuzz", "4242424242424242", "4242 4242 4242 4242"]), identifiers
+)
 int64 = st.one_of(
     st.integers(min_value=1, max_value=10_000),
     st.sampled_from([0, -1, MAX_AMOUNT_MINOR, MAX_AMOUNT_MINOR + 1, 2**63 - 1, -(2**63)]),
@@ -85,6 +96,10 @@ def _string_strategy(name: str) -> st.SearchStrategy[str]:
         return identifiers
     if name == "currency":
         return currencies
+    if name == "card_number":
+        return card_numbers
+    if name == "card_token":
+        return card_tokens
     if name.endswith("_rate"):
         return rates
     if name == "url":
@@ -155,6 +170,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "ListWebhookEndpoints": {},
     "DeleteWebhookEndpoint": {"endpoint_id": "we_00000000000000000000000000"},
     "RotateWebhookEndpointSecret": {"endpoint_id": "we_00000000000000000000000000", "overlap_hours": 1},
+    "TokenizeCard": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2031},
 }
 
 

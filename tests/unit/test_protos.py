@@ -47,6 +47,8 @@ CONTRACT = {
     "Transaction": ["entry_id", "amount_minor", "currency"],
     "QuotePriceRequest": ["list_price_minor", "discount_rate", "tax_rate", "currency"],
     "PriceQuote": ["amount_minor", "discount_minor", "tax_minor"],
+    "TokenizeCardRequest": ["card_number", "exp_month", "exp_year"],
+    "CardToken": ["token", "masked", "brand", "exp_month", "exp_year"],
 }
 
 
@@ -55,6 +57,13 @@ def test_contract_fields_keep_their_numbers(message: str) -> None:
     descriptor = pb.DESCRIPTOR.message_types_by_name[message]
     for number, name in enumerate(CONTRACT[message], start=1):
         assert descriptor.fields_by_name[name].number == number, f"{message}.{name}"
+
+
+def test_appended_fields_keep_their_numbers() -> None:
+    payment = pb.DESCRIPTOR.message_types_by_name["Payment"]
+    assert payment.fields_by_name["card_masked"].number == 27
+    for message in ("TopUpRequest", "CreatePaymentRequest"):
+        assert pb.DESCRIPTOR.message_types_by_name[message].fields_by_name["card_token"].number in (7, 10)
 
 
 def test_money_is_int64_minor_units() -> None:
@@ -81,6 +90,7 @@ def test_service_and_enums() -> None:
         "ListWebhookEndpoints",
         "DeleteWebhookEndpoint",
         "RotateWebhookEndpointSecret",
+        "TokenizeCard",
     }
     streaming = {name for name, method in service.methods_by_name.items() if method.server_streaming}
     assert streaming == {"StreamEvents"}

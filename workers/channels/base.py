@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Protocol
 
+from paygate.secret import Secret
 from workers.domain.types import AttemptStatus, Method, RefundStatus, Scene  # defined with the records
+
+
+@dataclass(frozen=True)
+class PaymentCard:
+    """A card from Paygate's vault, revealed for the processor's request only (docs/security.md, "Card and
+    personal data"): the number stays a Secret until the request body is built."""
+
+    number: Secret[str]
+    exp_month: int
+    exp_year: int
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class Order:
     payer: str  # card: the processor token; WeChat JSAPI: the payer's openid; otherwise ""
     created_at: datetime
     expires_at: datetime  # the provider closes the order by itself after this
+    card: PaymentCard | None = field(default=None, repr=False)  # card: from the vault (then payer is its token)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from paygate.secret import Secret
 from paygate.v1 import payment_gateway_pb2 as pb
 from workers.codec import page_tokens
 from workers.codec.grammar import Violations
+from workers.domain.cards import contains_card_number, normalize_pan
 from workers.domain.limits import DEFAULT_PAGE_SIZE, MAX_AMOUNT_MINOR, MAX_PAGE_SIZE, TEXT_MAX_CHARS
 from workers.domain.pricing import Quote, quote
 from workers.domain.types import (
@@ -28,6 +30,7 @@ from workers.domain.types import (
     TransferCommand,
 )
 from workers.domain.webhooks import NewWebhookEndpoint, WebhookEndpointRef
+from workers.vault.cards import NewCard
 
 METHODS_BY_PROTO: dict[int, Method] = {
     pb.PAYMENT_METHOD_WALLET: Method.WALLET,
@@ -40,6 +43,7 @@ METHODS_BY_PROTO: dict[int, Method] = {
 METHOD_NAMES: dict[int, str] = {number: pb.PaymentMethod.Name(number) for number in METHODS_BY_PROTO}
 DEFAULT_OVERLAP_HOURS = 24
 MAX_OVERLAP_HOURS = 720
+MAX_TYPED_CARD_CHARS = 64  # 19 digits with separators fit many times over; longer is not a card number
 PAGE_TOKEN_RULE = "is not a token this API returned for this user_id; pass next_page_token unchanged"  # noqa: S105
 
 
@@ -77,11 +81,16 @@ def _channel_inputs(
     if scene is not None and method is not None and scene not in SCENES_OF.get(method, frozenset()):
         offered = ", ".join(f"PAYMENT_SCENE_{s.name}" for s in sorted(SCENES_OF.get(method, ()))) or "none"
         v.add("scene", f"{method.name} offers the scenes: {offered}")
-    v.identifier("card_token", card_token, required=False)
+    # Never quoted: the message must not carry the number. Only values an identifier could be are searched (the
+    # search costs more per character, and longer ones are refused anyway).
+    if len(card_token) <= MAX_TYPED_CARD_CHARS and contains_card_number(card_token):
+        v.add("card_token", "is a card number; send it to TokenizeCard and pay with the pgcard_ token it answers")
+    else:
+        v.identifier("card_token", card_token, required=False)
     if method in CNY_ONLY and currency and currency != "CNY":
         v.add("currency", f"{method.name} takes CNY only")
     if method is Method.CARD and not card_token:
-        v.add("card_token", "is required for CARD: the processor token your checkout obtained")
+        v.add("card_token", "is required for CARD: a card token from TokenizeCard, or your processor's token")
     elif card_token and method is not Method.CARD:
         v.add("card_token", "is only for CARD payments")
     v.identifier("payer_openid", payer_openid, required=False)
@@ -293,3 +302,20 @@ def rotate_webhook_secret(request: pb.RotateWebhookEndpointSecretRequest) -> Web
 
 def list_webhook_endpoints(request: pb.ListWebhookEndpointsRequest) -> None:
     return None  # nothing to decode: the caller's own endpoints
+
+
+def tokenize_card(request: pb.TokenizeCardRequest) -> NewCard:
+    """A card for the vault. The number is never quoted back (docs/security.md, "Card and personal data")."""
+    v = Violations()
+    number = normalize_pan(request.card_number) if len(request.card_number) <= MAX_TYPED_CARD_CHARS else None
+    if not request.card_number:
+        v.add("card_number", "is required: 12-19 digits (spaces or dashes between them allowed)")
+    elif number is None:
+        v.add("card_number", "is not a valid card number (12-19 digits passing the Luhn check)")
+    if not 1 <= request.exp_month <= 12:
+        v.add("exp_month", f"must be 1-12, got {request.exp_month}")
+    if not 2000 <= request.exp_year <= 2100:
+        v.add("exp_year", f"must be a four-digit year in 2000-2100, got {request.exp_year}")
+    v.raise_if_any()
+    assert number is not None
+    return NewCard(Secret(number), request.exp_month, request.exp_year)

@@ -21,6 +21,7 @@ from workers.domain.types import (
     TransferRecord,
 )
 from workers.domain.webhooks import Endpoint
+from workers.vault.cards import StoredCard
 
 PROTO_METHODS: dict[Method, int] = {method: number for number, method in validation.METHODS_BY_PROTO.items()}
 PROTO_REFUND_STATUSES: dict[RefundStatus, int] = {
@@ -72,6 +73,13 @@ def payment(record: PaymentRecord) -> pb.Payment:
         channel_trade_no=record.channel_trade_no,
         attempt_id=record.attempt_id or "",
         scene=PROTO_SCENES.get(record.scene, pb.PAYMENT_SCENE_UNSPECIFIED),  # type: ignore[arg-type]
+        card_masked=record.card_masked,
+    )
+
+
+def card_token(card: StoredCard) -> pb.CardToken:
+    return pb.CardToken(
+        token=card.token, masked=card.masked, brand=card.brand, exp_month=card.exp_month, exp_year=card.exp_year
     )
 
 

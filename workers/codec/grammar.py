@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from runtime.errors import FieldViolation, InvalidArgument
+from workers.domain.cards import contains_card_number, withhold_card_numbers
 from workers.domain.currencies import minor_unit_exponent
 from workers.domain.limits import (
     IDENTIFIER_MAX_CHARS,
@@ -36,13 +37,16 @@ _FORBIDDEN_TEXT = re.compile(
     + "]"
 )
 QUOTE_MAX_CHARS = 24
+_LONGEST_TYPED_CARD = 37  # 19 digits and 18 separators: a card number crossing the cut is still found whole
 
 
 def quote(value: str) -> str:
-    """Caller input for an error message: at most QUOTE_MAX_CHARS characters, escaped to printable ASCII."""
-    if len(value) <= QUOTE_MAX_CHARS:
-        return ascii(value)
-    return f"{value[:QUOTE_MAX_CHARS]!a}... ({len(value)} characters)"
+    """Caller input for an error message: at most QUOTE_MAX_CHARS characters, escaped to printable ASCII, with any
+    card number in it withheld (error messages reach logs and callers' logs; docs/security.md)."""
+    shown = withhold_card_numbers(value[: QUOTE_MAX_CHARS + _LONGEST_TYPED_CARD])
+    if len(value) <= QUOTE_MAX_CHARS and len(shown) <= QUOTE_MAX_CHARS:
+        return ascii(shown)
+    return f"{shown[:QUOTE_MAX_CHARS]!a}... ({len(value)} characters)"
 
 
 def is_identifier(value: str) -> bool:
@@ -114,6 +118,8 @@ class Violations:
                 "must not contain control characters (C0, DEL, C1), lone surrogates, line separators, "
                 f"bidirectional overrides or noncharacters; found {bad}",
             )
+        elif contains_card_number(value):
+            self.add(name, "must not contain a card number (it would be stored in clear); use TokenizeCard")
 
     def rate(self, name: str, value: str, *, below_one: bool) -> Decimal | None:
         """A rate in [0, 1) (discounts) or [0, 1] (taxes); None (and a violation) otherwise."""

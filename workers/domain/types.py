@@ -272,6 +272,7 @@ class PaymentRecord:
     qr_code: str = ""
     prepay_id: str = ""
     channel_trade_no: str = ""
+    card_masked: str = ""  # "**** 4242" for a card from the vault (docs/security.md, "Card and personal data")
 
     def to_json(self) -> bytes:
         return json.dumps(flat_fields(self), default=_json_default, sort_keys=True).encode()
@@ -292,7 +293,7 @@ class PaymentRecord:
         values["payment_type"] = PaymentType(values["payment_type"])
         values["method"] = Method(values["method"])
         values["status"] = PaymentStatus(values["status"])
-        for name in ("scene", "pay_url", "qr_code", "prepay_id", "channel_trade_no"):
+        for name in ("scene", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "card_masked"):
             values[name] = values[name] or ""  # no attempt (a wallet payment): the outer join gave NULL
         # SQLite hands timestamps back without their zone; they were written in UTC.
         for name in ("created_at", "updated_at"):
@@ -323,6 +324,7 @@ class AttemptRecord:
     updated_at: datetime
     next_check_at: datetime | None
     checks: int
+    card_masked: str = ""  # a card from the vault, as it may be shown
 
     @classmethod
     def from_row(cls, row: Any) -> AttemptRecord:

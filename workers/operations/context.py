@@ -18,6 +18,7 @@ from workers.domain.types import AccountKind, PaymentRecord
 from workers.execution.group_commit import GroupCommitter
 from workers.execution.keyed import Executor
 from workers.ledger.accounts import Account
+from workers.vault.cards import CardVault
 
 ORDER_SCOPE = "order"
 REFUND_SCOPE = "refund"
@@ -42,6 +43,8 @@ class Context:
     first_check: timedelta = timedelta(seconds=5)
     # The group committer of wallet purchases (workers/operations/purchase_batch.py); None commits one at a time.
     purchases: GroupCommitter[Any] | None = None
+    # The card vault (docs/security.md, "Card and personal data"); None: only processor tokens are accepted.
+    vault: CardVault | None = None
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from runtime.failpoints import crash_here
 from runtime.ids import new_id
-from workers.channels.base import Channel, Order
+from workers.channels.base import Channel, Order, PaymentCard
 from workers.domain.types import (
     AccountKind,
     AttemptRecord,
@@ -47,6 +47,8 @@ from workers.operations import confirmation, money
 from workers.operations.context import ORDER_SCOPE, Context, insufficient, lock_resource
 from workers.operations.purchase_batch import PurchaseIntent, SinglePath
 from workers.store import attempts, records
+from workers.vault.cards import TOKEN_PREFIX as VAULT_TOKEN_PREFIX
+from workers.vault.cards import card_not_found
 
 # How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
 PROVIDER_ORDER_TTL = timedelta(minutes=30)
@@ -154,6 +156,7 @@ def _through_channel(
 ) -> PaymentRecord:
     channel = ctx.channels.get(command.method)  # UNIMPLEMENTED before anything is claimed or written
     channel.check_available()  # and UNAVAILABLE while its circuit is open
+    card_masked = _vault_card(ctx, caller, command.card_token)  # and NOT_FOUND for a card token not the caller's
     started = time.perf_counter()
     waited = Stopwatch()
     try:
@@ -162,7 +165,7 @@ def _through_channel(
             ORDER_SCOPE,
             command.order_id,
             request_hash(command),
-            lambda claim: _open(ctx, channel, caller, command, payment_type, claim, waited),
+            lambda claim: _open(ctx, channel, caller, command, payment_type, claim, waited, card_masked),
             lambda _claim, stored: _resume(ctx, channel, PaymentRecord.from_json(stored), waited),
         )
     finally:
@@ -178,6 +181,7 @@ def _open(
     payment_type: PaymentType,
     claim: Claim,
     waited: Stopwatch,
+    card_masked: str,
 ) -> PaymentRecord:
     now = ctx.clock()
     payment = _new_payment(ctx, caller, command, payment_type, claim, now)
@@ -203,6 +207,7 @@ def _open(
         # Not before the provider call below could have ended: the janitor must not race it.
         next_check_at=now + CREATED_CHECK_DELAY,
         checks=0,
+        card_masked=card_masked,
     )
     payment = replace(payment, attempt_id=attempt.attempt_id)
     with ctx.db.read() as connection:
@@ -245,6 +250,7 @@ def _advance(
         payer=attempt.payer,
         created_at=attempt.created_at,
         expires_at=attempt.created_at + PROVIDER_ORDER_TTL,
+        card=_revealed_card(ctx, attempt),  # a card from the vault: decrypted only for this call
     )
     with waited:
         state = channel.open(order)
@@ -253,6 +259,23 @@ def _advance(
     # recoverable attempt (CREATED, resumed by a retry or the janitor), never a charge nobody recorded.
     crash_here("after_provider_call")
     return confirmation.apply(ctx, attempt.attempt_id, state)
+
+
+def _vault_card(ctx: Context, caller: Caller, card_token: str) -> str:
+    """The masked card ("**** 4242") of a Paygate card token; "" for a processor token or none."""
+    if not card_token.startswith(VAULT_TOKEN_PREFIX):
+        return ""
+    found = ctx.vault.find(caller.owner, card_token) if ctx.vault is not None else None
+    if found is None:
+        raise card_not_found()
+    return found.masked
+
+
+def _revealed_card(ctx: Context, attempt: AttemptRecord) -> PaymentCard | None:
+    if ctx.vault is None or not attempt.payer.startswith(VAULT_TOKEN_PREFIX):
+        return None
+    card = ctx.vault.reveal(attempt.owner, attempt.payer)
+    return PaymentCard(card.number, card.exp_month, card.exp_year)
 
 
 class Stopwatch:

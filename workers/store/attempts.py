@@ -76,6 +76,7 @@ def insert(connection: Connection, record: AttemptRecord) -> None:
         "status": record.status.value,
         "scene": record.scene,
         "payer": record.payer,
+        "card_masked": record.card_masked,
         "amount_minor": record.amount_minor,
         "currency": record.currency,
         "trade_no": record.trade_no,

@@ -41,6 +41,7 @@ _PAYMENT = select(
     payment_attempts.c.qr_code,
     payment_attempts.c.prepay_id,
     payment_attempts.c.trade_no.label("channel_trade_no"),
+    payment_attempts.c.card_masked,
 ).select_from(payments.outerjoin(payment_attempts, payment_attempts.c.attempt_id == payments.c.attempt_id))
 _PAYMENT_BY_ID = _PAYMENT.where(
     payments.c.owner == bindparam("owner"), payments.c.payment_id == bindparam("payment_id")

@@ -1,8 +1,8 @@
 """Managing webhook endpoints (docs/events.md, "Webhooks"): add, list, remove, rotate the secret.
 
 An endpoint receives the events that commit after it was added. Its secret is shown once, when it is made; at rest
-it is Fernet ciphertext under the master key, like API key secrets. Rotating gives a new secret and keeps the old
-one signing too until it expires, so receivers can switch without losing a delivery.
+it is sealed by the master key ring and bound to the endpoint's id, like API key secrets. Rotating gives a new
+secret and keeps the old one signing too until it expires, so receivers can switch without losing a delivery.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from cryptography.fernet import Fernet
-
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime import audit
 from runtime.db import Database
 from runtime.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from runtime.ids import new_id
+from runtime.master_key import MasterKeyRing
 from workers.store import events as event_rows
 from workers.store import webhooks as rows
 from workers.store.webhooks import Endpoint
@@ -26,6 +25,7 @@ from workers.store.webhooks import Endpoint
 MAX_ENDPOINTS_PER_OWNER = 16
 MAX_URL_LENGTH = 2048
 DEFAULT_OVERLAP = timedelta(hours=24)
+WEBHOOK_SECRET_PURPOSE = "webhook-secret"  # noqa: S105 - the ring's purpose label, not a secret
 EVENT_TYPE_NAMES = frozenset(name for name, _ in pb.EventType.items() if name != "EVENT_TYPE_UNSPECIFIED")
 
 
@@ -58,9 +58,9 @@ def check_types(types: list[str]) -> frozenset[str]:
 
 
 class Endpoints:
-    def __init__(self, database: Database, fernet: Fernet, *, require_https: bool) -> None:
+    def __init__(self, database: Database, ring: MasterKeyRing, *, require_https: bool) -> None:
         self._db = database
-        self._fernet = fernet
+        self._ring = ring
         self._require_https = require_https
 
     def add(self, owner: str, url: str, types: list[str], now: datetime, *, actor: str = audit.SYSTEM) -> WithSecret:
@@ -69,6 +69,7 @@ class Endpoints:
         check_url(url, require_https=self._require_https)
         wanted = check_types(types)
         secret = "whsec_" + secrets.token_urlsafe(32)
+        endpoint_id = new_id("we")
         with self._db.write() as connection:
             existing = rows.endpoints_of(connection, owner)
             same = next((e for e in existing if e.url == url), None)
@@ -84,11 +85,11 @@ class Endpoints:
                     reason="TOO_MANY_WEBHOOK_ENDPOINTS",
                 )
             endpoint = Endpoint(
-                endpoint_id=new_id("we"),
+                endpoint_id=endpoint_id,
                 owner=owner,
                 url=url,
                 types=wanted,
-                secret_ciphertext=self._fernet.encrypt(secret.encode()),
+                secret_ciphertext=self._seal(secret, endpoint_id),
                 previous_secret_ciphertext=None,
                 previous_expires_at=None,
                 created_at=now,
@@ -130,7 +131,7 @@ class Endpoints:
             current = rows.endpoint_by_id(connection, owner, endpoint_id)
             if current is None:
                 raise NotFound(f"no webhook endpoint {endpoint_id} of yours")
-            ciphertext = self._fernet.encrypt(secret.encode())
+            ciphertext = self._seal(secret, endpoint_id)
             rows.rotate(connection, owner, endpoint_id, ciphertext, current.secret_ciphertext, now + overlap)
             details = {"owner": owner, "previous_expires_at": (now + overlap).isoformat()}
             audit.record(connection, actor=actor, action="webhook.rotate_secret", subject=endpoint_id, details=details)
@@ -144,8 +145,14 @@ class Endpoints:
 
     def signing_secrets(self, endpoint: Endpoint, now: datetime) -> list[str]:
         """The secrets that sign a delivery now: the current one, and the previous one until it expires."""
-        found = [self._fernet.decrypt(endpoint.secret_ciphertext).decode()]
+        found = [self._open(endpoint.secret_ciphertext, endpoint.endpoint_id)]
         previous, expires = endpoint.previous_secret_ciphertext, endpoint.previous_expires_at
         if previous is not None and expires is not None and now < expires:
-            found.append(self._fernet.decrypt(previous).decode())
+            found.append(self._open(previous, endpoint.endpoint_id))
         return found
+
+    def _seal(self, secret: str, endpoint_id: str) -> bytes:
+        return self._ring.seal(secret.encode(), purpose=WEBHOOK_SECRET_PURPOSE, context=endpoint_id)
+
+    def _open(self, blob: bytes, endpoint_id: str) -> str:
+        return self._ring.open(blob, purpose=WEBHOOK_SECRET_PURPOSE, context=endpoint_id).decode()

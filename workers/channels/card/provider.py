@@ -1,9 +1,11 @@
 """A card processor with a Stripe-like JSON API, as a pure translator (see workers/channels/base.py).
 
-The gateway never sees a card number: the caller's checkout hands the card to the processor and gives us a
-token (`tok_...`), which is what we authorize. Every call carries `Authorization: Bearer <api key>`; the calls
-that move money carry an `Idempotency-Key` (our out_trade_no / out_refund_no), so the processor answers a
-repeated call with the first call's result and the HTTP client may retry them.
+A card reaches the processor one of two ways: the caller's checkout handed it to the processor and gives us a
+token (`tok_...`), which is what we authorize; or the card is in Paygate's vault (docs/security.md, "Card and
+personal data") and the order carries it, revealed here only, in the request body. Every call carries
+`Authorization: Bearer <api key>`; the calls that move money carry an `Idempotency-Key` (our out_trade_no /
+out_refund_no), so the processor answers a repeated call with the first call's result and the HTTP client may
+retry them.
 
 HTTP outcomes: 2xx carries the object; 402 a card decline; 400/422 a request the processor refused as invalid
 (nothing was charged: FAILED with its message); 401/403 our key or account is wrong (ProviderAnswerError,
@@ -26,6 +28,7 @@ from workers.channels.base import (
     HttpReply,
     Notification,
     Order,
+    PaymentCard,
     ProviderAnswerError,
     ProviderRefund,
     ProviderState,
@@ -37,12 +40,17 @@ from workers.channels.base import (
 from workers.channels.card import webhook
 from workers.channels.card.config import CardConfig
 from workers.channels.card.objects import authorization_state, decline_reason, refund_state, statement_lines
+from workers.domain.cards import withhold_card_numbers
 from workers.domain.types import Method
 
 _INVALID = (400, 422)
 # Void refused because the money was already captured: the payment stands (read_close answers SUCCEEDED).
 _ALREADY_CAPTURED = frozenset({"already_captured", "authorization_captured"})
 _JSON = "application/json"
+
+
+def _card(card: PaymentCard) -> dict[str, object]:
+    return {"number": card.number.reveal(), "exp_month": card.exp_month, "exp_year": card.exp_year}
 
 
 class CardProvider:
@@ -77,15 +85,17 @@ class CardProvider:
     def create(self, order: Order, now: datetime) -> HttpCall | ProviderState:
         if order.scene is not Scene.CARD:
             raise ValueError(f"the card processor takes scene card, not {order.scene.value}")
-        if not order.payer.startswith("tok_"):
+        if order.card is None and not order.payer.startswith("tok_"):
             # Refuse anything that is not a processor token, above all a card number (never logged: not quoted).
-            raise ValueError("Order.payer must be the processor's card token (tok_...)")
+            raise ValueError("Order.payer must be the processor's card token (tok_...) or the card be given")
         if isinstance(order.amount_minor, bool) or not isinstance(order.amount_minor, int) or order.amount_minor <= 0:
             raise ValueError(f"amount must be a positive whole number of minor units, got {order.amount_minor!r}")
         if not (len(order.currency) == 3 and order.currency.isascii() and order.currency.isalpha()):
             raise ValueError(f"currency must be an ISO 4217 code, got {order.currency!r}")
-        payload = {
-            "token": order.payer,
+        payload: dict[str, object] = {
+            # A card from our vault goes as the card itself (the one place its number is revealed); a processor
+            # token as the token.
+            **({"card": _card(order.card)} if order.card is not None else {"token": order.payer}),
             "amount": order.amount_minor,
             "currency": order.currency.lower(),
             "capture": True,  # authorize and capture at once: a course is delivered immediately
@@ -131,7 +141,8 @@ class CardProvider:
     def _clean(self, text: str) -> str:
         # The processor's own words go into exceptions and failure reasons; make sure our key never does, even
         # if an error page echoes the request.
-        return text[:300].replace(self.config.api_key, "[redacted]")
+        # A processor echoing a card number (ours in the request) must not put it in our logs either.
+        return withhold_card_numbers(text[:300].replace(self.config.api_key, "[redacted]"))
 
     def _json(self, reply: HttpReply) -> object:
         self._check_status(reply)

@@ -1,0 +1,2 @@
+"""The card vault: card numbers kept envelope-encrypted, used through opaque owner-scoped tokens
+(docs/security.md, "Card and personal data")."""
