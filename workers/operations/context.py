@@ -18,6 +18,7 @@ from workers.domain.types import AccountKind, PaymentRecord
 from workers.execution.group_commit import GroupCommitter
 from workers.execution.keyed import Executor
 from workers.ledger.accounts import Account
+from workers.risk.engine import RiskEngine
 
 ORDER_SCOPE = "order"
 REFUND_SCOPE = "refund"
@@ -42,6 +43,8 @@ class Context:
     first_check: timedelta = timedelta(seconds=5)
     # The group committer of wallet purchases (workers/operations/purchase_batch.py); None commits one at a time.
     purchases: GroupCommitter[Any] | None = None
+    # The risk engine (docs/risk.md); None runs no rules.
+    risk: RiskEngine | None = None
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:
