@@ -13,7 +13,7 @@ from channelsim.cli import add_subcommands as add_channel_sim
 from runtime import logs
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
-from stack import commands
+from stack import commands, risk_command
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +92,7 @@ def _admin_commands(subcommands: Any) -> None:
     revoke.add_argument("key_id")
 
     _webhooks_command(subcommands)
+    risk_command.add_subcommands(subcommands, _common)
 
     ledger = subcommands.add_parser("ledger", help="the double-entry ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -226,6 +227,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "reconcile": commands.reconcile,
     "bench": commands.bench,
     "webhooks": commands.webhooks,
+    "risk": commands.risk,
 }
 
 

@@ -13,13 +13,14 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Decimal, localcontext
 
 from workers.domain.types import Method
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ZERO = Decimal(0)
 ONE = Decimal(1)
+PROBABILITY_PLACES = 6  # a rule's probability has at most six decimal places
 SCORE_PLACES = Decimal("0.000001")  # a score is shown with at most six decimal places, rounded down
 
 
@@ -127,11 +128,18 @@ ALLOWED = Assessment(Decision.ALLOW, ZERO, ())
 
 
 def combine(probabilities: Iterable[Decimal]) -> Decimal:
-    """1 - prod(1 - p): the probability that at least one of independent signals is right. Never a sum."""
-    remaining = ONE
-    for probability in probabilities:
-        remaining *= ONE - probability
-    return ONE - remaining
+    """1 - prod(1 - p): the probability that at least one of independent signals is right. Never a sum.
+
+    Exact: each probability has at most PROBABILITY_PLACES decimal places (the rules file's limit), so the product
+    of n of them has at most n times as many, and the context is given that many digits — no rounding, so the
+    result does not depend on the order of the rules."""
+    factors = [ONE - probability for probability in probabilities]
+    with localcontext() as exact:
+        exact.prec = PROBABILITY_PLACES * len(factors) + 2
+        remaining = ONE
+        for factor in factors:
+            remaining *= factor
+        return ONE - remaining
 
 
 def decide(score: Decimal, review_at: Decimal, deny_at: Decimal) -> Decision:

@@ -16,7 +16,7 @@ from typing import Any
 
 from workers.domain.currencies import minor_unit_exponent
 from workers.domain.regions import is_region
-from workers.domain.risk import ONE, OPERATIONS, ZERO, IpNetwork, Rule, RuleKind, RuleSet
+from workers.domain.risk import ONE, OPERATIONS, PROBABILITY_PLACES, ZERO, IpNetwork, Rule, RuleKind, RuleSet
 from workers.domain.types import Method
 
 MAX_RULES = 200
@@ -182,6 +182,8 @@ def _probability(table: dict[str, Any], key: str, where: str) -> Decimal:
         raise RulesError(f"{where}: {key} must be a number in [0, 1], got {value!r}") from None
     if not number.is_finite() or not ZERO <= number <= ONE:
         raise RulesError(f"{where}: {key} must be in [0, 1], got {value!r}")
+    if -number.normalize().as_tuple().exponent > PROBABILITY_PLACES:  # type: ignore[operator]
+        raise RulesError(f"{where}: {key} may have at most {PROBABILITY_PLACES} decimal places, got {value!r}")
     return number
 
 
