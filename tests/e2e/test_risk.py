@@ -5,6 +5,8 @@ stack's Redis, rules reloaded without a restart, and a bad rules file refused wh
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,3 +242,41 @@ def test_risk_fields_are_validated_and_a_phone_number_never_echoed(client: Payga
     fields = {violation.field for violation in bad.field_violations}
     assert fields == {"risk.ip_address", "risk.phone_number", "risk.region", "risk.device_id"}
     assert "+0123" not in error.details()
+
+
+def test_a_phone_number_is_blocked_by_its_fingerprint_and_never_kept_in_clear(
+    client: PaygateClient, risk_stack: Stack, rules_file: Path
+) -> None:
+    phone = "+8613800138099"
+    printed = subprocess.run(
+        [sys.executable, "-m", "stack", "risk", "phone", "--data-dir", str(risk_stack.data_dir)],
+        env=risk_stack.env,
+        input=phone + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    shown = json.loads(printed.stdout)
+    assert shown["phone"].endswith("99") and "138001380" not in shown["phone"]
+    fingerprint = shown["fingerprint"]
+    rules_file.write_text(RULES.replace('device_ids = ["dev-blocked"]', f'phone_fingerprints = ["{fingerprint}"]'))
+
+    def denied() -> bool:
+        try:
+            client.create_payment(purchase(uid("u"), 100, phone_number=phone))
+        except grpc.RpcError as error:
+            return error.code() == grpc.StatusCode.FAILED_PRECONDITION and "blocked-devices" in (error.details() or "")
+        return False
+
+    try:
+        wait_until(lambda: all(denied() for _ in range(4)), attempts=200, interval_s=0.05, what="the phone blocked")
+        user = funded(client)  # another number passes, and a held payment with a phone is stored without it
+        held = client.create_payment(purchase(user, 200_000, region="US", phone_number="+8613800138077"))
+        assert held.status == pb.PAYMENT_STATUS_IN_REVIEW
+    finally:
+        rules_file.write_text(RULES)
+    digits = ("8613800138099", "8613800138077")
+    stored = b"".join(path.read_bytes() for path in risk_stack.data_dir.glob("paygate.sqlite3*"))
+    assert not any(number.encode() in stored for number in digits)
+    assert not any(number in risk_stack.log() for number in digits)
