@@ -128,6 +128,26 @@ class BalanceLimitExceeded(FailedPrecondition):
     reason = "BALANCE_LIMIT_EXCEEDED"
 
 
+class RiskDenied(FailedPrecondition):
+    """The risk engine declined the payment (docs/risk.md); nothing was written. The ErrorInfo's metadata names
+    the rules that fired (`rules`, comma-separated) and the combined risk (`score`)."""
+
+    reason = "RISK_DENIED"
+
+    def __init__(self, rules: Sequence[str], score: str) -> None:
+        super().__init__(
+            f"declined by the risk rules ({', '.join(rules)}; risk {score}); nothing was charged or written. "
+            "The same order id may be retried later: it is assessed again"
+        )
+        self.metadata = {"rules": ",".join(rules), "score": score}
+
+    def details(self) -> list[any_pb2.Any]:
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        packed = any_pb2.Any()
+        packed.Pack(info)
+        return [packed]
+
+
 class ResourceExhausted(PaygateError):
     """A limit of the gateway was reached; the caller retries after the RetryInfo delay."""
 

@@ -131,6 +131,10 @@ class WorkerMetrics:
     webhook_deliveries: Counter
     webhook_dead_letters: Counter
     webhook_lag_seconds: Gauge
+    risk_decisions: Counter
+    risk_rule_hits: Counter
+    risk_score: Histogram
+    risk_rule_reloads: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -236,6 +240,28 @@ def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
             "Age of the oldest event some webhook endpoint has not had yet (0: every endpoint is up to date).",
             registry=registry,
             multiprocess_mode="livemax",
+        ),
+        # The risk engine (docs/risk.md); rule names are the operator's, bounded by the rules file (200 at most).
+        risk_decisions=Counter(
+            "paygate_risk_decisions_total",
+            "Risk decisions on payments, by decision (allow, review, deny) and method.",
+            ("decision", "method"),
+            registry=registry,
+        ),
+        risk_rule_hits=Counter(
+            "paygate_risk_rule_hits_total", "Risk rules that fired, by rule name.", ("rule",), registry=registry
+        ),
+        risk_score=Histogram(
+            "paygate_risk_score",
+            "Combined risk of assessed payments, 1 - prod(1 - p) over the rules that fired.",
+            buckets=(0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0),
+            registry=registry,
+        ),
+        risk_rule_reloads=Counter(
+            "paygate_risk_rule_reloads_total",
+            "Changes of the risk rules file a worker noticed, by outcome (applied, refused).",
+            ("outcome",),
+            registry=registry,
         ),
     )
 

@@ -142,6 +142,10 @@ payments = Table(
     Column("platform_fee_minor", BigInteger, nullable=False, server_default="0"),
     # The attempt that currently carries the payment at its channel (payment_attempts); NULL for wallet payments.
     Column("attempt_id", String(ID_LENGTH), nullable=True),
+    # What the risk engine decided about a payment it held for review (docs/risk.md); "" for every other payment.
+    Column("risk_decision", String(8), nullable=False, server_default=""),
+    Column("risk_score", String(16), nullable=False, server_default=""),
+    Column("risk_reasons", String(2048), nullable=False, server_default=""),
     UniqueConstraint("owner", "order_id"),
     # The expiry sweeper's oldest PENDING payments, without reading every payment (migration 0008).
     Index(None, "status", "created_at"),

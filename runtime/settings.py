@@ -134,6 +134,9 @@ class Settings:
     webhook_round_budget_s: float = 5.0
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # The risk rules file (docs/risk.md): a TOML path, reloaded by the workers when it changes; "" or "off" runs no
+    # rules (every payment allowed). Production mode requires it to be set, to a file or to "off" explicitly.
+    risk_rules: str = ""
 
     def __post_init__(self) -> None:
         for name in SECRET_FIELDS:
@@ -254,6 +257,8 @@ class Settings:
             raise ConfigurationError("production mode refuses PAYGATE_FAILPOINT (a crash point for tests)")
         if self.database_url.reveal().startswith("sqlite"):
             raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
+        if not self.risk_rules:
+            raise ConfigurationError("production mode needs PAYGATE_RISK_RULES: a rules file, or off (docs/risk.md)")
 
     # -- derived paths -------------------------------------------------------------------------------
 
@@ -288,6 +293,12 @@ class Settings:
         if self.mode == "dev" and self.channel_sim_listen:
             return self.channel_sim_dir / "merchant.json"
         return None
+
+    def effective_risk_rules(self) -> Path | None:
+        """The risk rules file, or None when no rules run."""
+        if not self.risk_rules or self.risk_rules.lower() == "off":
+            return None
+        return Path(self.risk_rules)
 
     def effective_redis_url(self) -> str:
         if self.redis_url:

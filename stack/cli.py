@@ -13,7 +13,7 @@ from channelsim.cli import add_subcommands as add_channel_sim
 from runtime import logs
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
-from stack import audit_command, commands
+from stack import audit_command, commands, risk_command
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -111,6 +111,7 @@ def _admin_commands(subcommands: Any) -> None:
 
     _webhooks_command(subcommands)
     audit_command.add_parser(subcommands)
+    risk_command.add_subcommands(subcommands, _common)
 
     ledger = subcommands.add_parser("ledger", help="the double-entry ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -254,6 +255,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "bench": commands.bench,
     "webhooks": commands.webhooks,
     "audit": audit_command.run,
+    "risk": commands.risk,
 }
 
 

@@ -98,7 +98,7 @@ def sandbox(args: argparse.Namespace, settings: Settings) -> int:
     from workers.codec.encode import payment as encode_payment  # noqa: PLC0415
     from workers.wiring import build_service  # noqa: PLC0415
 
-    settings = _running_stack_redis(settings)
+    settings = running_stack_redis(settings)
     database = db.Database(settings.effective_database_url(), pool_size=1)
     try:
         db.require_current_schema(database)
@@ -157,7 +157,7 @@ def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
     return rewrap.run(args, settings)
 
 
-def _running_stack_redis(settings: Settings) -> Settings:
+def running_stack_redis(settings: Settings) -> Settings:
     """The Redis of the `serve` stack using this data dir, when no PAYGATE_REDIS_URL names one."""
     marker = settings.run_dir / "redis.url"
     if not settings.redis_url and marker.exists():
@@ -236,3 +236,9 @@ def webhooks(args: argparse.Namespace, settings: Settings) -> int:
     from stack import webhooks_command  # noqa: PLC0415
 
     return webhooks_command.run(args, settings)
+
+
+def risk(args: argparse.Namespace, settings: Settings) -> int:
+    from stack import risk_command  # noqa: PLC0415
+
+    return risk_command.run(args, settings)

@@ -33,6 +33,7 @@ from runtime.metrics import MULTIPROC_ENV, serve_metrics
 from runtime.process import die_with_parent, prepare_die_with_parent
 from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
+from stack.risk_command import check_risk_rules
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class Supervisor:
         finally:
             database.dispose()
         load_master_key(settings, create=True)
+        risk_rules = check_risk_rules(settings)  # a bad rules file stops `serve` here, not in a worker crash loop
 
         env = dict(os.environ)
         env.update(
@@ -109,6 +111,7 @@ class Supervisor:
                 # Flags given to `serve` reach its children too (workers tell providers where to call back).
                 "PAYGATE_NOTIFY_LISTEN": settings.notify_listen or "off",
                 "PAYGATE_CHANNEL_SIM_LISTEN": settings.channel_sim_listen or "off",
+                "PAYGATE_RISK_RULES": str(risk_rules.resolve()) if risk_rules else "off",
             }
         )
         return env

@@ -24,7 +24,7 @@ from workers.domain.types import (
     TransferRecord,
 )
 from workers.execution.locks import FencedLocks
-from workers.operations import confirmation, expiry, janitor, payments, queries, refunds, transfers
+from workers.operations import confirmation, expiry, janitor, payments, queries, refunds, risk_review, transfers
 from workers.operations.context import Context
 from workers.vault.cards import CardVault
 
@@ -87,3 +87,12 @@ class PaymentService:
 
     def check_attempts(self, backoff: janitor.Backoff) -> int:
         return janitor.run_once(self.context, backoff)
+
+    def payments_in_review(self, limit: int = risk_review.MAX_LISTED) -> list[PaymentRecord]:
+        return risk_review.in_review(self.context, limit)
+
+    def release_review(self, payment_id: str, reason: str, actor: str) -> PaymentRecord:
+        return risk_review.release(self.context, payment_id, reason, actor)
+
+    def refuse_review(self, payment_id: str, reason: str, actor: str) -> PaymentRecord:
+        return risk_review.refuse(self.context, payment_id, reason, actor)

@@ -7,8 +7,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
 
+import redis
+
 from runtime import audit
 from runtime.db import Database
+from runtime.errors import ConfigurationError
 from runtime.master_key import derive_key, load_master_key
 from runtime.metrics import WorkerMetrics
 from runtime.redis_support import connect
@@ -26,6 +29,10 @@ from workers.execution.keyed import Executor
 from workers.execution.locks import FencedLocks
 from workers.operations.context import Context, utc_now
 from workers.operations.purchase_batch import commit_purchases
+from workers.risk.audit import reload_recorder
+from workers.risk.engine import PHONE_KEY_PURPOSE, RiskEngine
+from workers.risk.rules_file import RulesError
+from workers.risk.velocity import Velocity
 from workers.service import PaymentService
 from workers.vault.cards import CardVault
 from workers.webhooks.endpoints import Endpoints
@@ -77,6 +84,7 @@ def build_service(
         clock=clock,
         notification_nonces=NotificationNonces(client, settings.redis_prefix),
         first_check=timedelta(seconds=settings.janitor_first_check_s),
+        risk=risk_engine(settings, client, metrics, database),
     )
     if group_commit:
         # The committer's own context has none, so a batch never submits to itself.
@@ -88,6 +96,26 @@ def build_service(
         )
         context = replace(context, purchases=committer)
     return PaymentService(context)
+
+
+def risk_engine(
+    settings: Settings, client: redis.Redis, metrics: WorkerMetrics | None, database: Database
+) -> RiskEngine | None:
+    """The risk engine of PAYGATE_RISK_RULES (docs/risk.md), or None when no rules run. A file that fails its
+    checks stops the worker from starting (ConfigurationError names the rule and the problem)."""
+    path = settings.effective_risk_rules()
+    if path is None:
+        return None
+    try:
+        return RiskEngine(
+            path,
+            Velocity(client, settings.redis_prefix),
+            derive_key(settings, PHONE_KEY_PURPOSE),
+            metrics,
+            on_reload=reload_recorder(database),  # every reload is on record (docs/audit.md)
+        )
+    except RulesError as error:
+        raise ConfigurationError(f"PAYGATE_RISK_RULES: {error}") from None
 
 
 def webhook_endpoints(settings: Settings, database: Database) -> Endpoints:

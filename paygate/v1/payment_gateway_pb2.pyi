@@ -29,6 +29,7 @@ class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PAYMENT_STATUS_CLOSED: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_PARTIALLY_REFUNDED: _ClassVar[PaymentStatus]
     PAYMENT_STATUS_REFUNDED: _ClassVar[PaymentStatus]
+    PAYMENT_STATUS_IN_REVIEW: _ClassVar[PaymentStatus]
 
 class PaymentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,13 @@ class RefundStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUND_STATUS_SUCCEEDED: _ClassVar[RefundStatus]
     REFUND_STATUS_FAILED: _ClassVar[RefundStatus]
 
+class RiskDecision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RISK_DECISION_UNSPECIFIED: _ClassVar[RiskDecision]
+    RISK_DECISION_ALLOW: _ClassVar[RiskDecision]
+    RISK_DECISION_REVIEW: _ClassVar[RiskDecision]
+    RISK_DECISION_DENY: _ClassVar[RiskDecision]
+
 class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
@@ -64,6 +72,8 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_TRANSFER_SUCCEEDED: _ClassVar[EventType]
     EVENT_TYPE_PAYMENT_LATE_REFUNDED: _ClassVar[EventType]
     EVENT_TYPE_RECONCILIATION_MISMATCH: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_IN_REVIEW: _ClassVar[EventType]
+    EVENT_TYPE_PAYMENT_RELEASED: _ClassVar[EventType]
 PAYMENT_METHOD_UNSPECIFIED: PaymentMethod
 PAYMENT_METHOD_WALLET: PaymentMethod
 PAYMENT_METHOD_ALIPAY: PaymentMethod
@@ -78,6 +88,7 @@ PAYMENT_STATUS_FAILED: PaymentStatus
 PAYMENT_STATUS_CLOSED: PaymentStatus
 PAYMENT_STATUS_PARTIALLY_REFUNDED: PaymentStatus
 PAYMENT_STATUS_REFUNDED: PaymentStatus
+PAYMENT_STATUS_IN_REVIEW: PaymentStatus
 PAYMENT_TYPE_UNSPECIFIED: PaymentType
 PAYMENT_TYPE_TOP_UP: PaymentType
 PAYMENT_TYPE_PURCHASE: PaymentType
@@ -90,6 +101,10 @@ REFUND_STATUS_UNSPECIFIED: RefundStatus
 REFUND_STATUS_PENDING: RefundStatus
 REFUND_STATUS_SUCCEEDED: RefundStatus
 REFUND_STATUS_FAILED: RefundStatus
+RISK_DECISION_UNSPECIFIED: RiskDecision
+RISK_DECISION_ALLOW: RiskDecision
+RISK_DECISION_REVIEW: RiskDecision
+RISK_DECISION_DENY: RiskDecision
 EVENT_TYPE_UNSPECIFIED: EventType
 EVENT_TYPE_PAYMENT_CREATED: EventType
 EVENT_TYPE_PAYMENT_SUCCEEDED: EventType
@@ -101,9 +116,11 @@ EVENT_TYPE_REFUND_FAILED: EventType
 EVENT_TYPE_TRANSFER_SUCCEEDED: EventType
 EVENT_TYPE_PAYMENT_LATE_REFUNDED: EventType
 EVENT_TYPE_RECONCILIATION_MISMATCH: EventType
+EVENT_TYPE_PAYMENT_IN_REVIEW: EventType
+EVENT_TYPE_PAYMENT_RELEASED: EventType
 
 class TopUpRequest(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "scene", "card_token", "payer_openid")
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "scene", "card_token", "payer_openid", "risk")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +129,7 @@ class TopUpRequest(_message.Message):
     SCENE_FIELD_NUMBER: _ClassVar[int]
     CARD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PAYER_OPENID_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: str
     amount_minor: int
@@ -120,10 +138,11 @@ class TopUpRequest(_message.Message):
     scene: PaymentScene
     card_token: str
     payer_openid: str
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ...) -> None: ...
+    risk: RiskContext
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ..., risk: _Optional[_Union[RiskContext, _Mapping]] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description", "price", "scene", "card_token", "payer_openid")
+    __slots__ = ("order_id", "user_id", "amount_minor", "currency", "method", "payee_id", "description", "price", "scene", "card_token", "payer_openid", "risk")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +154,7 @@ class CreatePaymentRequest(_message.Message):
     SCENE_FIELD_NUMBER: _ClassVar[int]
     CARD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PAYER_OPENID_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     user_id: str
     amount_minor: int
@@ -146,7 +166,30 @@ class CreatePaymentRequest(_message.Message):
     scene: PaymentScene
     card_token: str
     payer_openid: str
-    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[_Union[PriceInputs, _Mapping]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ...) -> None: ...
+    risk: RiskContext
+    def __init__(self, order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., price: _Optional[_Union[PriceInputs, _Mapping]] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_token: _Optional[str] = ..., payer_openid: _Optional[str] = ..., risk: _Optional[_Union[RiskContext, _Mapping]] = ...) -> None: ...
+
+class RiskContext(_message.Message):
+    __slots__ = ("device_id", "ip_address", "phone_number", "region")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PHONE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    ip_address: str
+    phone_number: str
+    region: str
+    def __init__(self, device_id: _Optional[str] = ..., ip_address: _Optional[str] = ..., phone_number: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
+
+class RiskAssessment(_message.Message):
+    __slots__ = ("decision", "score", "reasons")
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    decision: RiskDecision
+    score: str
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decision: _Optional[_Union[RiskDecision, str]] = ..., score: _Optional[str] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PriceInputs(_message.Message):
     __slots__ = ("list_price_minor", "discount_rate", "tax_rate")
@@ -167,7 +210,7 @@ class GetPaymentRequest(_message.Message):
     def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "attempt_id", "scene", "card_masked")
+    __slots__ = ("payment_id", "order_id", "user_id", "amount_minor", "currency", "method", "status", "refunded_minor", "failure_reason", "payee_id", "description", "type", "create_time", "update_time", "entry_id", "list_price_minor", "discount_minor", "tax_minor", "creator_amount_minor", "platform_fee_minor", "pay_url", "qr_code", "prepay_id", "channel_trade_no", "attempt_id", "scene", "card_masked", "risk")
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +238,7 @@ class Payment(_message.Message):
     ATTEMPT_ID_FIELD_NUMBER: _ClassVar[int]
     SCENE_FIELD_NUMBER: _ClassVar[int]
     CARD_MASKED_FIELD_NUMBER: _ClassVar[int]
+    RISK_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     order_id: str
     user_id: str
@@ -222,7 +266,8 @@ class Payment(_message.Message):
     attempt_id: str
     scene: PaymentScene
     card_masked: str
-    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., pay_url: _Optional[str] = ..., qr_code: _Optional[str] = ..., prepay_id: _Optional[str] = ..., channel_trade_no: _Optional[str] = ..., attempt_id: _Optional[str] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_masked: _Optional[str] = ...) -> None: ...
+    risk: RiskAssessment
+    def __init__(self, payment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., user_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., currency: _Optional[str] = ..., method: _Optional[_Union[PaymentMethod, str]] = ..., status: _Optional[_Union[PaymentStatus, str]] = ..., refunded_minor: _Optional[int] = ..., failure_reason: _Optional[str] = ..., payee_id: _Optional[str] = ..., description: _Optional[str] = ..., type: _Optional[_Union[PaymentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entry_id: _Optional[str] = ..., list_price_minor: _Optional[int] = ..., discount_minor: _Optional[int] = ..., tax_minor: _Optional[int] = ..., creator_amount_minor: _Optional[int] = ..., platform_fee_minor: _Optional[int] = ..., pay_url: _Optional[str] = ..., qr_code: _Optional[str] = ..., prepay_id: _Optional[str] = ..., channel_trade_no: _Optional[str] = ..., attempt_id: _Optional[str] = ..., scene: _Optional[_Union[PaymentScene, str]] = ..., card_masked: _Optional[str] = ..., risk: _Optional[_Union[RiskAssessment, _Mapping]] = ...) -> None: ...
 
 class GetBalanceRequest(_message.Message):
     __slots__ = ("user_id", "currency")

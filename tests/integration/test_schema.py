@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from runtime.db import Database, alembic_config, current_revision, upgrade
 from runtime.schema import metadata
 
-HEAD = "0014"
+HEAD = "0015"
 
 
 def test_migrations_build_exactly_the_declared_schema(database: Database) -> None:

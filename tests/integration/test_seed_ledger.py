@@ -153,6 +153,7 @@ def test_the_command_is_refused_in_production_mode(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("PAYGATE_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:9/nothing")
     monkeypatch.setenv("PAYGATE_REDIS_URL", "redis://127.0.0.1:9/0")
     monkeypatch.setenv("PAYGATE_MASTER_KEY", "not-used")
+    monkeypatch.setenv("PAYGATE_RISK_RULES", "off")
     assert main(["ledger", "seed", "--postings", str(POSTINGS)]) == 2
     assert "refused in production mode" in capsys.readouterr().err
 

@@ -147,9 +147,33 @@ def row_counts(stack: Stack) -> dict[str, int]:
         connection.close()
 
 
+HOSTILE_RISK_RULES = """version = 1
+[thresholds]
+review_at = 0.5
+deny_at = 0.9
+
+[[rules]]
+name = "fz-blocked"
+kind = "blocklist"
+device_ids = ["fz-blocked-device"]
+ips = ["192.0.2.0/24", "2001:db8::/32"]
+probability = 1
+
+[[rules]]
+name = "fz-region"
+kind = "region_mismatch"
+regions = { US = ["USD"], JP = ["JPY"] }
+probability = 0.6
+"""
+
+
 @pytest.fixture(scope="session")
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    running = start_stack(Path(tmp_path_factory.mktemp("hostile")), workers=2)
+    data_dir = Path(tmp_path_factory.mktemp("hostile"))
+    # Risk rules that only the fuzz's own risk contexts trigger (docs/risk.md): a denial must write nothing, a
+    # review must be answered well. Pure rules only, so wallet purchases keep their group-committed path.
+    (data_dir / "risk.toml").write_text(HOSTILE_RISK_RULES)
+    running = start_stack(data_dir, workers=2, extra_env={"PAYGATE_RISK_RULES": str(data_dir / "risk.toml")})
     yield running
     code = running.stop()
     assert code == 0, f"paygate serve did not shut down cleanly ({code}):\n{running.log()[-4000:]}"

@@ -46,6 +46,7 @@ IDENTIFIER_FIELDS = {
     "from_user_id",
     "to_user_id",
     "endpoint_id",
+    "device_id",
 }
 USERS = ["fz-learner-1", "fz-learner-2", "fz-creator"]
 HUGE = "Z" * 100_000
@@ -58,7 +59,7 @@ hostile_text = st.one_of(
     ),
 )
 identifiers = st.one_of(
-    st.sampled_from([*USERS, "fz-order-1", "pay_00000000000000000000000000"]),
+    st.sampled_from([*USERS, "fz-order-1", "pay_00000000000000000000000000", "fz-blocked-device"]),
     st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True),
     hostile_text,
 )
@@ -91,6 +92,12 @@ int32 = st.one_of(
 enums = st.one_of(st.integers(min_value=0, max_value=7), st.integers(min_value=-(2**31), max_value=2**31 - 1))
 
 
+ip_addresses = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(["192.0.2.7", "2001:db8::1", "10.0.0.1:443", "[::1]", "fe80::1%eth0", "01.2.3.4", "1.2.3"]),
+)
+
+
 def _string_strategy(name: str) -> st.SearchStrategy[str]:
     if name in IDENTIFIER_FIELDS:
         return identifiers
@@ -107,6 +114,12 @@ def _string_strategy(name: str) -> st.SearchStrategy[str]:
         # reach loopback and nothing else). Port 9 refuses, so such a delivery fails at once.
         loopback = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789/._-%?=", max_size=60)
         return st.one_of(hostile_text, loopback.map(lambda path: "http://127.0.0.1:9/" + path))
+    if name == "ip_address":
+        return st.one_of(ip_addresses, hostile_text)
+    if name == "phone_number":
+        return st.one_of(st.from_regex(r"\+[0-9]{0,17}", fullmatch=True), hostile_text)
+    if name == "region":
+        return st.one_of(st.sampled_from(["CN", "US", "JP", "cn", "XX", "", "CHN"]), hostile_text)
     if name == "page_token":
         return st.one_of(st.text(max_size=40), st.from_regex(r"[A-Za-z0-9_-]{32}", fullmatch=True), hostile_text)
     return free_text
@@ -185,6 +198,9 @@ def near_valid(draw: st.DrawFn, method: str, descriptor: Descriptor) -> dict[str
     field = draw(st.none() | st.sampled_from(fields)) if fields else None
     if field is not None:
         values[field.name] = draw(_field_strategy(field))
+    risk = descriptor.fields_by_name.get("risk")
+    if risk is not None and draw(st.booleans()):  # the payer's side for the risk engine (docs/risk.md)
+        values["risk"] = draw(_field_strategy(risk))
     return values
 
 

@@ -201,6 +201,52 @@ def test_identifiers_with_a_stray_character_are_refused(
     assert "A-Z a-z 0-9" in outcome.violations[field]
 
 
+RISK_FIELD_CASES = [
+    ("device_id", "dev-1", "A-Z a-z 0-9"),
+    ("ip_address", "203.0.113.9", "IPv4 or IPv6"),
+    ("phone_number", "+8613800138000", "E.164"),
+    ("region", "CN", "ISO 3166-1"),
+]
+
+
+@pytest.mark.parametrize("suffix", ["\n", " ", "\x00", "\u00a0", "\u200b"])
+@pytest.mark.parametrize(("field", "valid", "rule"), RISK_FIELD_CASES)
+@pytest.mark.parametrize("method", ["CreatePayment", "TopUp"])
+def test_risk_context_fields_with_a_stray_character_are_refused(
+    owner_a: HostileClient, method: str, field: str, valid: str, rule: str, suffix: str
+) -> None:
+    """The payer's side for the risk engine (docs/risk.md) goes through the grammar like every field; a phone
+    number is never echoed, not even in part."""
+    risk = pb.RiskContext(**{field: valid + suffix})
+    if method == "TopUp":
+        request: Message = pb.TopUpRequest(
+            order_id=uid("t"), user_id="u1", amount_minor=1, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX, risk=risk
+        )
+    else:
+        request = pb.CreatePaymentRequest(
+            order_id=uid("p"), user_id="u1", amount_minor=1, currency="CNY", method=pb.PAYMENT_METHOD_WALLET, risk=risk
+        )
+    outcome = refused(owner_a, method, request, INVALID)
+    assert rule in outcome.violations[f"risk.{field}"]
+    if field == "phone_number":
+        assert "8613800138000" not in outcome.message
+
+
+def test_a_blocklisted_device_is_denied_naming_the_rule_and_writes_nothing(owner_a: HostileClient) -> None:
+    user = uid("risk")
+    top_up(owner_a, user, 500)
+    request = pb.CreatePaymentRequest(
+        order_id=uid("p"),
+        user_id=user,
+        amount_minor=100,
+        currency="CNY",
+        method=pb.PAYMENT_METHOD_WALLET,
+        risk=pb.RiskContext(device_id="fz-blocked-device"),
+    )
+    outcome = refused(owner_a, "CreatePayment", request, grpc.StatusCode.FAILED_PRECONDITION)
+    assert outcome.reason == "RISK_DENIED" and "fz-blocked" in outcome.message
+
+
 def test_a_transfer_to_self_spelt_with_a_newline_is_refused(owner_a: HostileClient) -> None:
     user = uid("self")
     top_up(owner_a, user, 500)

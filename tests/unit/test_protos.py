@@ -108,6 +108,8 @@ def test_service_and_enums() -> None:
         "EVENT_TYPE_TRANSFER_SUCCEEDED": 8,
         "EVENT_TYPE_PAYMENT_LATE_REFUNDED": 9,
         "EVENT_TYPE_RECONCILIATION_MISMATCH": 10,
+        "EVENT_TYPE_PAYMENT_IN_REVIEW": 11,
+        "EVENT_TYPE_PAYMENT_RELEASED": 12,
     }
     assert dict(pb.PaymentMethod.items()) == {
         "PAYMENT_METHOD_UNSPECIFIED": 0,
@@ -126,7 +128,17 @@ def test_service_and_enums() -> None:
         "PAYMENT_STATUS_CLOSED": 4,
         "PAYMENT_STATUS_PARTIALLY_REFUNDED": 5,
         "PAYMENT_STATUS_REFUNDED": 6,
+        "PAYMENT_STATUS_IN_REVIEW": 7,
     }
+    assert dict(pb.RiskDecision.items()) == {
+        "RISK_DECISION_UNSPECIFIED": 0,
+        "RISK_DECISION_ALLOW": 1,
+        "RISK_DECISION_REVIEW": 2,
+        "RISK_DECISION_DENY": 3,
+    }
+    assert pb.CreatePaymentRequest.DESCRIPTOR.fields_by_name["risk"].number == 12
+    assert pb.TopUpRequest.DESCRIPTOR.fields_by_name["risk"].number == 9
+    assert pb.Payment.DESCRIPTOR.fields_by_name["risk"].number == 28
 
 
 def test_protos_pass_buf_lint() -> None:

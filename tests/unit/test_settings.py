@@ -58,6 +58,20 @@ def test_production_refuses_the_embedded_defaults() -> None:
         )
 
 
+def test_production_requires_a_choice_of_risk_rules() -> None:
+    production = {
+        "PAYGATE_MODE": "production",
+        "PAYGATE_DATABASE_URL": "postgresql://u@h/db",
+        "PAYGATE_REDIS_URL": "redis://r",
+        "PAYGATE_MASTER_KEY": "k",
+    }
+    with pytest.raises(ConfigurationError, match="PAYGATE_RISK_RULES"):
+        Settings.from_env(production)
+    assert Settings.from_env({**production, "PAYGATE_RISK_RULES": "off"}).effective_risk_rules() is None
+    chosen = Settings.from_env({**production, "PAYGATE_RISK_RULES": "/etc/paygate/risk/rules.toml"})
+    assert str(chosen.effective_risk_rules()) == "/etc/paygate/risk/rules.toml"
+
+
 def test_secrets_stay_out_of_the_repr() -> None:
     settings = Settings.from_env(
         {"PAYGATE_MASTER_KEY": "very-secret", "PAYGATE_DATABASE_URL": "postgresql://u:pw@h/db"}

@@ -18,6 +18,11 @@ ALLOWED = {
     (P.SUCCEEDED, P.REFUNDED),
     (P.PARTIALLY_REFUNDED, P.PARTIALLY_REFUNDED),
     (P.PARTIALLY_REFUNDED, P.REFUNDED),
+    # Held for risk review (docs/risk.md): released (a wallet purchase is paid, a channel payment awaits its payer)
+    # or refused. Nothing leads into IN_REVIEW: a payment is created in it or never is.
+    (P.IN_REVIEW, P.SUCCEEDED),
+    (P.IN_REVIEW, P.PENDING),
+    (P.IN_REVIEW, P.FAILED),
 }
 ALL_PAIRS = list(itertools.product(P, P))
 

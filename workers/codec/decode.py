@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from paygate.secret import Secret
 from paygate.v1 import payment_gateway_pb2 as pb
 from workers.codec import page_tokens
-from workers.codec.grammar import Violations
+from workers.codec.grammar import E164, Violations, parse_ip_address, quote
 from workers.domain.cards import contains_card_number, normalize_pan
 from workers.domain.limits import DEFAULT_PAGE_SIZE, MAX_AMOUNT_MINOR, MAX_PAGE_SIZE, TEXT_MAX_CHARS
-from workers.domain.pricing import Quote, quote
+from workers.domain.pricing import Quote
+from workers.domain.pricing import quote as price_quote
+from workers.domain.regions import is_region
+from workers.domain.risk_context import RiskContext
+from workers.domain.subscriptions import EventSubscription
 from workers.domain.types import (
     BalanceQuery,
     CreatePaymentCommand,
-    EventSubscription,
     Method,
     PaymentLookup,
     RefundCommand,
@@ -102,6 +105,27 @@ def _channel_inputs(
     return ChannelInputs(scene.value if scene else "", card_token, payer_openid)
 
 
+def _risk_context(v: Violations, risk: pb.RiskContext) -> RiskContext:
+    """The payer's side for the risk engine (docs/risk.md): every field optional, each checked when given."""
+    v.identifier("risk.device_id", risk.device_id, required=False)
+    ip_address = ""
+    if risk.ip_address:
+        ip_address = parse_ip_address(risk.ip_address) or ""
+        if not ip_address:
+            v.add(
+                "risk.ip_address", f"must be an IPv4 or IPv6 address without port or zone; got {quote(risk.ip_address)}"
+            )
+    if risk.phone_number and E164.fullmatch(risk.phone_number) is None:
+        # The number is never echoed: it may be a real one with a typo.
+        v.add(
+            "risk.phone_number",
+            f"must be E.164: '+', then 2-15 digits, the first not 0 ({len(risk.phone_number)} characters given)",
+        )
+    if risk.region and not is_region(risk.region):
+        v.add("risk.region", f"must be an ISO 3166-1 alpha-2 code in upper case, e.g. CN; got {quote(risk.region)}")
+    return RiskContext(risk.device_id, ip_address, risk.phone_number, risk.region)
+
+
 def _method(v: Violations, name: str, value: int) -> Method | None:
     return METHODS_BY_PROTO[value] if v.enum(name, value, METHOD_NAMES) else None
 
@@ -114,7 +138,7 @@ def _price(v: Violations, prefix: str, list_price_minor: int, discount_rate: str
     tax = v.rate(f"{prefix}tax_rate", tax_rate, below_one=False)
     if len(v) > before or discount is None or tax is None:
         return None
-    quoted = quote(list_price_minor, discount, tax)
+    quoted = price_quote(list_price_minor, discount, tax)
     if quoted.amount_minor > MAX_AMOUNT_MINOR:
         v.add(
             f"{prefix}tax_rate",
@@ -138,6 +162,7 @@ def top_up(request: pb.TopUpRequest) -> TopUpCommand:
     if method is Method.WALLET:
         v.add("method", "WALLET is not a top-up source: money comes in from a channel (e.g. SANDBOX, ALIPAY)")
     inputs = _channel_inputs(v, method, request.currency, request.scene, request.card_token, request.payer_openid)
+    risk = _risk_context(v, request.risk)
     v.raise_if_any()
     assert method is not None
     return TopUpCommand(
@@ -149,6 +174,7 @@ def top_up(request: pb.TopUpRequest) -> TopUpCommand:
         scene=inputs.scene,
         card_token=inputs.card_token,
         payer_openid=inputs.payer_openid,
+        risk=risk,
     )
 
 
@@ -169,6 +195,7 @@ def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
     else:
         v.amount("amount_minor", request.amount_minor)
     inputs = _channel_inputs(v, method, request.currency, request.scene, request.card_token, request.payer_openid)
+    risk = _risk_context(v, request.risk)
     v.raise_if_any()
     assert method is not None
     amount = quoted.amount_minor if quoted else request.amount_minor
@@ -188,6 +215,7 @@ def create_payment(request: pb.CreatePaymentRequest) -> CreatePaymentCommand:
         scene=inputs.scene,
         card_token=inputs.card_token,
         payer_openid=inputs.payer_openid,
+        risk=risk,
     )
 
 

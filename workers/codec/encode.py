@@ -38,6 +38,12 @@ PROTO_STATUSES: dict[PaymentStatus, int] = {
     PaymentStatus.CLOSED: pb.PAYMENT_STATUS_CLOSED,
     PaymentStatus.PARTIALLY_REFUNDED: pb.PAYMENT_STATUS_PARTIALLY_REFUNDED,
     PaymentStatus.REFUNDED: pb.PAYMENT_STATUS_REFUNDED,
+    PaymentStatus.IN_REVIEW: pb.PAYMENT_STATUS_IN_REVIEW,
+}
+PROTO_RISK_DECISIONS = {
+    "allow": pb.RISK_DECISION_ALLOW,
+    "review": pb.RISK_DECISION_REVIEW,
+    "deny": pb.RISK_DECISION_DENY,
 }
 PROTO_TYPES: dict[PaymentType, int] = {
     PaymentType.TOP_UP: pb.PAYMENT_TYPE_TOP_UP,
@@ -74,12 +80,24 @@ def payment(record: PaymentRecord) -> pb.Payment:
         attempt_id=record.attempt_id or "",
         scene=PROTO_SCENES.get(record.scene, pb.PAYMENT_SCENE_UNSPECIFIED),  # type: ignore[arg-type]
         card_masked=record.card_masked,
+        risk=_risk(record),
     )
 
 
 def card_token(card: StoredCard) -> pb.CardToken:
     return pb.CardToken(
         token=card.token, masked=card.masked, brand=card.brand, exp_month=card.exp_month, exp_year=card.exp_year
+    )
+
+
+def _risk(record: PaymentRecord) -> pb.RiskAssessment | None:
+    """What the risk engine said about a payment it held for review; None (unset) for every other payment."""
+    if not record.risk_decision:
+        return None
+    return pb.RiskAssessment(
+        decision=PROTO_RISK_DECISIONS.get(record.risk_decision, pb.RISK_DECISION_UNSPECIFIED),
+        score=record.risk_score,
+        reasons=record.risk_reasons.split(",") if record.risk_reasons else [],
     )
 
 

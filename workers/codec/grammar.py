@@ -8,6 +8,7 @@ grow with the input (gRPC carries the message in a header limited to a few KiB).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,6 +25,8 @@ from workers.domain.limits import (
 IDENTIFIER = re.compile(rf"[A-Za-z0-9_.:-]{{1,{IDENTIFIER_MAX_CHARS}}}", re.ASCII)
 IDENTIFIER_RULE = f"must be 1-{IDENTIFIER_MAX_CHARS} characters of A-Z a-z 0-9 _ . : - (ASCII, case-sensitive)"
 CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+E164 = re.compile(r"\+[1-9][0-9]{1,14}", re.ASCII)  # a phone number (docs/risk.md)
+IP_ADDRESS_MAX_CHARS = 45
 # No sign, no exponent, no spaces, no leading zeros, no bare point: "0", "0.15", "1.000000".
 RATE = re.compile(rf"(?:0|[1-9][0-9]{{0,5}})(?:\.[0-9]{{1,{RATE_MAX_DECIMALS}}})?", re.ASCII)
 RATE_RULE = f"a plain decimal such as 0.15 (digits, at most {RATE_MAX_DECIMALS} decimal places, no sign or exponent)"
@@ -59,6 +62,16 @@ def forbidden_character(value: str) -> str | None:
     if found is None:
         return None
     return f"U+{ord(found.group()):04X} at position {found.start()}"
+
+
+def parse_ip_address(text: str) -> str | None:
+    """An IPv4 or IPv6 address in its compressed form, or None. No port, zone (%eth0), brackets or spaces."""
+    if len(text) > IP_ADDRESS_MAX_CHARS or not text.isascii() or "%" in text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
 
 
 def parse_rate(text: str) -> Decimal | None:

@@ -16,6 +16,9 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     P.FAILED: frozenset(),
     P.CLOSED: frozenset(),
     P.REFUNDED: frozenset(),
+    # Held by the risk engine (docs/risk.md): an operator releases it — a wallet purchase is then paid at once, a
+    # channel payment waits for its payer (PENDING) — or refuses it (FAILED). The expiry sweeper leaves it alone.
+    P.IN_REVIEW: frozenset({P.SUCCEEDED, P.PENDING, P.FAILED}),
 }
 
 REFUNDABLE = frozenset(status for status, targets in TRANSITIONS.items() if P.REFUNDED in targets)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from workers.domain.limits import MAX_SYSTEM_BALANCE_MINOR, MAX_USER_BALANCE_MINOR
+from workers.domain.risk_context import NO_CONTEXT, RiskContext
 
 
 class Method(enum.StrEnum):
@@ -28,6 +29,7 @@ class PaymentStatus(enum.StrEnum):
     CLOSED = "closed"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    IN_REVIEW = "in_review"  # held by the risk engine for an operator (docs/risk.md): nothing moved yet
 
 
 class AttemptStatus(enum.StrEnum):
@@ -125,6 +127,7 @@ class TopUpCommand:
     scene: str = ""
     card_token: str = ""
     payer_openid: str = ""
+    risk: RiskContext = NO_CONTEXT  # what the risk engine weighs; not part of the request's fingerprint
 
     operation = "TopUp"
 
@@ -147,6 +150,7 @@ class CreatePaymentCommand:
     scene: str = ""
     card_token: str = ""
     payer_openid: str = ""
+    risk: RiskContext = NO_CONTEXT
 
     operation = "CreatePayment"
 
@@ -203,15 +207,6 @@ class PaymentLookup:
 
 
 @dataclass(frozen=True)
-class EventSubscription:
-    """A StreamEvents call: after which of the owner's events ("" from the oldest kept), and which types (empty:
-    every type), by their EventType names."""
-
-    after_cursor: str
-    types: frozenset[str]
-
-
-@dataclass(frozen=True)
 class BalanceQuery:
     user_id: str
     currency: str
@@ -235,6 +230,7 @@ def flat_fields(record: Any) -> dict[str, Any]:
 def request_hash(command: Command) -> str:
     """sha256 over the operation and every field: the fingerprint an idempotency key is bound to."""
     fields_ = flat_fields(command)
+    fields_.pop("risk", None)  # the payer's circumstances (docs/risk.md), not what is asked: a retry may differ
     for name in _FINGERPRINT_ONLY_WHEN_SET:
         if fields_.get(name) == "":
             del fields_[name]
@@ -273,6 +269,10 @@ class PaymentRecord:
     prepay_id: str = ""
     channel_trade_no: str = ""
     card_masked: str = ""  # "**** 4242" for a card from the vault (docs/security.md, "Card and personal data")
+    # Set when the risk engine held it for review (docs/risk.md): "review", "0.84", "rule-a,rule-b".
+    risk_decision: str = ""
+    risk_score: str = ""
+    risk_reasons: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(flat_fields(self), default=_json_default, sort_keys=True).encode()

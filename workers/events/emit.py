@@ -26,6 +26,7 @@ PAYMENT_STATUS_EVENTS = {
     PaymentStatus.SUCCEEDED: pb.EVENT_TYPE_PAYMENT_SUCCEEDED,
     PaymentStatus.FAILED: pb.EVENT_TYPE_PAYMENT_FAILED,
     PaymentStatus.CLOSED: pb.EVENT_TYPE_PAYMENT_CLOSED,
+    PaymentStatus.IN_REVIEW: pb.EVENT_TYPE_PAYMENT_IN_REVIEW,
 }
 REFUND_STATUS_EVENTS = {
     RefundStatus.SUCCEEDED: pb.EVENT_TYPE_REFUND_SUCCEEDED,
@@ -50,6 +51,18 @@ def payment_moved(connection: Connection, record: PaymentRecord) -> None:
     moved = PAYMENT_STATUS_EVENTS.get(record.status)
     if moved is not None:
         _add(connection, record.owner, moved, record.updated_at, _data(payment=encode.payment(record)))
+
+
+def payment_released(connection: Connection, record: PaymentRecord) -> None:
+    """An operator released a payment the risk engine held (docs/risk.md); `record` is the payment as released
+    (a wallet purchase's SUCCEEDED event follows from its own transition)."""
+    _add(
+        connection,
+        record.owner,
+        pb.EVENT_TYPE_PAYMENT_RELEASED,
+        record.updated_at,
+        _data(payment=encode.payment(record)),
+    )
 
 
 def refund_created(connection: Connection, owner: str, record: RefundRecord) -> None:

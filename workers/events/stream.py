@@ -21,7 +21,8 @@ from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.db import Database
 from runtime.errors import NotFound, ResourceExhausted, Unavailable
 from runtime.metrics import WorkerMetrics
-from workers.domain.types import Caller, EventSubscription
+from workers.domain.subscriptions import EventSubscription
+from workers.domain.types import Caller
 from workers.events.feed import EventFeed
 from workers.store import events as event_rows
 

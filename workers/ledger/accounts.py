@@ -11,7 +11,7 @@ import enum
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, insert, or_, select, update
@@ -120,6 +120,19 @@ class DebitOutcome(enum.Enum):
 def find_account(connection: Connection, kind: AccountKind, subject: str, currency: str) -> Account | None:
     row = connection.execute(_FIND_ACCOUNT, {"kind": kind.value, "subject": subject, "currency": currency}).first()
     return None if row is None else _account(row)
+
+
+_FIRST_WALLET = select(func.min(accounts.c.created_at)).where(
+    accounts.c.kind == AccountKind.WALLET.value, accounts.c.subject == bindparam("user_id")
+)
+
+
+def first_wallet_created_at(connection: Connection, user_id: str) -> datetime | None:
+    """When the user's first wallet (any currency) was opened: the account age new-account risk rules weigh."""
+    value = connection.execute(_FIRST_WALLET, {"user_id": user_id}).scalar()
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def point_read_account(reader: PointReader, kind: AccountKind, subject: str, currency: str) -> Account | None:

@@ -18,6 +18,7 @@ from workers.domain.types import AccountKind, PaymentRecord
 from workers.execution.group_commit import GroupCommitter
 from workers.execution.keyed import Executor
 from workers.ledger.accounts import Account
+from workers.risk.engine import RiskEngine
 from workers.vault.cards import CardVault
 
 ORDER_SCOPE = "order"
@@ -45,6 +46,8 @@ class Context:
     purchases: GroupCommitter[Any] | None = None
     # The card vault (docs/security.md, "Card and personal data"); None: only processor tokens are accepted.
     vault: CardVault | None = None
+    # The risk engine (docs/risk.md); None runs no rules.
+    risk: RiskEngine | None = None
 
     def count_payment(self, record: PaymentRecord) -> None:
         if self.metrics is None:

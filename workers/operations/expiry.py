@@ -77,6 +77,8 @@ def _close_one(ctx: Context, owner: str, payment_id: str, ttl_s: int) -> bool:
                 refunded_minor=0,
                 now=ctx.clock(),
             )
+    if attempt.created_at > ctx.clock() - timedelta(seconds=ttl_s):
+        return False  # released after a risk review (docs/risk.md): its time to be paid runs from the release
     state = ctx.channels.get(attempt.method).close(attempt.attempt_id, attempt.trade_no, attempt.created_at)
     # CLOSED: closed at the provider. PENDING: the provider has no way to close it (UnionPay's orders only time
     # out there): we close it here anyway, and money the payer still sends is late money, refunded through the

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection
 
 from runtime.failpoints import crash_here
 from runtime.ids import new_id
-from workers.channels.base import Channel, Order, PaymentCard
+from workers.channels.base import Channel, Order
+from workers.domain.risk import Assessment, Decision
 from workers.domain.types import (
     AccountKind,
     AttemptRecord,
@@ -43,16 +47,17 @@ from workers.execution.group_commit import CommitterStopped
 from workers.execution.idempotency import Claim
 from workers.ledger import accounts
 from workers.ledger.movement import BalanceChange, Entry, move
-from workers.operations import confirmation, money
+from workers.operations import confirmation, money, screening, vault_cards
 from workers.operations.context import ORDER_SCOPE, Context, insufficient, lock_resource
 from workers.operations.purchase_batch import PurchaseIntent, SinglePath
 from workers.store import attempts, records
-from workers.vault.cards import TOKEN_PREFIX as VAULT_TOKEN_PREFIX
-from workers.vault.cards import card_not_found
 
 # How long the provider keeps an order open for the payer; the expiry sweeper closes it after payment_ttl_s.
 PROVIDER_ORDER_TTL = timedelta(minutes=30)
 CREATED_CHECK_DELAY = timedelta(seconds=30)
+# The attempt of a channel payment held for review is never due for the janitor: no provider knows it yet. The
+# release closes it (unsent) and opens a fresh one, so the provider's order lives from the release on.
+HELD_ATTEMPT_CHECK_AT = datetime(9000, 1, 1, tzinfo=UTC)
 # The scene of a payment whose caller named none (docs/api.md, "Channels").
 DEFAULT_SCENE = {
     Method.ALIPAY: Scene.QR,
@@ -66,7 +71,10 @@ DEFAULT_SCENE = {
 def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
     if command.method is not Method.WALLET:
         return _through_channel(ctx, caller, command, PaymentType.PURCHASE)
-    if ctx.purchases is not None:
+    # Before the purchase can join a batch (docs/risk.md): only an allowed purchase is group-committed; one to
+    # hold or deny takes the keyed path, which replays an earlier answer of its order id first.
+    assessment = screening.assess(ctx, caller, command)
+    if ctx.purchases is not None and assessment.decision is Decision.ALLOW:
         try:
             committed = ctx.purchases.submit(wallet_intent(ctx, caller, command))
         except (SinglePath, CommitterStopped):
@@ -74,7 +82,7 @@ def create_payment(ctx: Context, caller: Caller, command: CreatePaymentCommand) 
         else:
             assert isinstance(committed, PaymentRecord)
             return committed
-    return wallet_purchase_one_at_a_time(ctx, caller, command)
+    return wallet_purchase_one_at_a_time(ctx, caller, command, assessment)
 
 
 def submit_wallet_purchase(
@@ -84,8 +92,12 @@ def submit_wallet_purchase(
     commit") and get a future of its outcome; None when the purchase is not a wallet one or the worker commits
     one at a time. The future raises SinglePath when the batch passed the purchase on: then
     `wallet_purchase_one_at_a_time` settles it."""
-    if command.method is not Method.WALLET or ctx.purchases is None:
-        return None
+    if command.method is not Method.WALLET or ctx.purchases is None or screening.needs_io(ctx):
+        return None  # risk rules that ask Redis or the ledger are assessed on the thread pool (create_payment)
+    assessment = screening.assess(ctx, caller, command, count=False)  # pure rules: microseconds, on the loop
+    if assessment.decision is not Decision.ALLOW:
+        return None  # create_payment holds or denies it
+    screening.count(ctx, assessment, command)
     return ctx.purchases.submit_async(wallet_intent(ctx, caller, command))
 
 
@@ -95,15 +107,25 @@ def wallet_intent(ctx: Context, caller: Caller, command: CreatePaymentCommand) -
     return PurchaseIntent(record, claim, lock_resource(AccountKind.WALLET, command.user_id, command.currency))
 
 
-def wallet_purchase_one_at_a_time(ctx: Context, caller: Caller, command: CreatePaymentCommand) -> PaymentRecord:
+def wallet_purchase_one_at_a_time(
+    ctx: Context, caller: Caller, command: CreatePaymentCommand, assessment: Assessment | None = None
+) -> PaymentRecord:
     """Claim the key (in-flight guard), wait for the wallet lock, one transaction: the path of a purchase the
-    group committer passed on, and of every purchase when there is no committer."""
+    group committer passed on, of one the risk engine holds or denies, and of every purchase when there is no
+    committer. Without an `assessment` the purchase is assessed here, once its key is claimed."""
+    decided = [assessment] if assessment is not None else []
+
+    def first_time(claim: Claim) -> PaymentRecord:
+        if not decided:  # once, even when a stale fence makes the executor run this again
+            decided.append(screening.assess(ctx, caller, command))
+        return _wallet_purchase(ctx, caller, command, claim, decided[0])
+
     return ctx.executor.run(
         caller,
         ORDER_SCOPE,
         command.order_id,
         request_hash(command),
-        lambda claim: _wallet_purchase(ctx, caller, command, claim),
+        first_time,
         lambda _claim, stored: PaymentRecord.from_json(stored),
     )
 
@@ -112,43 +134,78 @@ def top_up(ctx: Context, caller: Caller, command: TopUpCommand) -> PaymentRecord
     return _through_channel(ctx, caller, command, PaymentType.TOP_UP)
 
 
-def _wallet_purchase(ctx: Context, caller: Caller, command: CreatePaymentCommand, claim: Claim) -> PaymentRecord:
+def _wallet_purchase(
+    ctx: Context, caller: Caller, command: CreatePaymentCommand, claim: Claim, assessment: Assessment
+) -> PaymentRecord:
+    screening.refuse_if_denied(assessment)
+    if assessment.decision is Decision.REVIEW:
+        held = screening.held(_new_payment(ctx, caller, command, PaymentType.PURCHASE, claim, ctx.clock()), assessment)
+        return _hold(ctx, held, None, claim)
+
+    def write(connection: Connection, record: PaymentRecord, now: datetime) -> None:
+        records.insert_payment(connection, record)
+        ctx.executor.idempotency.record(connection, claim, record.payment_id, record.to_json(), now)
+
+    return debit_wallet(ctx, lambda now: _new_payment(ctx, caller, command, PaymentType.PURCHASE, claim, now), write)
+
+
+def debit_wallet(
+    ctx: Context,
+    purchase: Callable[[datetime], PaymentRecord],
+    write: Callable[[Connection, PaymentRecord, datetime], None],
+) -> PaymentRecord:
+    """A wallet purchase's money, fenced: the wallet debit and the creator's and platform's credits in one entry;
+    `write` records the SUCCEEDED payment in the same transaction. Used by a new purchase (`purchase(now)` is the
+    new payment) and by a release after risk review (the held payment; `write` is its guarded transition)."""
+    record = purchase(ctx.clock())
     with ctx.db.read() as connection:
-        wallet = accounts.find_account(connection, AccountKind.WALLET, command.user_id, command.currency)
-    if wallet is None or wallet.balance_minor < command.amount_minor:
+        wallet = accounts.find_account(connection, AccountKind.WALLET, record.user_id, record.currency)
+    if wallet is None or wallet.balance_minor < record.amount_minor:
         # A fast answer without taking the lock; the fenced write below is what actually guarantees it.
-        raise insufficient(command.user_id, command.amount_minor, command.currency, wallet)
-    resource = lock_resource(AccountKind.WALLET, command.user_id, command.currency)
+        raise insufficient(record.user_id, record.amount_minor, record.currency, wallet)
+    resource = lock_resource(AccountKind.WALLET, record.user_id, record.currency)
     with ctx.executor.leases(resource) as leases:
         now = ctx.clock()
-        record = _new_payment(ctx, caller, command, PaymentType.PURCHASE, claim, now)
+        record = purchase(now)
         with ctx.db.write() as connection:
             changes = [
-                BalanceChange(wallet, -command.amount_minor, leases[resource]),
+                BalanceChange(wallet, -record.amount_minor, leases[resource]),
                 *money.purchase_credits(
                     connection,
-                    command.payee_id,
+                    record.payee_id,
                     record.creator_amount_minor,
                     record.platform_fee_minor,
-                    command.currency,
+                    record.currency,
                     now,
                 ),
             ]
             entry = Entry(
                 kind=PaymentType.PURCHASE.value,
-                owner=caller.owner,
+                owner=record.owner,
                 payment_id=record.payment_id,
                 reference_id=record.payment_id,
-                currency=command.currency,
+                currency=record.currency,
                 now=now,
-                on_insufficient=lambda: insufficient(command.user_id, command.amount_minor, command.currency, None),
+                on_insufficient=lambda: insufficient(record.user_id, record.amount_minor, record.currency, None),
             )
             with move(connection, changes, entry) as entry_id:
                 record = replace(record, status=PaymentStatus.SUCCEEDED, entry_id=entry_id)
-                records.insert_payment(connection, record)
-                ctx.executor.idempotency.record(connection, claim, record.payment_id, record.to_json(), now)
+                write(connection, record, now)
     ctx.count_payment(record)
     return record
+
+
+def _hold(ctx: Context, payment: PaymentRecord, attempt: AttemptRecord | None, claim: Claim) -> PaymentRecord:
+    """A payment the risk engine holds for review (docs/risk.md): its row (IN_REVIEW), the attempt a channel
+    payment will use once released (written, never sent: no provider is contacted) and the idempotency record,
+    in one transaction. No money moves."""
+    with ctx.db.write() as connection:
+        records.insert_payment(connection, payment)
+        if attempt is not None:
+            attempts.insert(connection, attempt)
+        ctx.executor.idempotency.record(connection, claim, payment.payment_id, payment.to_json(), payment.created_at)
+    ctx.count_payment(payment)
+    return payment
 
 
 def _through_channel(
@@ -156,7 +213,8 @@ def _through_channel(
 ) -> PaymentRecord:
     channel = ctx.channels.get(command.method)  # UNIMPLEMENTED before anything is claimed or written
     channel.check_available()  # and UNAVAILABLE while its circuit is open
-    card_masked = _vault_card(ctx, caller, command.card_token)  # and NOT_FOUND for a card token not the caller's
+    # NOT_FOUND for a card token that is not the caller's, before anything is claimed or written.
+    card_masked = vault_cards.masked_card(ctx, caller, command.card_token)
     started = time.perf_counter()
     waited = Stopwatch()
     try:
@@ -183,32 +241,16 @@ def _open(
     waited: Stopwatch,
     card_masked: str,
 ) -> PaymentRecord:
+    assessment = screening.assess(ctx, caller, command)  # after the claim: a replay is never assessed
+    screening.refuse_if_denied(assessment)
     now = ctx.clock()
     payment = _new_payment(ctx, caller, command, payment_type, claim, now)
-    attempt = AttemptRecord(
-        # Letters and digits only: the one id shape every provider accepts as its order number (UnionPay's
-        # orderId allows no underscore).
-        attempt_id=new_id("att", separator=""),
-        payment_id=payment.payment_id,
-        owner=caller.owner,
-        method=command.method,
-        status=AttemptStatus.CREATED,
-        scene=command.scene or DEFAULT_SCENE[command.method].value,
-        payer=command.card_token or command.payer_openid,
-        amount_minor=command.amount_minor,
-        currency=command.currency,
-        trade_no="",
-        failure_reason="",
-        pay_url="",
-        qr_code="",
-        prepay_id="",
-        created_at=now,
-        updated_at=now,
-        # Not before the provider call below could have ended: the janitor must not race it.
-        next_check_at=now + CREATED_CHECK_DELAY,
-        checks=0,
-        card_masked=card_masked,
-    )
+    scene, payer = command.scene or DEFAULT_SCENE[command.method].value, command.card_token or command.payer_openid
+    if assessment.decision is Decision.REVIEW:
+        # The attempt keeps what the provider will need (scene, payer) until the release; never due for the janitor.
+        held = new_attempt(payment, scene, payer, now, next_check_at=HELD_ATTEMPT_CHECK_AT, card_masked=card_masked)
+        return _hold(ctx, replace(screening.held(payment, assessment), attempt_id=held.attempt_id), held, claim)
+    attempt = new_attempt(payment, scene, payer, now, next_check_at=now + CREATED_CHECK_DELAY, card_masked=card_masked)
     payment = replace(payment, attempt_id=attempt.attempt_id)
     with ctx.db.read() as connection:
         money.check_room(connection, payment)
@@ -216,9 +258,39 @@ def _open(
         records.insert_payment(connection, payment)
         attempts.insert(connection, attempt)
         ctx.executor.idempotency.record(connection, claim, payment.payment_id, payment.to_json(), now)
-    result = _advance(ctx, channel, payment, attempt, waited)
+    result = advance(ctx, channel, payment, attempt, waited)
     ctx.count_payment(result)
     return result
+
+
+def new_attempt(
+    payment: PaymentRecord, scene: str, payer: str, now: datetime, *, next_check_at: datetime, card_masked: str = ""
+) -> AttemptRecord:
+    """A CREATED attempt at the payment's channel, written before the provider is called."""
+    return AttemptRecord(
+        # Letters and digits only: the one id shape every provider accepts as its order number (UnionPay's
+        # orderId allows no underscore).
+        attempt_id=new_id("att", separator=""),
+        payment_id=payment.payment_id,
+        owner=payment.owner,
+        method=payment.method,
+        status=AttemptStatus.CREATED,
+        scene=scene,
+        payer=payer,
+        amount_minor=payment.amount_minor,
+        currency=payment.currency,
+        trade_no="",
+        failure_reason="",
+        pay_url="",
+        qr_code="",
+        prepay_id="",
+        created_at=now,
+        updated_at=now,
+        # Not before the provider call could have ended: the janitor must not race it.
+        next_check_at=next_check_at,
+        checks=0,
+        card_masked=card_masked,
+    )
 
 
 def _resume(ctx: Context, channel: Channel, stored: PaymentRecord, waited: Stopwatch) -> PaymentRecord:
@@ -229,14 +301,16 @@ def _resume(ctx: Context, channel: Channel, stored: PaymentRecord, waited: Stopw
         attempt = attempts.by_id(connection, stored.owner, stored.attempt_id) if stored.attempt_id else None
     if payment is None:  # cannot happen: the record and the payment commit together
         raise LookupError(f"payment {stored.payment_id} of an idempotency record is missing")
+    if payment.status is PaymentStatus.IN_REVIEW:
+        return payment  # held for review: no provider is contacted until an operator releases it
     if attempt is None or attempt.status not in (AttemptStatus.CREATED, AttemptStatus.UNKNOWN):
         return payment
     # Open it again: the provider deduplicates by the attempt id, and answers with what the payer needs (the QR
     # code, the pay URL) — which a query would not give back after a lost answer.
-    return _advance(ctx, channel, payment, attempt, waited)
+    return advance(ctx, channel, payment, attempt, waited)
 
 
-def _advance(
+def advance(
     ctx: Context, channel: Channel, payment: PaymentRecord, attempt: AttemptRecord, waited: Stopwatch
 ) -> PaymentRecord:
     """Ask the provider to open the attempt's order and apply its answer."""
@@ -250,7 +324,7 @@ def _advance(
         payer=attempt.payer,
         created_at=attempt.created_at,
         expires_at=attempt.created_at + PROVIDER_ORDER_TTL,
-        card=_revealed_card(ctx, attempt),  # a card from the vault: decrypted only for this call
+        card=vault_cards.revealed_card(ctx, attempt),  # a card from the vault: decrypted only for this call
     )
     with waited:
         state = channel.open(order)
@@ -259,23 +333,6 @@ def _advance(
     # recoverable attempt (CREATED, resumed by a retry or the janitor), never a charge nobody recorded.
     crash_here("after_provider_call")
     return confirmation.apply(ctx, attempt.attempt_id, state)
-
-
-def _vault_card(ctx: Context, caller: Caller, card_token: str) -> str:
-    """The masked card ("**** 4242") of a Paygate card token; "" for a processor token or none."""
-    if not card_token.startswith(VAULT_TOKEN_PREFIX):
-        return ""
-    found = ctx.vault.find(caller.owner, card_token) if ctx.vault is not None else None
-    if found is None:
-        raise card_not_found()
-    return found.masked
-
-
-def _revealed_card(ctx: Context, attempt: AttemptRecord) -> PaymentCard | None:
-    if ctx.vault is None or not attempt.payer.startswith(VAULT_TOKEN_PREFIX):
-        return None
-    card = ctx.vault.reveal(attempt.owner, attempt.payer)
-    return PaymentCard(card.number, card.exp_month, card.exp_year)
 
 
 class Stopwatch:

@@ -85,6 +85,11 @@ _EXPIRED = (
     .order_by(payments.c.created_at)
     .limit(bindparam("limit"))
 )
+_IN_REVIEW = (
+    _PAYMENT.where(payments.c.status == PaymentStatus.IN_REVIEW.value)
+    .order_by(payments.c.created_at)
+    .limit(bindparam("limit"))
+)
 # A wallet is the learner's, shared by every calling service; the entries on it belong to the services that made
 # them, so a caller's history lists only the entries of its own owner. The user's wallets (one a currency) come
 # first, by the unique (kind, subject, currency) index; then each wallet's page is a backward walk of the
@@ -152,6 +157,19 @@ def expired_pending_payments(connection: Connection, cutoff: datetime, limit: in
     return [(row.owner, row.payment_id) for row in connection.execute(_EXPIRED, {"cutoff": cutoff, "limit": limit})]
 
 
+def payments_in_review_for_operator(connection: Connection, limit: int) -> list[PaymentRecord]:
+    """Unscoped, for `paygate risk review list` only (an operator's tool, reachable from no RPC): the payments the
+    risk engine holds, oldest first, from the (status, created_at) index."""
+    rows = connection.execute(_IN_REVIEW, {"limit": limit})
+    return [payment_record(row) for row in rows]
+
+
+def payment_for_operator(connection: Connection, payment_id: str) -> PaymentRecord | None:
+    """Unscoped, for operator tools only (`paygate risk review release|refuse`): a payment by our id alone."""
+    row = connection.execute(_PAYMENT_FOR_CHANNEL, {"payment_id": payment_id}).first()
+    return None if row is None else payment_record(row)
+
+
 def insert_payment(connection: Connection, record: PaymentRecord) -> None:
     connection.execute(_INSERT_PAYMENT, _payment_values(record))
     emit.payment_created(connection, record)
@@ -186,6 +204,9 @@ def _payment_values(record: PaymentRecord) -> dict[str, Any]:
             "tax_minor",
             "creator_amount_minor",
             "platform_fee_minor",
+            "risk_decision",
+            "risk_score",
+            "risk_reasons",
         )
     }
     values["owner"] = _owner(record.owner)
