@@ -1,9 +1,11 @@
-"""Card numbers (and, once the risk engine sends them, phone numbers) never appear in clear anywhere a real stack
-keeps or shows data (docs/security.md, "Card and personal data").
+"""Card numbers and phone numbers never appear in clear anywhere a real stack keeps or shows data (docs/security.md,
+"Card and personal data").
 
 One full session through a real `paygate serve` with the channel simulator: cards tokenized (with spaces, with
 dashes, plain), card payments that succeed, are declined and wait for 3-D Secure, refunds, reads, another owner
-trying a token, and bad inputs that carry card numbers in every place a caller could put one. Then everything is
+trying a token, bad inputs that carry card numbers in every place a caller could put one, and phone numbers in the
+risk engine's RiskContext (allowed, held for review, denied by a blocklisted fingerprint, malformed), with the
+stack running risk rules. Then everything is
 scanned for every sensitive value in any formatting (digits alone, or with spaces or dashes between them):
 
 - every line every process wrote (the supervisor's, workers', gateway's, edge's and simulator's stdout/stderr all
@@ -13,12 +15,13 @@ scanned for every sensitive value in any formatting (digits alone, or with space
 - every metric line of /metrics (names, labels and values);
 - every key and value in the stack's Redis.
 
-To add more sensitive data to the session (phone numbers in RiskContext, say), append the values to
+To add more sensitive data to the session, append the values to
 SENSITIVE_VALUES and a call that sends them to SESSION_CALLS (or pass `extra_calls` to `run_session`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
@@ -33,16 +36,54 @@ from sqlalchemy import MetaData, create_engine, select
 
 from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
+from runtime.master_key import derive_key
+from runtime.settings import Settings
 from tests.e2e.channel_support import wait_for_status
 from tests.support import Stack, start_stack
+from workers.risk.engine import PHONE_KEY_PURPOSE, phone_fingerprint
 
 SUCCESS_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"  # do_not_honor at the simulator
 THREE_D_SECURE_CARD = "4000002500003155"  # requires_action: pending until the payer's step
 MASTERCARD = "5555555555554444"
 NOT_LUHN = "4242424242424241"  # refused, and must not be echoed either
-# Every value that must never appear in clear. Extend it when the session sends more (phone numbers, ...).
-SENSITIVE_VALUES: list[str] = [SUCCESS_CARD, DECLINED_CARD, THREE_D_SECURE_CARD, MASTERCARD, NOT_LUHN]
+PHONE = "+8613912345678"  # allowed, then held for review with a region mismatch
+BLOCKED_PHONE = "+8613700001111"  # on the rules' blocklist, by its fingerprint
+# Every value that must never appear in clear, as the digits that carry it.
+SENSITIVE_VALUES: list[str] = [
+    SUCCESS_CARD,
+    DECLINED_CARD,
+    THREE_D_SECURE_CARD,
+    MASTERCARD,
+    NOT_LUHN,
+    PHONE.removeprefix("+"),
+    BLOCKED_PHONE.removeprefix("+"),
+]
+MASTER_KEY = base64.urlsafe_b64encode(b"sensitive-data-scan-master-key!!").decode()  # test only: 32 bytes
+
+
+def risk_rules() -> str:
+    """A blocklist of one phone (by its fingerprint under the stack's master key) and a region rule that holds."""
+    key = derive_key(Settings(master_key=MASTER_KEY), PHONE_KEY_PURPOSE)
+    return f"""version = 1
+[thresholds]
+review_at = 0.5
+deny_at = 0.9
+
+[[rules]]
+name = "blocked-phones"
+kind = "blocklist"
+phone_fingerprints = ["{phone_fingerprint(key, BLOCKED_PHONE)}"]
+probability = 1
+
+[[rules]]
+name = "region"
+kind = "region_mismatch"
+regions = {{ US = ["USD"] }}
+probability = 0.6
+"""
+
+
 # A run of digits, with single spaces or dashes between them: any formatting of a number inside any text.
 _DIGIT_RUN = re.compile(rb"[0-9](?:[ -]?[0-9])*")
 
@@ -156,7 +197,47 @@ def another_owner(stack: Stack) -> Call:
     return call
 
 
-SESSION_CALLS: list[Call] = [card_payments, bad_inputs]
+def phone_numbers(client: PaygateClient) -> None:
+    """Phone numbers in RiskContext: an allowed top-up, a card payment held for review, a denial by a blocklisted
+    fingerprint (the refusal names the rule, never the number) and a malformed number (not echoed)."""
+    topped = client.top_up(
+        pb.TopUpRequest(
+            order_id=uid("tp"), user_id="learner-p", amount_minor=5_000, currency="CNY",
+            method=pb.PAYMENT_METHOD_SANDBOX, risk=pb.RiskContext(phone_number=PHONE, region="CN"),
+        )
+    )  # fmt: skip
+    assert topped.status == pb.PAYMENT_STATUS_SUCCEEDED
+    token = _tokenize(client, SUCCESS_CARD).token
+    held = client.create_payment(
+        pb.CreatePaymentRequest(
+            order_id=uid("held"), user_id="learner-p", amount_minor=3_000, currency="CNY",
+            method=pb.PAYMENT_METHOD_CARD, card_token=token, risk=pb.RiskContext(phone_number=PHONE, region="US"),
+        )
+    )  # fmt: skip
+    assert held.status == pb.PAYMENT_STATUS_IN_REVIEW and list(held.risk.reasons) == ["region"]
+    denied = refused(
+        lambda: client.create_payment(
+            pb.CreatePaymentRequest(
+                order_id=uid("deny"), user_id="learner-p", amount_minor=1_000, currency="CNY",
+                method=pb.PAYMENT_METHOD_WALLET, risk=pb.RiskContext(phone_number=BLOCKED_PHONE),
+            )
+        )
+    )  # fmt: skip
+    assert denied.code() == grpc.StatusCode.FAILED_PRECONDITION and "blocked-phones" in (denied.details() or "")
+    malformed = refused(
+        lambda: client.top_up(
+            pb.TopUpRequest(
+                order_id=uid("bad"), user_id="learner-p", amount_minor=100, currency="CNY",
+                method=pb.PAYMENT_METHOD_SANDBOX, risk=pb.RiskContext(phone_number=spaced(PHONE.removeprefix("+"))),
+            )
+        )
+    )  # fmt: skip
+    assert malformed.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for error in (denied, malformed):
+        assert found_in((error.details() or "").encode(), SENSITIVE_VALUES) == [], error.details()
+
+
+SESSION_CALLS: list[Call] = [card_payments, bad_inputs, phone_numbers]
 
 
 def run_session(client: PaygateClient, extra_calls: Sequence[Call] = ()) -> None:
@@ -218,12 +299,16 @@ def every_file(root: Path) -> Iterator[tuple[str, bytes]]:
 
 @pytest.fixture(scope="module")
 def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    started = start_stack(Path(tmp_path_factory.mktemp("sensitive")), workers=2, channels=True)
+    data_dir = Path(tmp_path_factory.mktemp("sensitive"))
+    rules = data_dir.parent / f"{data_dir.name}-rules.toml"
+    rules.write_text(risk_rules())
+    env = {"PAYGATE_MASTER_KEY": MASTER_KEY, "PAYGATE_RISK_RULES": str(rules)}
+    started = start_stack(data_dir, workers=2, channels=True, extra_env=env)
     yield started
     started.stop()
 
 
-def test_no_card_number_is_kept_logged_or_shown_anywhere(session_stack: Stack) -> None:
+def test_no_card_or_phone_number_is_kept_logged_or_shown_anywhere(session_stack: Stack) -> None:
     stack = session_stack
     key_id, secret = stack.create_key("sensitive")
     with PaygateClient(stack.listen, key_id, secret) as client:
