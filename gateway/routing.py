@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.metrics import GatewayMetrics
+from runtime.tls import worker_channel
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,12 @@ class WorkerPool:
         health_interval_s: float,
         metrics: GatewayMetrics | None = None,
         on_change: Callable[[bool], None] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one worker address is required")
         self._configured = addresses
+        self._credentials = credentials  # mutual TLS to the workers (runtime/tls.py); None: dev plaintext
         self._interval_s = health_interval_s
         self._metrics = metrics
         self._on_change = on_change or (lambda any_healthy: None)
@@ -146,7 +149,7 @@ class WorkerPool:
             wanted.extend(await asyncio.to_thread(expand, address) if address.startswith("dns:") else [address])
         current = {e.address: e for e in self._endpoints}
         endpoints = [
-            current.get(address) or WorkerEndpoint(address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            current.get(address) or WorkerEndpoint(address, worker_channel(address, self._credentials, CHANNEL_OPTIONS))
             for address in dict.fromkeys(wanted)
         ]
         for gone in set(current) - {e.address for e in endpoints}:

@@ -44,6 +44,11 @@ def _process_commands(subcommands: Any) -> None:
     serve.add_argument(
         "--channel-sim-listen", help="dev mode: run the channel simulator on HOST:PORT (default 127.0.0.1:8090; off)"
     )
+    serve.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="dev mode only: no TLS on the public port nor between gateway and workers (default: dev certificates)",
+    )
 
     gateway = subcommands.add_parser("gateway", help="run one gateway process in front of existing workers")
     _common(gateway)
@@ -92,6 +97,16 @@ def _admin_commands(subcommands: Any) -> None:
     revoke.add_argument("key_id")
 
     _webhooks_command(subcommands)
+
+    certs = subcommands.add_parser("certs", help="TLS certificates")
+    cert_commands = certs.add_subparsers(dest="certs_command", required=True)
+    dev = cert_commands.add_parser(
+        "dev", help="make (or reuse) a local CA and dev certificates under the data dir; print how to use them"
+    )
+    _common(dev)
+    dev.add_argument(
+        "--hosts", nargs="+", default=[], help="more names or addresses for the gateway's certificate (comma-separated)"
+    )
 
     ledger = subcommands.add_parser("ledger", help="the double-entry ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -226,6 +241,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "reconcile": commands.reconcile,
     "bench": commands.bench,
     "webhooks": commands.webhooks,
+    "certs": commands.certs,
 }
 
 
