@@ -182,6 +182,7 @@ def machine(options: Options) -> dict[str, Any]:
             "half_load": options.half_load,
             "smoke": options.smoke,
             "floor": "grpc.aio unary pass-through proxy (TCP) -> 2 grpc.aio echo processes (Unix sockets)",
+            "transport": "plaintext (paygate serve --plaintext; the floor is plaintext too)",
         },
     }
 
@@ -282,8 +283,14 @@ def _run_group(
     channels = any(name in CHANNEL_SCENARIOS for name in names)
     extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
     _progress(f"starting paygate serve --workers {options.workers} ({options.database}, channels={channels})")
+    # Plaintext, like the floor it is compared with (docs/decisions.md #65): the figures say so.
     stack: Stack = start_stack(
-        directory, workers=options.workers, database_url=database_url, channels=channels, extra_env=extra_env
+        directory,
+        workers=options.workers,
+        database_url=database_url,
+        channels=channels,
+        extra_env=extra_env,
+        tls=False,
     )
     setup: Setup | None = None
     try:

@@ -6,7 +6,6 @@ import json
 import uuid
 from pathlib import Path
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import start_stack, wait_until
 
@@ -24,7 +23,7 @@ def test_the_sweeper_closes_pending_payments_and_late_confirmations_are_refunded
     try:
         key_id, secret = stack.create_key("expiry")
         user = f"u-{uuid.uuid4().hex[:8]}"
-        with PaygateClient(stack.listen, key_id, secret) as client:
+        with stack.client(key_id, secret) as client:
             kept = client.top_up(
                 pb.TopUpRequest(
                     order_id="kept", user_id=user, amount_minor=400, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
