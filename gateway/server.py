@@ -317,10 +317,23 @@ def _server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
+def _worker_pool(
+    settings: Settings,
+    addresses: list[str],
+    metrics: GatewayMetrics,
+    on_change: Callable[[bool], None],
+    credentials: grpc.ChannelCredentials | None,
+) -> WorkerPool:
+    """The workers behind this gateway, reached over mutual TLS when configured (runtime/tls.py)."""
+    interval_s = settings.health_interval_s
+    return WorkerPool(
+        addresses, health_interval_s=interval_s, metrics=metrics, on_change=on_change, credentials=credentials
+    )
+
+
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
     # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
-    public_credentials = public_server_credentials(settings)
-    worker_credentials = worker_channel_credentials(settings, "gateway")
+    public_credentials, worker_credentials = public_server_credentials(settings), worker_channel_credentials(settings)
     registry = process_registry()
     metrics = GatewayMetrics.create(registry)
     if metrics_listen:
@@ -352,13 +365,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         for name in ("", SERVICE_NAME):
             asyncio.get_running_loop().create_task(health_servicer.set(name, status))
 
-    pool = WorkerPool(
-        worker_addresses,
-        health_interval_s=settings.health_interval_s,
-        metrics=metrics,
-        on_change=on_pool_change,
-        credentials=worker_credentials,
-    )
+    pool = _worker_pool(settings, worker_addresses, metrics, on_pool_change, worker_credentials)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
@@ -374,8 +381,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     listening = True
     if any(e.healthy for e in pool.endpoints):
         mark_ready()
-    tls = {"tls": public_credentials is not None, "client_certs": bool(settings.tls_client_ca)}
-    tls["workers_mtls"] = worker_credentials is not None
+    tls = {"tls": public_credentials is not None, "workers_mtls": worker_credentials is not None}
     log.info("gateway serving", extra={"fields": {"listen": settings.listen, "workers": worker_addresses, **tls}})
 
     stopping = asyncio.Event()

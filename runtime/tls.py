@@ -114,7 +114,7 @@ def worker_server_credentials(settings: Settings) -> grpc.ServerCredentials | No
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=ca, require_client_auth=True)
 
 
-def worker_channel_credentials(settings: Settings, role: str) -> grpc.ChannelCredentials | None:
+def worker_channel_credentials(settings: Settings, role: str = "gateway") -> grpc.ChannelCredentials | None:
     """What a gateway or the notification edge presents to workers, and the CA it verifies them with."""
     material = _internal(settings, role)
     if material is None:

@@ -330,6 +330,8 @@ async def run_worker(
     metrics_listen: str | None = None,
     internal_address: str | None = None,
 ) -> None:
+    # Mutual TLS under the internal CA, only the gateway's certificate may call (docs/security.md); read first.
+    credentials = worker_server_credentials(settings)
     registry = process_registry()
     metrics = WorkerMetrics.create(registry)
     if metrics_listen:
@@ -340,8 +342,6 @@ async def run_worker(
     feed, streams = await _event_streams(settings, database, executor, metrics)
     relay = build_relay(settings, database, service, metrics)
 
-    # Mutual TLS under the internal CA, and only the gateway's certificate may call (docs/security.md).
-    credentials = worker_server_credentials(settings)
     server = grpc.aio.server(
         options=SERVER_OPTIONS,
         maximum_concurrent_rpcs=1024 + settings.max_event_streams,
@@ -364,17 +364,8 @@ async def run_worker(
     internal_server = await internal.serve(internal_address, service, executor, credentials)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "worker serving",
-        extra={
-            "fields": {
-                "worker": worker_id,
-                "address": address,
-                "internal_address": internal_address or "none",
-                "transport": "plaintext" if credentials is None else "mutual TLS",
-            }
-        },
-    )
+    fields = {"worker": worker_id, "address": address, "internal_address": internal_address or "none"}
+    log.info("worker serving", extra={"fields": {**fields, "mutual_tls": credentials is not None}})
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
