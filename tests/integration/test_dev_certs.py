@@ -158,20 +158,20 @@ def test_a_file_that_is_not_pem_is_refused(made: dev_certs.DevCerts, tmp_path: P
     cert, _ = made.pair("gateway")
     garbage = tmp_path / "garbage.key"
     garbage.write_text("not a key\n")
-    with pytest.raises(ConfigurationError, match="PAYGATE_TLS_KEY: .* is not a PEM file"):
+    with pytest.raises(ConfigurationError, match=r"PAYGATE_TLS_KEY: .* is not a PEM file"):
         public_server_credentials(_settings(tls_cert=str(cert), tls_key=str(garbage)))
 
 
 def test_a_key_of_another_certificate_is_refused(made: dev_certs.DevCerts) -> None:
     cert, _ = made.pair("gateway")
     _, other_key = made.pair("caller")
-    with pytest.raises(ConfigurationError, match="PAYGATE_TLS_KEY .* is not the key of PAYGATE_TLS_CERT"):
+    with pytest.raises(ConfigurationError, match=r"PAYGATE_TLS_KEY .* is not the key of PAYGATE_TLS_CERT"):
         public_server_credentials(_settings(tls_cert=str(cert), tls_key=str(other_key)))
 
 
 def test_a_ca_file_without_a_certificate_is_refused(made: dev_certs.DevCerts) -> None:
     cert, key = made.pair("worker")
-    with pytest.raises(ConfigurationError, match="PAYGATE_INTERNAL_TLS_CA: .* holds no readable certificate"):
+    with pytest.raises(ConfigurationError, match=r"PAYGATE_INTERNAL_TLS_CA: .* holds no readable certificate"):
         worker_server_credentials(
             _settings(internal_tls_ca=str(key), internal_tls_cert=str(cert), internal_tls_key=str(key))
         )
