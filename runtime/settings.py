@@ -175,8 +175,6 @@ class Settings:
         """Whole sets only; the files themselves are read by runtime/tls.py where they are used."""
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigurationError("set both PAYGATE_TLS_CERT and PAYGATE_TLS_KEY, or neither")
-        if self.tls_client_ca and not self.tls_cert:
-            raise ConfigurationError("PAYGATE_TLS_CLIENT_CA needs PAYGATE_TLS_CERT and PAYGATE_TLS_KEY (TLS first)")
         internal = (self.internal_tls_ca, self.internal_tls_cert, self.internal_tls_key)
         if any(internal) and not all(internal):
             raise ConfigurationError(

@@ -94,6 +94,8 @@ def _internal(settings: Settings, role: str) -> tuple[bytes, bytes, bytes] | Non
 def public_server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """The gateway's public port: TLS (optionally requiring client certificates), or None for dev plaintext."""
     if not settings.tls_cert:
+        if settings.tls_client_ca:  # `paygate serve` in dev mode hands its gateway a dev certificate first
+            raise ConfigurationError("PAYGATE_TLS_CLIENT_CA needs PAYGATE_TLS_CERT and PAYGATE_TLS_KEY (TLS first)")
         if settings.mode == "production":
             raise ConfigurationError(
                 "production mode refuses a plaintext gateway: set PAYGATE_TLS_CERT and PAYGATE_TLS_KEY "

@@ -269,11 +269,9 @@ def children_tls_env(settings: Settings, *, plaintext: bool) -> dict[str, dict[s
             raise ConfigurationError("--plaintext is for dev mode only; production mode serves TLS")
         blank = dict.fromkeys(TLS_VARIABLES, "")
         return {"gateway": blank, "worker": blank, "notify-edge": blank}
-    # Production: refuse missing or broken material before anything starts (exit 2, naming what to set).
-    public_server_credentials(settings)
-    worker_server_credentials(settings)
     roles: dict[str, dict[str, str]] = {"gateway": {}, "worker": {}, "notify-edge": {}}
     if settings.mode == "production" or (settings.tls_cert and settings.internal_tls_ca):
+        _check(settings, {})
         return roles
     certs, _ = ensure_dev_certs(settings.data_dir)
     if not settings.tls_cert:
@@ -289,4 +287,13 @@ def children_tls_env(settings: Settings, *, plaintext: bool) -> dict[str, dict[s
                     "PAYGATE_INTERNAL_TLS_KEY": str(key),
                 }
             )
+    _check(settings, roles["gateway"])
     return roles
+
+
+def _check(settings: Settings, gateway_env: dict[str, str]) -> None:
+    """Read the gateway's material as its process will, so that a missing or broken file (or none in production)
+    stops `serve` before anything starts (exit 2, naming what to set) rather than in a crash loop."""
+    gateway = settings.replace(**{name.removeprefix("PAYGATE_").lower(): value for name, value in gateway_env.items()})
+    public_server_credentials(gateway)
+    worker_server_credentials(gateway)

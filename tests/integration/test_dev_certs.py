@@ -142,6 +142,11 @@ def test_dev_mode_without_material_is_plaintext() -> None:
     assert worker_server_credentials(Settings()) is None
 
 
+def test_client_certificates_without_tls_are_refused(made: dev_certs.DevCerts) -> None:
+    with pytest.raises(ConfigurationError, match="PAYGATE_TLS_CLIENT_CA needs PAYGATE_TLS_CERT"):
+        public_server_credentials(_settings(tls_client_ca=str(made.ca)))
+
+
 def test_missing_file_names_the_variable(made: dev_certs.DevCerts, tmp_path: Path) -> None:
     _, key = made.pair("gateway")
     with pytest.raises(ConfigurationError, match=r"PAYGATE_TLS_CERT: no such file .*absent\.pem"):
@@ -181,7 +186,6 @@ def test_a_ca_file_without_a_certificate_is_refused(made: dev_certs.DevCerts) ->
     ("tls", "message"),
     [
         ({"tls_cert": "a.pem"}, "set both PAYGATE_TLS_CERT and PAYGATE_TLS_KEY"),
-        ({"tls_client_ca": "ca.pem"}, "PAYGATE_TLS_CLIENT_CA needs PAYGATE_TLS_CERT"),
         ({"internal_tls_ca": "ca.pem"}, "set all of PAYGATE_INTERNAL_TLS_CA"),
     ],
 )
