@@ -70,15 +70,17 @@ class _Leaf:
     name: str  # file stem
     common_name: str
     issuer: str  # "ca" or "internal-ca"
-    usage: x509.ObjectIdentifier
+    usages: tuple[x509.ObjectIdentifier, ...]
 
 
+_SERVER, _CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 LEAVES = (
-    _Leaf("gateway", "paygate-gateway-public", "ca", ExtendedKeyUsageOID.SERVER_AUTH),
-    _Leaf("caller", "paygate-sample-caller", "ca", ExtendedKeyUsageOID.CLIENT_AUTH),
-    _Leaf("gateway-client", GATEWAY_PEER_NAME, "internal-ca", ExtendedKeyUsageOID.CLIENT_AUTH),
-    _Leaf("worker", WORKER_SERVER_NAME, "internal-ca", ExtendedKeyUsageOID.SERVER_AUTH),
-    _Leaf("notify-edge", NOTIFY_EDGE_PEER_NAME, "internal-ca", ExtendedKeyUsageOID.CLIENT_AUTH),
+    _Leaf("gateway", "paygate-gateway-public", "ca", (_SERVER,)),
+    _Leaf("caller", "paygate-sample-caller", "ca", (_CLIENT,)),
+    _Leaf("gateway-client", GATEWAY_PEER_NAME, "internal-ca", (_CLIENT,)),
+    # Also a client: a worker's health probe presents it to the worker itself (deploy/kubernetes).
+    _Leaf("worker", WORKER_SERVER_NAME, "internal-ca", (_SERVER, _CLIENT)),
+    _Leaf("notify-edge", NOTIFY_EDGE_PEER_NAME, "internal-ca", (_CLIENT,)),
 )
 
 
@@ -101,7 +103,7 @@ def ensure_dev_certs(data_dir: Path, hosts: Sequence[str] = ()) -> tuple[DevCert
     for ca_name in ("ca", "internal-ca"):
         existing = _load(directory, ca_name)
         if existing is None or _expiring(existing[0], now):
-            existing = _issue(ca_name, f"Paygate dev {ca_name.replace('-', ' ')}", None, None, (), now)
+            existing = _issue(f"Paygate dev {ca_name.replace('-', ' ')}", None, (), (), now)
             _write(directory, ca_name, *existing)
             written.append(f"{ca_name}.pem")
             renewed.add(ca_name)
@@ -116,8 +118,9 @@ def ensure_dev_certs(data_dir: Path, hosts: Sequence[str] = ()) -> tuple[DevCert
             or _expiring(existing[0], now)
             or existing[0].issuer != issuer_cert.subject
             or not set(names) <= _names_of(existing[0])
+            or _usages_of(existing[0]) != set(leaf.usages)
         ):
-            cert, key = _issue(leaf.common_name, leaf.common_name, (issuer_cert, issuer_key), leaf.usage, names, now)
+            cert, key = _issue(leaf.common_name, (issuer_cert, issuer_key), leaf.usages, names, now)
             _write(directory, leaf.name, cert, key)
             written.append(f"{leaf.name}.pem")
     return DevCerts(directory), written
@@ -125,6 +128,13 @@ def ensure_dev_certs(data_dir: Path, hosts: Sequence[str] = ()) -> tuple[DevCert
 
 def _expiring(cert: x509.Certificate, now: datetime.datetime) -> bool:
     return cert.not_valid_after_utc - now < RENEW_BEFORE
+
+
+def _usages_of(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    try:
+        return set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return set()
 
 
 def _names_of(cert: x509.Certificate) -> set[str]:
@@ -160,10 +170,9 @@ def _san(names: Sequence[str]) -> x509.SubjectAlternativeName:
 
 
 def _issue(
-    file_name: str,
     common_name: str,
     issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    usage: x509.ObjectIdentifier | None,
+    usages: Sequence[x509.ObjectIdentifier],
     names: Sequence[str],
     now: datetime.datetime,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -186,7 +195,7 @@ def _issue(
         usage_bits = {"key_cert_sign": True, "crl_sign": True, "digital_signature": True}
     else:
         usage_bits = {"key_cert_sign": False, "crl_sign": False, "digital_signature": True}
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage] if usage else []), False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), False)
         builder = builder.add_extension(_san(names), False)
     builder = builder.add_extension(
         x509.KeyUsage(

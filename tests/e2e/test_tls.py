@@ -135,6 +135,16 @@ def test_a_worker_refuses_the_notification_edges_certificate(stack: Stack) -> No
     assert "paygate-gateway" in (outcome.details() or "")
 
 
+def test_any_internal_certificate_may_ask_a_worker_for_its_health(stack: Stack) -> None:
+    """What a worker's own probe does (deploy/kubernetes): health tells nothing, so no name is checked."""
+    for holder in ("worker", "notify-edge"):
+        options = [("grpc.ssl_target_name_override", WORKER_SERVER_NAME)]
+        credentials = _worker_credentials(stack, holder)
+        with grpc.secure_channel(_worker_address(stack), credentials, options=options) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, holder
+
+
 def test_a_worker_serves_the_gateways_certificate(stack: Stack) -> None:
     outcome = _direct_balance(_worker_address(stack), _worker_credentials(stack, "gateway-client"))
     assert isinstance(outcome, pb.Balance), outcome

@@ -81,8 +81,8 @@ def test_a_certificate_near_expiry_is_renewed(tmp_path: Path) -> None:
     ca_key = serialization.load_pem_private_key(certs.path("ca.key").read_bytes(), password=None)
     # The caller certificate, issued so that it ends in 10 days: inside the 30-day renewal window.
     issued_at = datetime.datetime.now(datetime.UTC) - dev_certs.LEAF_LIFETIME + datetime.timedelta(days=10)
-    usage = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.2")
-    cert, key = dev_certs._issue("caller", "paygate-sample-caller", (ca_cert, ca_key), usage, ["x"], issued_at)  # type: ignore[arg-type]
+    usages = [x509.ObjectIdentifier("1.3.6.1.5.5.7.3.2")]
+    cert, key = dev_certs._issue("paygate-sample-caller", (ca_cert, ca_key), usages, ["x"], issued_at)  # type: ignore[arg-type]
     dev_certs._write(certs.directory, "caller", cert, key)
 
     _, written = dev_certs.ensure_dev_certs(tmp_path)
