@@ -13,6 +13,7 @@ Without this material a process talks plaintext, which only dev mode allows.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -70,6 +71,11 @@ def load_pair(cert_setting: str, cert_path: str, key_setting: str, key_path: str
         raise ConfigurationError(
             f"PAYGATE_{key_setting.upper()}: {key_path} is not an unencrypted PEM private key"
         ) from None
+    if leaf.not_valid_after_utc <= datetime.datetime.now(datetime.UTC):
+        # Every handshake would fail; say so at start rather than in each caller's log.
+        raise ConfigurationError(
+            f"PAYGATE_{cert_setting.upper()}: {cert_path} expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+        )
     if key.public_key() != leaf.public_key():
         raise ConfigurationError(
             f"PAYGATE_{key_setting.upper()} ({key_path}) is not the key of PAYGATE_{cert_setting.upper()} ({cert_path})"

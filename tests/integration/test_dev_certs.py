@@ -174,6 +174,17 @@ def test_a_key_of_another_certificate_is_refused(made: dev_certs.DevCerts) -> No
         public_server_credentials(_settings(tls_cert=str(cert), tls_key=str(other_key)))
 
 
+def test_an_expired_certificate_is_refused(made: dev_certs.DevCerts, tmp_path: Path) -> None:
+    ca_cert = x509.load_pem_x509_certificate(made.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(made.path("ca.key").read_bytes(), password=None)
+    long_ago = datetime.datetime.now(datetime.UTC) - 2 * dev_certs.LEAF_LIFETIME
+    usages = [x509.ObjectIdentifier("1.3.6.1.5.5.7.3.1")]
+    cert, key = dev_certs._issue("localhost", (ca_cert, ca_key), usages, ["localhost"], long_ago)  # type: ignore[arg-type]
+    dev_certs._write(tmp_path, "old", cert, key)
+    with pytest.raises(ConfigurationError, match=r"PAYGATE_TLS_CERT: .*old\.pem expired on"):
+        public_server_credentials(_settings(tls_cert=str(tmp_path / "old.pem"), tls_key=str(tmp_path / "old.key")))
+
+
 def test_a_ca_file_without_a_certificate_is_refused(made: dev_certs.DevCerts) -> None:
     cert, key = made.pair("worker")
     with pytest.raises(ConfigurationError, match=r"PAYGATE_INTERNAL_TLS_CA: .* holds no readable certificate"):
