@@ -20,6 +20,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default ./.paygate, env PAYGATE_DATA_DIR)")
 
 
+def _public_tls(parser: argparse.ArgumentParser) -> None:
+    """The gateway's public port (docs/configuration.md, "TLS"); flags win over PAYGATE_TLS_*."""
+    parser.add_argument("--tls-cert", help="PEM certificate chain of the public port (env PAYGATE_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of the public port (env PAYGATE_TLS_KEY)")
+    parser.add_argument("--tls-client-ca", help="require client certificates signed by this PEM CA")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="Paygate payment gateway")
     subcommands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +56,7 @@ def _process_commands(subcommands: Any) -> None:
         action="store_true",
         help="dev mode only: no TLS on the public port nor between gateway and workers (default: dev certificates)",
     )
+    _public_tls(serve)
 
     gateway = subcommands.add_parser("gateway", help="run one gateway process in front of existing workers")
     _common(gateway)
@@ -59,6 +67,7 @@ def _process_commands(subcommands: Any) -> None:
         help="comma-separated worker addresses: HOST:PORT, unix:PATH, or dns:HOST:PORT (one entry per A record)",
     )
     gateway.add_argument("--metrics-listen", help="serve this process's own /metrics on HOST:PORT")
+    _public_tls(gateway)
 
     worker = subcommands.add_parser("worker", help="run one worker process")
     _common(worker)
@@ -255,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_listen=getattr(args, "metrics_listen", None) if args.command == "serve" else None,
             notify_listen=getattr(args, "notify_listen", None),
             channel_sim_listen=getattr(args, "channel_sim_listen", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+            tls_client_ca=getattr(args, "tls_client_ca", None),
         )
         logs.configure(_process_name(args), settings.log_level)
         return COMMANDS[args.command](args, settings)

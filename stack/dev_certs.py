@@ -278,9 +278,16 @@ def children_tls_env(settings: Settings, *, plaintext: bool) -> dict[str, dict[s
             raise ConfigurationError("--plaintext is for dev mode only; production mode serves TLS")
         blank = dict.fromkeys(TLS_VARIABLES, "")
         return {"gateway": blank, "worker": blank, "notify-edge": blank}
-    roles: dict[str, dict[str, str]] = {"gateway": {}, "worker": {}, "notify-edge": {}}
+    # What `serve` was given (flags included, which its children would not see in the environment).
+    given = {"PAYGATE_TLS_CERT": settings.tls_cert, "PAYGATE_TLS_KEY": settings.tls_key}
+    given["PAYGATE_TLS_CLIENT_CA"] = settings.tls_client_ca
+    roles: dict[str, dict[str, str]] = {
+        "gateway": {k: v for k, v in given.items() if v},
+        "worker": {},
+        "notify-edge": {},
+    }
     if settings.mode == "production" or (settings.tls_cert and settings.internal_tls_ca):
-        _check(settings, {})
+        _check(settings, roles["gateway"])
         return roles
     certs, _ = ensure_dev_certs(settings.data_dir)
     if not settings.tls_cert:

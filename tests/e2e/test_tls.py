@@ -257,6 +257,17 @@ def test_production_refuses_a_plaintext_gateway(tmp_path: Path) -> None:
     assert "production mode refuses a plaintext gateway: set PAYGATE_TLS_CERT and PAYGATE_TLS_KEY" in result.stderr
 
 
+def test_production_gateway_takes_tls_flags_and_still_wants_internal_mutual_tls(tmp_path: Path) -> None:
+    cert, key = ensure_dev_certs(tmp_path)[0].pair("gateway")
+    result = _production(
+        "gateway",
+        *("--data-dir", str(tmp_path), "--worker-addresses", "unix:/nonexistent.sock"),
+        *("--tls-cert", str(cert), "--tls-key", str(key)),
+    )
+    assert result.returncode == 2, result.stderr
+    assert "production mode refuses a plaintext gateway: set PAYGATE_INTERNAL_TLS_CA" in result.stderr
+
+
 def test_production_refuses_a_worker_without_internal_mutual_tls(tmp_path: Path) -> None:
     result = _production("worker", "--data-dir", str(tmp_path), "--listen", f"unix:{tmp_path}/w.sock")
     assert result.returncode == 2, result.stderr
