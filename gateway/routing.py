@@ -19,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.metrics import GatewayMetrics
-from runtime.tls import worker_channel
+from runtime.settings import Settings
+from runtime.tls import worker_channel, worker_channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,22 @@ class WorkerPool:
         self._next = 0
         self._task: asyncio.Task[None] | None = None
         self._any_healthy = False
+
+    @classmethod
+    def for_gateway(
+        cls, settings: Settings, addresses: list[str], metrics: GatewayMetrics, on_change: Callable[[bool], None]
+    ) -> WorkerPool:
+        """A gateway's pool: a health round every `health_interval_s`, mutual TLS to the workers when configured
+        (the internal material is read here, before anything connects; runtime/tls.py)."""
+        credentials = worker_channel_credentials(settings)
+        interval_s = settings.health_interval_s
+        return cls(
+            addresses, health_interval_s=interval_s, metrics=metrics, on_change=on_change, credentials=credentials
+        )
+
+    @property
+    def mutual_tls(self) -> bool:
+        return self._credentials is not None
 
     @property
     def endpoints(self) -> list[WorkerEndpoint]:

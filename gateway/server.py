@@ -47,7 +47,7 @@ from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
 from runtime.redis_support import connect_async
 from runtime.settings import Settings
-from runtime.tls import public_server_credentials, worker_channel_credentials
+from runtime.tls import public_server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -317,23 +317,9 @@ def _server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-def _worker_pool(
-    settings: Settings,
-    addresses: list[str],
-    metrics: GatewayMetrics,
-    on_change: Callable[[bool], None],
-    credentials: grpc.ChannelCredentials | None,
-) -> WorkerPool:
-    """The workers behind this gateway, reached over mutual TLS when configured (runtime/tls.py)."""
-    interval_s = settings.health_interval_s
-    return WorkerPool(
-        addresses, health_interval_s=interval_s, metrics=metrics, on_change=on_change, credentials=credentials
-    )
-
-
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
     # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
-    public_credentials, worker_credentials = public_server_credentials(settings), worker_channel_credentials(settings)
+    public_credentials = public_server_credentials(settings)
     registry = process_registry()
     metrics = GatewayMetrics.create(registry)
     if metrics_listen:
@@ -365,7 +351,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         for name in ("", SERVICE_NAME):
             asyncio.get_running_loop().create_task(health_servicer.set(name, status))
 
-    pool = _worker_pool(settings, worker_addresses, metrics, on_pool_change, worker_credentials)
+    pool = WorkerPool.for_gateway(settings, worker_addresses, metrics, on_pool_change)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
@@ -381,7 +367,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     listening = True
     if any(e.healthy for e in pool.endpoints):
         mark_ready()
-    tls = {"tls": public_credentials is not None, "workers_mtls": worker_credentials is not None}
+    tls = {"tls": public_credentials is not None, "workers_mtls": pool.mutual_tls}
     log.info("gateway serving", extra={"fields": {"listen": settings.listen, "workers": worker_addresses, **tls}})
 
     stopping = asyncio.Event()
