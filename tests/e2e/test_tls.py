@@ -238,6 +238,7 @@ def _production(*argv: str, extra: dict[str, str] | None = None) -> subprocess.C
         "PAYGATE_DATABASE_URL": "postgresql://paygate@127.0.0.1:1/none",  # never reached: TLS is checked first
         "PAYGATE_REDIS_URL": "redis://127.0.0.1:1/0",
         "PAYGATE_MASTER_KEY": Fernet.generate_key().decode(),
+        "PAYGATE_RISK_RULES": "off",  # production asks for a choice of risk rules (docs/risk.md), when it knows them
         **(extra or {}),
     }
     return subprocess.run(

@@ -105,6 +105,7 @@ def test_certs_dev_is_refused_in_production_mode(tmp_path: Path) -> None:
             "PAYGATE_DATABASE_URL": "postgresql://paygate@127.0.0.1:1/none",
             "PAYGATE_REDIS_URL": "redis://127.0.0.1:1/0",
             "PAYGATE_MASTER_KEY": "k" * 43 + "=",
+            "PAYGATE_RISK_RULES": "off",
         },
     )
     assert result.returncode == 2
