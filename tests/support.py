@@ -150,6 +150,20 @@ class Stack:
             return grpc.aio.insecure_channel(self.listen, options=options)
         return grpc.aio.secure_channel(self.listen, self.channel_credentials(), options=options)
 
+    def gateway_tls_env(self) -> dict[str, str]:
+        """The TLS variables for another `paygate gateway` process in front of this stack's workers: the dev
+        public certificate (callers verify it with `channel_credentials()`) and the gateway's client certificate
+        for the workers' mutual TLS. Empty for a --plaintext stack."""
+        if not self.tls:
+            return {}
+        return {
+            "PAYGATE_TLS_CERT": str(self.tls_dir / "gateway.pem"),
+            "PAYGATE_TLS_KEY": str(self.tls_dir / "gateway.key"),
+            "PAYGATE_INTERNAL_TLS_CA": str(self.tls_dir / "internal-ca.pem"),
+            "PAYGATE_INTERNAL_TLS_CERT": str(self.tls_dir / "gateway-client.pem"),
+            "PAYGATE_INTERNAL_TLS_KEY": str(self.tls_dir / "gateway-client.key"),
+        }
+
     def client(self, key_id: str, secret: str, **kwargs: object) -> PaygateClient:
         """A signing client for this stack's gateway, over TLS when the stack serves it."""
         credentials = self.channel_credentials() if self.tls else None

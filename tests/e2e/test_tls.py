@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.tls import WORKER_SERVER_NAME
 from stack.dev_certs import ensure_dev_certs
-from tests.support import REPO_ROOT, Stack, start_stack
+from tests.support import REPO_ROOT, Stack, free_port, start_stack, wait_until
 
 BALANCE_PATH = "/paygate.v1.PaymentGateway/GetBalance"
 
@@ -149,6 +150,33 @@ def test_a_worker_serves_the_gateways_certificate(stack: Stack) -> None:
     outcome = _direct_balance(_worker_address(stack), _worker_credentials(stack, "gateway-client"))
     assert isinstance(outcome, pb.Balance), outcome
     assert outcome.currency == "CNY"
+
+
+def test_another_gateway_process_with_the_gateway_certificates_reaches_the_workers(
+    stack: Stack, credentials: tuple[str, str], tmp_path: Path
+) -> None:
+    """What a multi-host deployment does: a separate `paygate gateway` with its own TLS variables."""
+    workers = [child["address"] for name, child in stack.state()["children"].items() if name.startswith("worker-")]
+    listen = f"127.0.0.1:{free_port()}"
+    env = {**stack.env, **stack.gateway_tls_env()}
+    env["PAYGATE_REDIS_URL"] = (stack.data_dir / "run" / "redis.url").read_text().strip()
+    env["PAYGATE_DATABASE_URL"] = f"sqlite:///{stack.data_dir / 'paygate.sqlite3'}"
+    env["PAYGATE_MASTER_KEY"] = (stack.data_dir / "master.key").read_text().strip()
+    (tmp_path / "run").mkdir()
+    argv = [sys.executable, "-m", "stack", "gateway", "--listen", listen, "--data-dir", str(tmp_path)]
+    with (tmp_path / "gateway.log").open("wb") as log:
+        process = subprocess.Popen(
+            [*argv, "--worker-addresses", ",".join(workers)], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: (tmp_path / "run" / "gateway.ready").exists() or process.poll() is not None, attempts=600)
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+        with PaygateClient(listen, *credentials, credentials=stack.channel_credentials()) as client:
+            quote = client.quote_price(pb.QuotePriceRequest(list_price_minor=100, currency="CNY"))
+        assert quote.amount_minor == 100
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, (tmp_path / "gateway.log").read_text()[-4000:]
 
 
 # -- client certificates on the public port, and the workers' internal port -----------------------------------
