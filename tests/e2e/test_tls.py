@@ -303,6 +303,12 @@ def test_production_refuses_a_worker_without_internal_mutual_tls(tmp_path: Path)
     assert "production mode refuses a plaintext worker: set PAYGATE_INTERNAL_TLS_CA" in result.stderr
 
 
+def test_production_refuses_a_notification_edge_without_internal_mutual_tls(tmp_path: Path) -> None:
+    result = _production("notify-edge", "--data-dir", str(tmp_path), "--worker-addresses", "unix:/nonexistent.sock")
+    assert result.returncode == 2, result.stderr
+    assert "production mode refuses a plaintext notification edge: set PAYGATE_INTERNAL_TLS_CA" in result.stderr
+
+
 def test_production_refuses_serve_without_tls_and_with_plaintext(tmp_path: Path) -> None:
     without = _production("serve", "--data-dir", str(tmp_path / "a"), "--workers", "1")
     assert without.returncode == 2, without.stderr
