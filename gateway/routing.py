@@ -19,6 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.metrics import GatewayMetrics
+from runtime.settings import Settings
+from runtime.tls import worker_channel, worker_channel_credentials
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +85,12 @@ class WorkerPool:
         health_interval_s: float,
         metrics: GatewayMetrics | None = None,
         on_change: Callable[[bool], None] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if not addresses:
             raise ValueError("at least one worker address is required")
         self._configured = addresses
+        self._credentials = credentials  # mutual TLS to the workers (runtime/tls.py); None: dev plaintext
         self._interval_s = health_interval_s
         self._metrics = metrics
         self._on_change = on_change or (lambda any_healthy: None)
@@ -94,6 +98,22 @@ class WorkerPool:
         self._next = 0
         self._task: asyncio.Task[None] | None = None
         self._any_healthy = False
+
+    @classmethod
+    def for_gateway(
+        cls, settings: Settings, addresses: list[str], metrics: GatewayMetrics, on_change: Callable[[bool], None]
+    ) -> WorkerPool:
+        """A gateway's pool: a health round every `health_interval_s`, mutual TLS to the workers when configured
+        (the internal material is read here, before anything connects; runtime/tls.py)."""
+        credentials = worker_channel_credentials(settings)
+        interval_s = settings.health_interval_s
+        return cls(
+            addresses, health_interval_s=interval_s, metrics=metrics, on_change=on_change, credentials=credentials
+        )
+
+    @property
+    def mutual_tls(self) -> bool:
+        return self._credentials is not None
 
     @property
     def endpoints(self) -> list[WorkerEndpoint]:
@@ -146,7 +166,7 @@ class WorkerPool:
             wanted.extend(await asyncio.to_thread(expand, address) if address.startswith("dns:") else [address])
         current = {e.address: e for e in self._endpoints}
         endpoints = [
-            current.get(address) or WorkerEndpoint(address, grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS))
+            current.get(address) or WorkerEndpoint(address, worker_channel(address, self._credentials, CHANNEL_OPTIONS))
             for address in dict.fromkeys(wanted)
         ]
         for gone in set(current) - {e.address for e in endpoints}:

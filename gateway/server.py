@@ -49,6 +49,7 @@ from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
 from runtime.redis_support import connect_async
 from runtime.settings import Settings
+from runtime.tls import public_server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -317,6 +318,8 @@ def _authenticator(settings: Settings, keystore: KeyStore, client: Any, usage: K
 
 
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
+    # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
+    public_credentials = public_server_credentials(settings)
     registry = process_registry()
     metrics = GatewayMetrics.create(registry)
     if metrics_listen:
@@ -344,9 +347,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
         for name in ("", SERVICE_NAME):
             asyncio.get_running_loop().create_task(health_servicer.set(name, status))
 
-    pool = WorkerPool(
-        worker_addresses, health_interval_s=settings.health_interval_s, metrics=metrics, on_change=on_pool_change
-    )
+    pool = WorkerPool.for_gateway(settings, worker_addresses, metrics, on_pool_change)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await pool.start()
@@ -357,12 +358,13 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     relay = StreamRelay(forwarder, pool, metrics, max_streams=settings.max_event_streams)
     server.add_generic_rpc_handlers((GatewayHandler(forwarder, relay),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bind(server, settings.listen)
+    bind(server, settings.listen, public_credentials)
     await server.start()
     listening = True
     if any(e.healthy for e in pool.endpoints):
         mark_ready()
-    log.info("gateway serving", extra={"fields": {"listen": settings.listen, "workers": worker_addresses}})
+    tls = {"tls": public_credentials is not None, "workers_mtls": pool.mutual_tls}
+    log.info("gateway serving", extra={"fields": {"listen": settings.listen, "workers": worker_addresses, **tls}})
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="PostgreSQL/MySQL URL instead of the SQLite file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paygate-bench-") as directory:
-        stack = start_stack(Path(directory) / "stack", workers=args.workers, database_url=args.database_url)
+        stack = start_stack(Path(directory) / "stack", workers=args.workers, database_url=args.database_url, tls=False)
         try:
             key_id, secret = stack.create_key("bench")
             print(f"paygate serve --workers {args.workers} on {args.database_url or 'SQLite'}; target {stack.listen}")

@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paygate-hop-") as directory:
-        stack = start_stack(Path(directory) / "stack", workers=args.workers)
+        stack = start_stack(Path(directory) / "stack", workers=args.workers, tls=False)
         try:
             key = stack.create_key("hop-bench")
             print(f"paygate serve --workers {args.workers}; {args.concurrency} calls in flight")

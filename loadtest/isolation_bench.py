@@ -112,7 +112,7 @@ def main() -> None:
         )
         try:
             key_id, secret = stack.create_key("bench")
-            with PaygateClient(stack.listen, key_id, secret, timeout_s=30) as client:
+            with PaygateClient(stack.listen, key_id, secret, timeout_s=30, root_certificates=stack.ca_file) as client:
                 client.top_up(
                     pb.TopUpRequest(
                         order_id=f"fill-{uuid.uuid4().hex[:8]}",

@@ -22,6 +22,9 @@ Distributed (a master and any number of workers, here on one machine; docs/bench
 
 Credentials come from PAYGATE_KEY_ID / PAYGATE_SECRET, or else a key is created at start with
 `paygate keys create` (honouring PAYGATE_DATA_DIR / PAYGATE_DATABASE_URL, like the CLI).
+
+TLS: the gateway's CA is PAYGATE_LOADTEST_CA, else the dev CA `paygate serve` made (`<PAYGATE_DATA_DIR or
+.paygate>/tls/ca.pem`) when it exists; PAYGATE_LOADTEST_PLAINTEXT=1 calls a `paygate serve --plaintext` stack.
 """
 
 from __future__ import annotations
@@ -68,6 +71,17 @@ def _credentials_for_the_run(environment: Any, **_: Any) -> None:
     _credentials.update(key_id=key_id, secret=secret)
 
 
+def _root_certificates() -> str | None:
+    """The CA to verify the gateway with, or None for plaintext (see the module's docstring)."""
+    if os.environ.get("PAYGATE_LOADTEST_PLAINTEXT") == "1":
+        return None
+    configured = os.environ.get("PAYGATE_LOADTEST_CA")
+    if configured:
+        return configured
+    dev_ca = os.path.join(os.environ.get("PAYGATE_DATA_DIR") or ".paygate", "tls", "ca.pem")
+    return dev_ca if os.path.exists(dev_ca) else None
+
+
 class PaygateUser(User):
     """A learner with a funded wallet and a signed client; the scenarios below say what it does."""
 
@@ -76,7 +90,10 @@ class PaygateUser(User):
 
     def on_start(self) -> None:
         host = self.host or "127.0.0.1:50051"
-        self.client = PaygateClient(host, _credentials["key_id"], _credentials["secret"])
+        root_certificates = _root_certificates()
+        self.client = PaygateClient(
+            host, _credentials["key_id"], _credentials["secret"], root_certificates=root_certificates
+        )
         self.user_id = f"lt-{uuid.uuid4().hex[:12]}"
         self.call(
             "TopUp",

@@ -6,14 +6,13 @@
     paygate bench --smoke                           # tiny durations, for the test suite: figures mean nothing
 
 One run: the floor (loadtest/floor.py) and the load processes (loadtest/generator.py) start once; a stack
-(`paygate serve --workers N`, tests/support.py) starts for the wallet scenarios, and another one with the
-channel simulator for `channel_purchase`. For each scenario (loadtest/scenarios.py): its set-up, outside any
+(`paygate serve --workers N --plaintext`, tests/support.py) starts for the wallet scenarios, and another one with
+the channel simulator for `channel_purchase`. For each scenario (loadtest/scenarios.py): its set-up, outside any
 timed window; the floor under the scenario's own signed calls (closed loop); the stack under the same calls
 (closed loop: the saturating rate and its latency); then the stack in an open loop at `--half-load` (default
 0.5) of that rate, latency timed from each call's scheduled start, and the floor in the same open loop at that
 rate and at half its own (what the machine and the load generator alone give that tail). stdout gets one JSON
-object for the machine, then one per scenario as it finishes (`--out FILE` gets the same lines); progress goes to
-stderr.
+object for the machine, then one per scenario as it finishes (also to `--out FILE`); progress goes to stderr.
 
 Per scenario: rps (successful calls/s in the window), p50/p95/p99_ms, calls, errors (and error_codes), floor_rps,
 ratio_to_floor, half_load_rps (the offered rate), half_load_achieved_rps, half_load_p50/p95/p99_ms,
@@ -182,6 +181,7 @@ def machine(options: Options) -> dict[str, Any]:
             "half_load": options.half_load,
             "smoke": options.smoke,
             "floor": "grpc.aio unary pass-through proxy (TCP) -> 2 grpc.aio echo processes (Unix sockets)",
+            "transport": "plaintext (paygate serve --plaintext; the floor is plaintext too)",
         },
     }
 
@@ -282,8 +282,8 @@ def _run_group(
     channels = any(name in CHANNEL_SCENARIOS for name in names)
     extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
     _progress(f"starting paygate serve --workers {options.workers} ({options.database}, channels={channels})")
-    stack: Stack = start_stack(
-        directory, workers=options.workers, database_url=database_url, channels=channels, extra_env=extra_env
+    stack: Stack = start_stack(  # plaintext, like the floor it is compared with (docs/decisions.md #65)
+        directory, workers=options.workers, database_url=database_url, channels=channels, extra_env=extra_env, tls=False
     )
     setup: Setup | None = None
     try:

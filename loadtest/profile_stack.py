@@ -154,7 +154,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pgprof-", dir="/tmp") as tmp, LoadGenerator(args.processes) as load:
         database_url = create_throwaway_database(args.database_url) if args.database_url else None
-        stack = start_stack(Path(tmp), workers=args.workers, database_url=database_url)
+        stack = start_stack(Path(tmp), workers=args.workers, database_url=database_url, tls=False)
         try:
             key_id, secret = stack.create_key("profile")
             learners = max(8, 4 * args.processes * args.in_flight)

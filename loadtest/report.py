@@ -102,7 +102,8 @@ def section(machine: dict[str, Any], records: list[dict[str, Any]], sweep: list[
         f"{info['python']}, grpcio {info['grpcio']}, load average {info['load_average_1m_at_start']} at the start. "
         f"Stack: `paygate serve --workers {settings['workers']}` on {settings['database']}; load: "
         f"{settings['processes']} processes x {settings['in_flight_per_process']} calls in flight, "
-        f"{settings['duration_s']} s measured after {settings['warmup_s']} s of warm-up; floor: {settings['floor']}.",
+        f"{settings['duration_s']} s measured after {settings['warmup_s']} s of warm-up; floor: {settings['floor']}; "
+        f"transport: {settings.get('transport', 'plaintext')}.",
         "",
         *targets_table(by_name),
         "",

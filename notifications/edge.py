@@ -26,6 +26,7 @@ from aiohttp import web
 from runtime.db import Database
 from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
 from runtime.settings import Settings, parse_host_port
+from runtime.tls import worker_channel, worker_channel_credentials
 from workers import internal
 from workers.channels.base import HttpReply
 from workers.operations.context import utc_now
@@ -42,9 +43,9 @@ class Edge:
     def __init__(self, settings: Settings, database: Database, worker_addresses: Sequence[str]) -> None:
         self._settings = settings
         self._database = database
-        self._channels = [
-            grpc.aio.insecure_channel(address, options=WORKER_CHANNEL_OPTIONS) for address in worker_addresses
-        ]
+        # Mutual TLS to the workers' internal service with the edge's own certificate (docs/security.md).
+        credentials = worker_channel_credentials(settings, "notification edge")
+        self._channels = [worker_channel(address, credentials, WORKER_CHANNEL_OPTIONS) for address in worker_addresses]
         self._next = itertools.cycle(range(len(self._channels)))
 
     def app(self) -> web.Application:

@@ -3,9 +3,13 @@
     from paygate.client import PaygateClient
     from paygate.v1 import payment_gateway_pb2 as pb
 
-    with PaygateClient("127.0.0.1:50051", key_id, secret) as client:
+    with PaygateClient("127.0.0.1:50051", key_id, secret, root_certificates=".paygate/tls/ca.pem") as client:
         payment = client.top_up(pb.TopUpRequest(order_id="o-1", user_id="u-1", amount_minor=10000,
                                                 currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX))
+
+TLS (docs/security.md, "TLS and mutual TLS"): `root_certificates` is the CA that signed the gateway's certificate
+(bytes or a path; `tls=True` alone trusts the system's roots); `client_certificate` / `client_key` when the gateway
+requires client certificates. Without any of them the channel is plaintext, which only a dev stack serves.
 
 The client serializes each request itself, signs exactly those bytes and sends them unchanged, so the signature
 can never disagree with what travels on the wire. `SigningInterceptor` adds the same signature to calls made
@@ -15,6 +19,7 @@ through the generated `PaymentGatewayStub`, for callers who prefer plain stubs.
 from __future__ import annotations
 
 import collections
+import os
 import random
 import threading
 import time
@@ -45,6 +50,32 @@ class CallResult:
     request_id: str | None
 
 
+PemSource = bytes | str | os.PathLike[str]
+
+
+def _pem(source: PemSource | None) -> bytes | None:
+    """PEM bytes as given, or read from a path."""
+    if source is None or isinstance(source, bytes):
+        return source
+    with open(source, "rb") as file:
+        return file.read()
+
+
+def tls_credentials(
+    root_certificates: PemSource | None = None,
+    client_certificate: PemSource | None = None,
+    client_key: PemSource | None = None,
+) -> grpc.ChannelCredentials:
+    """Channel credentials for a TLS gateway: its CA (None: the system's roots) and an optional client pair."""
+    if (client_certificate is None) != (client_key is None):
+        raise ValueError("client_certificate and client_key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(root_certificates),
+        private_key=_pem(client_key),
+        certificate_chain=_pem(client_certificate),
+    )
+
+
 def _metadata_value(metadata: Any, key: str) -> str | None:
     for k, v in metadata or ():
         if k == key and isinstance(v, str):
@@ -64,14 +95,23 @@ class PaygateClient:
         credentials: grpc.ChannelCredentials | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         channel: grpc.Channel | None = None,
+        tls: bool = False,
+        root_certificates: PemSource | None = None,
+        client_certificate: PemSource | None = None,
+        client_key: PemSource | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self.key_id = key_id
         self._secret = secret
         self.timeout_s = timeout_s
+        if credentials is None and (tls or root_certificates is not None or client_certificate is not None):
+            credentials = tls_credentials(root_certificates, client_certificate, client_key)
+        # The name the gateway's certificate must carry, when it differs from the target's host (an IP address).
+        options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
         if channel is not None:
             self._channel = channel
         elif credentials is not None:
-            self._channel = grpc.secure_channel(target, credentials)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         else:
             self._channel = grpc.insecure_channel(target)
         self._callables: dict[str, grpc.UnaryUnaryMultiCallable] = {}

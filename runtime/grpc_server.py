@@ -13,12 +13,14 @@ from runtime.errors import ConfigurationError
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
-def bind(server: grpc.aio.Server, address: str) -> None:
-    """Bind or fail loudly: gRPC reports a failed bind only by returning port 0."""
+def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None = None) -> None:
+    """Bind (TLS when given credentials, runtime/tls.py) or fail loudly: gRPC reports a failed bind only by
+    returning port 0."""
     if address.startswith("unix:"):
         # A socket file left by a killed predecessor would make the bind fail; the supervisor owns these paths.
         Path(address.removeprefix("unix:").removeprefix("//")).unlink(missing_ok=True)
-    if server.add_insecure_port(address) == 0:
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    if port == 0:
         raise ConfigurationError(f"could not listen on {address} (in use, or not permitted)")
 
 

@@ -132,6 +132,16 @@ class Settings:
     webhook_connect_timeout_s: float = 2.0
     webhook_read_timeout_s: float = 5.0
     webhook_round_budget_s: float = 5.0
+    # TLS (docs/security.md, "TLS and mutual TLS"): PEM paths. tls_cert/tls_key on the gateway's public port
+    # (tls_client_ca: also require client certificates it signed); internal_tls_*: the CA every process of the
+    # stack trusts and this process's own certificate and key (mutual TLS gateway/edge -> workers). Production
+    # refuses to serve without them; `paygate serve` in dev mode makes and uses dev ones (stack/dev_certs.py).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    internal_tls_ca: str = ""
+    internal_tls_cert: str = ""
+    internal_tls_key: str = ""
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
     # The risk rules file (docs/risk.md): a TOML path, reloaded by the workers when it changes; "" or "off" runs no
@@ -192,8 +202,19 @@ class Settings:
         for name in ("webhook_connect_timeout_s", "webhook_read_timeout_s", "webhook_round_budget_s"):
             if not 0 < getattr(self, name) <= 30:
                 raise ConfigurationError(f"{name} must be in (0, 30]")
+        self._check_tls()
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
+
+    def _check_tls(self) -> None:
+        """Whole sets only; the files themselves are read by runtime/tls.py where they are used."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigurationError("set both PAYGATE_TLS_CERT and PAYGATE_TLS_KEY, or neither")
+        internal = (self.internal_tls_ca, self.internal_tls_cert, self.internal_tls_key)
+        if any(internal) and not all(internal):
+            raise ConfigurationError(
+                "set all of PAYGATE_INTERNAL_TLS_CA, PAYGATE_INTERNAL_TLS_CERT and PAYGATE_INTERNAL_TLS_KEY, or none"
+            )
 
     def webhook_schedule(self) -> tuple[float, ...] | None:
         """The retry delays of PAYGATE_WEBHOOK_RETRY_SCHEDULE_S, or None for the default schedule."""

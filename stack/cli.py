@@ -20,6 +20,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default ./.paygate, env PAYGATE_DATA_DIR)")
 
 
+def _public_tls(parser: argparse.ArgumentParser) -> None:
+    """The gateway's public port (docs/configuration.md, "TLS"); flags win over PAYGATE_TLS_*."""
+    parser.add_argument("--tls-cert", help="PEM certificate chain of the public port (env PAYGATE_TLS_CERT)")
+    parser.add_argument("--tls-key", help="PEM private key of the public port (env PAYGATE_TLS_KEY)")
+    parser.add_argument("--tls-client-ca", help="require client certificates signed by this PEM CA")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="Paygate payment gateway")
     subcommands = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +51,12 @@ def _process_commands(subcommands: Any) -> None:
     serve.add_argument(
         "--channel-sim-listen", help="dev mode: run the channel simulator on HOST:PORT (default 127.0.0.1:8090; off)"
     )
+    serve.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="dev mode only: no TLS on the public port nor between gateway and workers (default: dev certificates)",
+    )
+    _public_tls(serve)
 
     gateway = subcommands.add_parser("gateway", help="run one gateway process in front of existing workers")
     _common(gateway)
@@ -54,6 +67,7 @@ def _process_commands(subcommands: Any) -> None:
         help="comma-separated worker addresses: HOST:PORT, unix:PATH, or dns:HOST:PORT (one entry per A record)",
     )
     gateway.add_argument("--metrics-listen", help="serve this process's own /metrics on HOST:PORT")
+    _public_tls(gateway)
 
     worker = subcommands.add_parser("worker", help="run one worker process")
     _common(worker)
@@ -112,6 +126,16 @@ def _admin_commands(subcommands: Any) -> None:
     _webhooks_command(subcommands)
     audit_command.add_parser(subcommands)
     risk_command.add_subcommands(subcommands, _common)
+
+    certs = subcommands.add_parser("certs", help="TLS certificates")
+    cert_commands = certs.add_subparsers(dest="certs_command", required=True)
+    dev = cert_commands.add_parser(
+        "dev", help="make (or reuse) a local CA and dev certificates under the data dir; print how to use them"
+    )
+    _common(dev)
+    dev.add_argument(
+        "--hosts", nargs="+", default=[], help="more names or addresses for the gateway's certificate (comma-separated)"
+    )
 
     ledger = subcommands.add_parser("ledger", help="the double-entry ledger")
     ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
@@ -256,6 +280,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "webhooks": commands.webhooks,
     "audit": audit_command.run,
     "risk": commands.risk,
+    "certs": commands.certs,
 }
 
 
@@ -269,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_listen=getattr(args, "metrics_listen", None) if args.command == "serve" else None,
             notify_listen=getattr(args, "notify_listen", None),
             channel_sim_listen=getattr(args, "channel_sim_listen", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
+            tls_client_ca=getattr(args, "tls_client_ca", None),
         )
         logs.configure(_process_name(args), settings.log_level)
         rewrap = args.command == "keys" and args.keys_command == "rewrap"

@@ -17,7 +17,21 @@ from runtime.settings import Settings
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     from stack.supervisor import Supervisor  # noqa: PLC0415 - each command imports only what it runs
 
-    return Supervisor(settings).run()
+    return Supervisor(settings, plaintext=args.plaintext).run()
+
+
+def certs(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate certs dev` (stack/dev_certs.py): 0 made or reused, 2 refused in production mode."""
+    if settings.mode == "production":
+        print("paygate: `certs dev` makes a dev CA; production uses certificates from your own PKI", file=sys.stderr)
+        return 2
+    from stack.dev_certs import ensure_dev_certs, usage_text  # noqa: PLC0415
+
+    hosts = [host for entry in args.hosts for host in entry.split(",")]
+    made, written = ensure_dev_certs(settings.data_dir, hosts)
+    print(f"made: {', '.join(written)}" if written else "reused every certificate (none near expiry)")
+    print(usage_text(made, settings.listen))
+    return 0
 
 
 def gateway(args: argparse.Namespace, settings: Settings) -> int:

@@ -33,6 +33,7 @@ from runtime.metrics import MULTIPROC_ENV, serve_metrics
 from runtime.process import die_with_parent, prepare_die_with_parent
 from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
+from stack.dev_certs import children_tls_env
 from stack.risk_command import check_risk_rules
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Child:
     restart_at: float = 0.0
     restarts: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # this child's own variables (its TLS certificate)
 
 
 def socket_dir(settings: Settings) -> Path:
@@ -66,8 +68,10 @@ def socket_dir(settings: Settings) -> Path:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, plaintext: bool = False) -> None:
         self.settings = settings.replace(data_dir=settings.data_dir.resolve())
+        self.plaintext = plaintext
+        self.tls_env: dict[str, dict[str, str]] = {}
         self.stopping = False
         self.children: list[Child] = []
         self.redis: EmbeddedRedis | None = None
@@ -78,6 +82,12 @@ class Supervisor:
 
     def prepare(self) -> dict[str, str]:
         settings = self.settings
+        # First, so that production without TLS material stops before anything starts (docs/security.md).
+        self.tls_env = children_tls_env(settings, plaintext=self.plaintext)
+        if self.plaintext:
+            log.warning(
+                "PLAINTEXT: --plaintext serves callers and workers without TLS; dev only, never on a shared network"
+            )
         settings.run_dir.mkdir(parents=True, exist_ok=True)
         (settings.run_dir / "gateway.ready").unlink(missing_ok=True)
         self.sockets = socket_dir(settings)
@@ -145,7 +155,7 @@ class Supervisor:
             argv = [*python, "worker", "--worker-id", worker_id, "--listen", address]
             if settings.notify_listen:
                 argv += ["--internal-listen", internal]
-            self.children.append(Child(worker_id, argv, extra={"address": address}))
+            self.children.append(Child(worker_id, argv, extra={"address": address}, env=self.tls_env["worker"]))
         self.children.append(
             Child(
                 "gateway",
@@ -158,6 +168,7 @@ class Supervisor:
                     ",".join(addresses),
                 ],
                 extra={"address": self.settings.listen},
+                env=self.tls_env["gateway"],
             )
         )
         if settings.notify_listen:
@@ -173,6 +184,7 @@ class Supervisor:
                         ",".join(internal_addresses),  # the workers' internal service, nothing else of them
                     ],
                     extra={"address": settings.notify_listen},
+                    env=self.tls_env["notify-edge"],
                 )
             )
 
@@ -192,7 +204,7 @@ class Supervisor:
     def spawn(self, child: Child, env: dict[str, str]) -> None:
         child.process = subprocess.Popen(
             child.argv,
-            env=env,
+            env={**env, **child.env},
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches the supervisor only; it stops children in order
             preexec_fn=die_with_parent,  # noqa: PLW1509 - only sets the parent-death signal
@@ -301,6 +313,8 @@ class Supervisor:
                             "metrics": f"http://{self.settings.metrics_listen}/metrics",
                             "workers": self.settings.workers,
                             "data_dir": str(self.settings.data_dir),
+                            "tls": self.tls_env.get("gateway", {}).get("PAYGATE_TLS_CERT", self.settings.tls_cert)
+                            or "off (plaintext)",
                         }
                     },
                 )

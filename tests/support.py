@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import grpc
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from paygate.client import PaygateClient
 from runtime.db import normalize_url
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +119,55 @@ class Stack:
     env: dict[str, str]
     notify_listen: str = "off"  # the notification edge, when the stack runs channels
     sim_listen: str = "off"  # the channel simulator, when the stack runs channels
+    tls: bool = True  # the gateway serves TLS with the dev certificates serve made (False: --plaintext)
+
+    # -- calling it: over TLS with the stack's dev CA, or plaintext for a --plaintext stack ---------------------
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> str | None:
+        """The dev CA that signed the gateway's certificate (for processes that make their own client), or None."""
+        return str(self.tls_dir / "ca.pem") if self.tls else None
+
+    def channel_credentials(self, client_cert: str | None = None) -> grpc.ChannelCredentials:
+        """Trust the stack's dev CA; with `client_cert` ("caller"), present that dev certificate too."""
+        root = (self.tls_dir / "ca.pem").read_bytes()
+        if client_cert is None:
+            return grpc.ssl_channel_credentials(root)
+        key = (self.tls_dir / f"{client_cert}.key").read_bytes()
+        return grpc.ssl_channel_credentials(root, key, (self.tls_dir / f"{client_cert}.pem").read_bytes())
+
+    def channel(self, options: list[tuple[str, object]] | None = None) -> grpc.Channel:
+        if not self.tls:
+            return grpc.insecure_channel(self.listen, options=options)
+        return grpc.secure_channel(self.listen, self.channel_credentials(), options=options)
+
+    def aio_channel(self, options: list[tuple[str, object]] | None = None) -> grpc.aio.Channel:
+        if not self.tls:
+            return grpc.aio.insecure_channel(self.listen, options=options)
+        return grpc.aio.secure_channel(self.listen, self.channel_credentials(), options=options)
+
+    def gateway_tls_env(self) -> dict[str, str]:
+        """The TLS variables for another `paygate gateway` process in front of this stack's workers: the dev
+        public certificate (callers verify it with `channel_credentials()`) and the gateway's client certificate
+        for the workers' mutual TLS. Empty for a --plaintext stack."""
+        if not self.tls:
+            return {}
+        return {
+            "PAYGATE_TLS_CERT": str(self.tls_dir / "gateway.pem"),
+            "PAYGATE_TLS_KEY": str(self.tls_dir / "gateway.key"),
+            "PAYGATE_INTERNAL_TLS_CA": str(self.tls_dir / "internal-ca.pem"),
+            "PAYGATE_INTERNAL_TLS_CERT": str(self.tls_dir / "gateway-client.pem"),
+            "PAYGATE_INTERNAL_TLS_KEY": str(self.tls_dir / "gateway-client.key"),
+        }
+
+    def client(self, key_id: str, secret: str, **kwargs: object) -> PaygateClient:
+        """A signing client for this stack's gateway, over TLS when the stack serves it."""
+        credentials = self.channel_credentials() if self.tls else None
+        return PaygateClient(self.listen, key_id, secret, credentials=credentials, **kwargs)  # type: ignore[arg-type]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -178,9 +229,12 @@ def start_stack(
     database_url: str | None = None,
     extra_env: dict[str, str] | None = None,
     channels: bool = False,
+    tls: bool = True,
 ) -> Stack:
     """`paygate serve` in a real process. With `channels`, also the notification edge and the channel simulator
-    (each on a free port); without, neither runs, and only WALLET and SANDBOX payments are offered."""
+    (each on a free port); without, neither runs, and only WALLET and SANDBOX payments are offered. With `tls`
+    (the default, as `serve` itself) the gateway serves TLS and workers mutual TLS with the dev certificates serve
+    makes under the data dir; without, `--plaintext`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     listen = f"127.0.0.1:{free_port()}"
     metrics_listen = f"127.0.0.1:{free_port()}"
@@ -209,13 +263,14 @@ def start_stack(
                 metrics_listen,
                 "--data-dir",
                 str(data_dir),
+                *([] if tls else ["--plaintext"]),
             ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
         )
-    stack = Stack(data_dir, listen, metrics_listen, process, log_path, env, notify_listen, sim_listen)
+    stack = Stack(data_dir, listen, metrics_listen, process, log_path, env, notify_listen, sim_listen, tls)
     ready = data_dir / "run" / "gateway.ready"
 
     def is_ready() -> bool:

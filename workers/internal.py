@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 
 from runtime.errors import FieldViolation, InvalidArgument, PaygateError, to_rpc_status
+from runtime.grpc_server import SERVER_OPTIONS, bind
+from runtime.tls import NOTIFY_EDGE_PEER_NAME, peer_check
 from workers.channels.base import HttpReply
 from workers.domain.types import Method
 from workers.operations import notifications
@@ -66,3 +68,27 @@ def generic_handler(service: PaymentService, executor: ThreadPoolExecutor) -> gr
 
     handler = grpc.unary_unary_rpc_method_handler(apply)  # bytes in, bytes out
     return grpc.method_handlers_generic_handler(SERVICE, {"Apply": handler})
+
+
+async def serve(
+    address: str | None,
+    service: PaymentService,
+    executor: ThreadPoolExecutor,
+    credentials: grpc.ServerCredentials | None,
+) -> grpc.aio.Server | None:
+    """The internal service (provider callbacks from the notification edge) on its own address, so that the edge —
+    the one process facing the internet — can reach nothing else of a worker: not the PaymentGateway service,
+    whose caller identity workers take on trust from gateways. With mutual TLS it admits only the edge's
+    certificate (docs/security.md). Without an address the worker takes no callbacks (providers retry; the
+    janitor still settles by query)."""
+    if not address:
+        return None
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=256,
+        interceptors=peer_check(credentials, NOTIFY_EDGE_PEER_NAME),
+    )
+    server.add_generic_rpc_handlers((generic_handler(service, executor),))
+    bind(server, address, credentials)
+    await server.start()
+    return server

@@ -31,6 +31,7 @@ from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import WorkerMetrics, process_registry, serve_metrics
 from runtime.redis_support import connect, connect_async
 from runtime.settings import Settings
+from runtime.tls import GATEWAY_PEER_NAME, peer_check, worker_server_credentials
 from workers import internal
 from workers.boundary import translate
 from workers.codec import decode as validation
@@ -268,22 +269,6 @@ async def every(
             log.info("background round", extra={"fields": {"job": name, "settled": done}})
 
 
-async def _internal_server(
-    address: str | None, service: PaymentService, executor: ThreadPoolExecutor
-) -> grpc.aio.Server | None:
-    """The internal service (provider callbacks from the notification edge) on its own address, so that the edge —
-    the one process facing the internet — can reach nothing else of a worker: not the PaymentGateway service,
-    whose caller identity workers take on trust from gateways. Without an address the worker takes no callbacks
-    (providers retry; the janitor still settles by query)."""
-    if not address:
-        return None
-    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=256)
-    server.add_generic_rpc_handlers((internal.generic_handler(service, executor),))
-    bind(server, address)
-    await server.start()
-    return server
-
-
 async def _event_streams(
     settings: Settings, database: Database, executor: ThreadPoolExecutor, metrics: WorkerMetrics
 ) -> tuple[EventFeed, EventStreams]:
@@ -344,6 +329,8 @@ async def run_worker(
     metrics_listen: str | None = None,
     internal_address: str | None = None,
 ) -> None:
+    # Mutual TLS under the internal CA, only the gateway's certificate may call (docs/security.md); read first.
+    credentials = worker_server_credentials(settings)
     registry = process_registry()
     metrics = WorkerMetrics.create(registry)
     if metrics_listen:
@@ -354,7 +341,11 @@ async def run_worker(
     feed, streams = await _event_streams(settings, database, executor, metrics)
     relay = build_relay(settings, database, service, metrics)
 
-    server = grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=1024 + settings.max_event_streams)
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS,
+        maximum_concurrent_rpcs=1024 + settings.max_event_streams,
+        interceptors=peer_check(credentials, GATEWAY_PEER_NAME),
+    )
     servicer = WorkerServicer(
         service,
         worker_id,
@@ -367,15 +358,13 @@ async def run_worker(
     server.add_generic_rpc_handlers((servicer.generic_handler(),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bind(server, address)
+    bind(server, address, credentials)
     await server.start()
-    internal_server = await _internal_server(internal_address, service, executor)
+    internal_server = await internal.serve(internal_address, service, executor, credentials)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    log.info(
-        "worker serving",
-        extra={"fields": {"worker": worker_id, "address": address, "internal_address": internal_address or "none"}},
-    )
+    fields = {"worker": worker_id, "address": address, "internal_address": internal_address or "none"}
+    log.info("worker serving", extra={"fields": {**fields, "mutual_tls": credentials is not None}})
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

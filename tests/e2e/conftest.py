@@ -26,5 +26,5 @@ def credentials(stack: Stack) -> tuple[str, str]:
 @pytest.fixture
 def client(stack: Stack, credentials: tuple[str, str]) -> Iterator[PaygateClient]:
     key_id, secret = credentials
-    with PaygateClient(stack.listen, key_id, secret) as signed:
+    with stack.client(key_id, secret) as signed:
         yield signed

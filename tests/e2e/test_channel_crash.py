@@ -46,7 +46,7 @@ def test_a_crash_between_the_provider_call_and_the_commit_leaves_a_recoverable_a
         payee_id="creator-crash",
         description="Course bought while a worker died",
     )
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         with pytest.raises(grpc.RpcError) as crashed:
             client.create_payment(request)
         assert crashed.value.code() == grpc.StatusCode.UNAVAILABLE  # the worker died holding the call

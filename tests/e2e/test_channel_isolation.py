@@ -18,7 +18,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.e2e.channel_support import Simulator, counter
 from tests.support import Stack, start_stack, wait_until
@@ -57,7 +56,7 @@ def test_a_hanging_channel_does_not_slow_the_others(stack: Stack) -> None:
     sim = Simulator.of(stack)
     key_id, secret = stack.create_key("isolation")
     learner = f"rich-{uuid.uuid4().hex[:6]}"
-    with PaygateClient(stack.listen, key_id, secret, timeout_s=30) as client:
+    with stack.client(key_id, secret, timeout_s=30) as client:
         client.top_up(
             pb.TopUpRequest(
                 order_id=f"fill-{learner}",

@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> Iterator[PaygateClient]:
     key_id, secret = stack.create_key("channels")
-    with PaygateClient(stack.listen, key_id, secret) as opened:
+    with stack.client(key_id, secret) as opened:
         yield opened
 
 

@@ -40,10 +40,12 @@ SHORT = Load(processes=4, purchases_per_process=40, users=3, top_up_minor=5_000)
 LONG = Load(processes=8, purchases_per_process=400, users=8, top_up_minor=200 * PRICE_MINOR + 99)
 
 
-def buyer(target: str, key_id: str, secret: str, users: list[str], seed: int, purchases: int) -> dict[str, int]:
+def buyer(
+    target: str, ca_file: str | None, key_id: str, secret: str, users: list[str], seed: int, purchases: int
+) -> dict[str, int]:
     """One client process: purchases spread over the shared users; returns its successes per user."""
     succeeded = dict.fromkeys(users, 0)
-    with PaygateClient(target, key_id, secret) as client:
+    with PaygateClient(target, key_id, secret, root_certificates=ca_file) as client:
         for i in range(purchases):
             user = users[(seed + i) % len(users)]
             request = pb.CreatePaymentRequest(
@@ -71,7 +73,7 @@ def buyer(target: str, key_id: str, secret: str, users: list[str], seed: int, pu
 def run_purchases(stack: Stack, load: Load = SHORT) -> tuple[list[str], dict[str, int]]:
     key_id, secret = stack.create_key("concurrency")
     users = [f"u-{uuid.uuid4().hex[:8]}" for _ in range(load.users)]
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         for user in users:
             client.top_up(
                 pb.TopUpRequest(
@@ -86,7 +88,10 @@ def run_purchases(stack: Stack, load: Load = SHORT) -> tuple[list[str], dict[str
     with context.Pool(load.processes) as pool:
         results = pool.starmap(
             buyer,
-            [(stack.listen, key_id, secret, users, seed, load.purchases_per_process) for seed in range(load.processes)],
+            [
+                (stack.listen, stack.ca_file, key_id, secret, users, seed, load.purchases_per_process)
+                for seed in range(load.processes)
+            ],
         )
     totals = dict.fromkeys(users, 0)
     for result in results:
@@ -97,7 +102,7 @@ def run_purchases(stack: Stack, load: Load = SHORT) -> tuple[list[str], dict[str
 
 def check_ledger(database_url: str, stack: Stack, users: list[str], totals: dict[str, int], load: Load = SHORT) -> None:
     key_id, secret = stack.create_key("checker")
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         for user in users:
             available = client.get_balance(pb.GetBalanceRequest(user_id=user, currency="CNY")).available_minor
             assert available >= 0
@@ -188,9 +193,11 @@ HOT_BUYERS = 1_000
 HOT_PRICE_MINOR = 4_990
 
 
-def hot_buyers(target: str, key_id: str, secret: str, buyers: list[tuple[str, str]]) -> tuple[float, float, int]:
+def hot_buyers(
+    target: str, ca_file: str | None, key_id: str, secret: str, buyers: list[tuple[str, str]]
+) -> tuple[float, float, int]:
     """Each (user, creator): top up, then buy once; returns (first purchase start, last purchase end, OK count)."""
-    with PaygateClient(target, key_id, secret) as client:
+    with PaygateClient(target, key_id, secret, root_certificates=ca_file) as client:
         for user, _ in buyers:
             client.top_up(
                 pb.TopUpRequest(
@@ -230,7 +237,7 @@ def run_hot(stack: Stack, creators: list[str], processes: int = 8) -> tuple[floa
     shards = [buyers[n::processes] for n in range(processes)]
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
-        results = pool.starmap(hot_buyers, [(stack.listen, key_id, secret, shard) for shard in shards])
+        results = pool.starmap(hot_buyers, [(stack.listen, stack.ca_file, key_id, secret, shard) for shard in shards])
     elapsed = max(r[1] for r in results) - min(r[0] for r in results)
     return sum(r[2] for r in results) / elapsed, sum(r[2] for r in results)
 

@@ -29,7 +29,7 @@ class Collector:
     """A StreamEvents loop on a thread of its own, with a client (and channel) of its own."""
 
     def __init__(self, stack: Stack, key: tuple[str, str], **options: object) -> None:
-        self.client = PaygateClient(stack.listen, *key)
+        self.client = stack.client(*key)
         self.events: list[pb.Event] = []
         self.error: grpc.RpcError | None = None
         self._thread = threading.Thread(target=self._run, args=(options,), daemon=True)
@@ -77,7 +77,7 @@ def funded(client: PaygateClient, amount: int = 10_000) -> str:
 
 @pytest.fixture
 def signed(stack: Stack, owner_key: tuple[str, str]) -> Iterator[PaygateClient]:
-    with PaygateClient(stack.listen, *owner_key) as client:
+    with stack.client(*owner_key) as client:
         yield client
 
 
@@ -164,7 +164,7 @@ def lively_stack(tmp_path: Path) -> Iterator[Stack]:
 def test_heartbeats_and_a_killed_worker_lose_and_repeat_nothing(lively_stack: Stack) -> None:
     key = lively_stack.create_key(uid("events-kill"))
     collector = Collector(lively_stack, key)
-    with PaygateClient(lively_stack.listen, *key) as client:
+    with lively_stack.client(*key) as client:
         user = funded(client, 1_000_000)
         bought = [purchase(client, user, 100) for _ in range(5)]
         collector.wait_for(12)
@@ -213,7 +213,7 @@ def test_webhook_endpoints_through_the_api(stack: Stack, owner_key: tuple[str, s
         pb.RotateWebhookEndpointSecretRequest(endpoint_id=made.endpoint_id, overlap_hours=2)
     )
     assert rotated.secret not in ("", made.secret) and rotated.HasField("previous_secret_expire_time")
-    other = PaygateClient(stack.listen, *stack.create_key(uid("hooks-other")))
+    other = stack.client(*stack.create_key(uid("hooks-other")))
     refusals = [
         (lambda: signed.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=url)), "ALREADY_EXISTS", "url"),
         (lambda: signed.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url="ftp://x/y")), "INVALID_ARGUMENT",
@@ -235,7 +235,7 @@ def test_webhook_endpoints_through_the_api(stack: Stack, owner_key: tuple[str, s
     deleted = signed.delete_webhook_endpoint(pb.DeleteWebhookEndpointRequest(endpoint_id=made.endpoint_id))
     assert deleted.endpoint_id == made.endpoint_id
     assert list(signed.list_webhook_endpoints().endpoints) == []
-    reader = PaygateClient(stack.listen, *stack.create_key(uid("hooks-reader"), "webhooks:read"))
+    reader = stack.client(*stack.create_key(uid("hooks-reader"), "webhooks:read"))
     with pytest.raises(grpc.RpcError) as denied:
         reader.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=url))
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED and "webhooks:write" in (

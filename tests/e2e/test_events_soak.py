@@ -14,7 +14,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import start_stack, wait_until
 from tests.webhook_receiver import Receiver
@@ -62,7 +61,7 @@ def test_events_survive_repeated_worker_kills(tmp_path: Path) -> None:
 
         def work(n: int) -> None:
             try:
-                with PaygateClient(stack.listen, *key) as client:
+                with stack.client(*key) as client:
                     user = f"soak-user-{n}"
                     retried(
                         client.top_up,
@@ -127,7 +126,7 @@ def test_events_survive_repeated_worker_kills(tmp_path: Path) -> None:
         # Per thread: a top-up (2 events), and per round a purchase (2), a refund (2) and a transfer (1).
         expected_count = THREADS * (2 + ROUNDS_PER_THREAD * 5)
         streamed: list[str] = []
-        with PaygateClient(stack.listen, *key) as client:
+        with stack.client(*key) as client:
             for event in client.stream_events():
                 streamed.append(event.event_id)
                 if len(streamed) == expected_count:

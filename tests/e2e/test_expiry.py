@@ -6,7 +6,6 @@ import json
 import uuid
 from pathlib import Path
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import start_stack, wait_until
 
@@ -24,7 +23,7 @@ def test_the_sweeper_closes_pending_payments_and_late_confirmations_are_refunded
     try:
         key_id, secret = stack.create_key("expiry")
         user = f"u-{uuid.uuid4().hex[:8]}"
-        with PaygateClient(stack.listen, key_id, secret) as client:
+        with stack.client(key_id, secret) as client:
             # `kept` is confirmed before `dropped` exists, so only the confirming command's start-up has to fit
             # in kept's TTL (a few seconds on a loaded machine); `dropped` then simply waits for the sweeper.
             kept = client.top_up(

@@ -23,10 +23,11 @@ from tests.support import REPO_ROOT, Stack, free_port, wait_until
 QUOTE = method_path("QuotePrice")
 
 
-def call(listen: str, key_id: str, secret: str) -> grpc.StatusCode:
-    """One signed QuotePrice through the gateway at `listen`: its status code."""
+def call(stack: Stack, listen: str, key_id: str, secret: str) -> grpc.StatusCode:
+    """One signed QuotePrice through the gateway at `listen` (the stack's, or another in front of its workers,
+    with the same dev certificate): its status code."""
     body = pb.QuotePriceRequest(list_price_minor=100, currency="CNY").SerializeToString()
-    with grpc.insecure_channel(listen) as channel:
+    with grpc.secure_channel(listen, stack.channel_credentials()) as channel:
         try:
             channel.unary_unary(QUOTE)(body, metadata=signing.signed_metadata(key_id, secret, QUOTE, body), timeout=20)
         except grpc.RpcError as error:
@@ -49,25 +50,25 @@ def secret_used(stack: Stack, key_id: str, which: str) -> float:
 
 def test_rotation_keeps_the_old_secret_valid_for_its_grace_only(stack: Stack) -> None:
     key_id, first = stack.create_key("rotating")
-    assert call(stack.listen, key_id, first) == grpc.StatusCode.OK
+    assert call(stack, stack.listen, key_id, first) == grpc.StatusCode.OK
     second = rotate(stack, key_id, "24")
     assert second != first
-    assert call(stack.listen, key_id, second) == grpc.StatusCode.OK
-    assert call(stack.listen, key_id, first) == grpc.StatusCode.OK  # within its grace
+    assert call(stack, stack.listen, key_id, second) == grpc.StatusCode.OK
+    assert call(stack, stack.listen, key_id, first) == grpc.StatusCode.OK  # within its grace
     assert wait_until(lambda: secret_used(stack, key_id, "previous") >= 1, attempts=100, what="metric")
     assert secret_used(stack, key_id, "current") >= 2
 
     # Rotating again drops the first secret at once; the second one's grace is a few seconds, then it ends too.
     third = rotate(stack, key_id, "0.001")
-    assert call(stack.listen, key_id, first) == grpc.StatusCode.UNAUTHENTICATED
-    assert call(stack.listen, key_id, third) == grpc.StatusCode.OK
+    assert call(stack, stack.listen, key_id, first) == grpc.StatusCode.UNAUTHENTICATED
+    assert call(stack, stack.listen, key_id, third) == grpc.StatusCode.OK
     wait_until(
-        lambda: call(stack.listen, key_id, second) == grpc.StatusCode.UNAUTHENTICATED,
+        lambda: call(stack, stack.listen, key_id, second) == grpc.StatusCode.UNAUTHENTICATED,
         attempts=200,
         interval_s=0.1,
         what="the grace of the second secret to end",
     )
-    assert call(stack.listen, key_id, third) == grpc.StatusCode.OK
+    assert call(stack, stack.listen, key_id, third) == grpc.StatusCode.OK
 
 
 def test_rotating_an_unknown_or_revoked_key_is_refused(stack: Stack) -> None:
@@ -89,6 +90,7 @@ def second_gateway(stack: Stack, tmp_path: Path) -> Iterator[str]:
     env["PAYGATE_DATABASE_URL"] = f"sqlite:///{stack.data_dir / 'paygate.sqlite3'}"
     env["PAYGATE_REDIS_URL"] = (stack.data_dir / "run" / "redis.url").read_text().strip()
     env["PAYGATE_MASTER_KEY"] = (stack.data_dir / "master.key").read_text().strip()
+    env.update(stack.gateway_tls_env())
     (tmp_path / "run").mkdir()
     argv = [sys.executable, "-m", "stack", "gateway", "--listen", listen, "--data-dir", str(tmp_path)]
     with (tmp_path / "gateway.log").open("wb") as log:
@@ -111,10 +113,10 @@ def second_gateway(stack: Stack, tmp_path: Path) -> Iterator[str]:
 def test_a_revocation_reaches_every_gateway(stack: Stack, second_gateway: str) -> None:
     key_id, secret = stack.create_key("revoked-everywhere")
     for listen in (stack.listen, second_gateway):
-        assert call(listen, key_id, secret) == grpc.StatusCode.OK  # both have the key cached now
+        assert call(stack, listen, key_id, secret) == grpc.StatusCode.OK  # both have the key cached now
     assert stack.cli("keys", "revoke", key_id).returncode == 0
     for listen in (stack.listen, second_gateway):
-        assert call(listen, key_id, secret) == grpc.StatusCode.UNAUTHENTICATED
+        assert call(stack, listen, key_id, secret) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_outside_dev_mode_no_process_starts_without_a_master_key(tmp_path: Path) -> None:

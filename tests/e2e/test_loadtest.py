@@ -11,6 +11,7 @@ from tests.support import REPO_ROOT, Stack
 def test_locust_headless_run_has_no_failures(stack: Stack, credentials: tuple[str, str]) -> None:
     key_id, secret = credentials
     env = {**stack.env, "PAYGATE_KEY_ID": key_id, "PAYGATE_SECRET": secret}
+    env["PAYGATE_LOADTEST_CA"] = str(stack.tls_dir / "ca.pem")  # the stack serves TLS with its dev CA
     result = subprocess.run(
         [
             sys.executable,

@@ -123,12 +123,12 @@ def test_idempotency_survives_a_restart_of_the_stack(tmp_path: Path) -> None:
     request = pb.TopUpRequest(
         order_id="survives", user_id="u-restart", amount_minor=123, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
     )
-    with PaygateClient(first_stack.listen, key_id, secret) as client:
+    with first_stack.client(key_id, secret) as client:
         original = client.top_up(request)
     assert first_stack.stop() == 0
     second_stack = start_stack(data_dir, workers=2)  # same data dir: same SQLite file, a new Redis
     try:
-        with PaygateClient(second_stack.listen, key_id, secret) as client:
+        with second_stack.client(key_id, secret) as client:
             assert client.top_up(request) == original
             changed = pb.TopUpRequest()
             changed.CopyFrom(request)

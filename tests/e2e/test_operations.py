@@ -55,7 +55,7 @@ def test_metrics_cover_every_process(stack: Stack, client: PaygateClient) -> Non
 
 
 def test_health_service_reports_serving(stack: Stack) -> None:
-    with grpc.insecure_channel(stack.listen) as channel:
+    with stack.channel() as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "paygate.v1.PaymentGateway"):
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -104,7 +104,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
     started = threading.Barrier(5)
 
     def caller(index: int) -> None:
-        with PaygateClient(stack.listen, key_id, secret) as client:
+        with stack.client(key_id, secret) as client:
             started.wait()
             for i in range(30):
                 order_id = f"d-{index}-{i}"
@@ -174,7 +174,7 @@ def test_losing_the_embedded_redis_is_unavailable_then_heals(tmp_path: Path) -> 
     stack = start_stack(tmp_path / "redis-loss", workers=2)
     try:
         key_id, secret = stack.create_key("redis-loss")
-        with PaygateClient(stack.listen, key_id, secret) as client:
+        with stack.client(key_id, secret) as client:
             client.top_up(
                 pb.TopUpRequest(
                     order_id="rl-top",

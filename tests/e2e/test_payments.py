@@ -141,7 +141,7 @@ def test_errors_carry_worker_and_request_id(client: PaygateClient) -> None:
 
 def test_generated_stubs_work_through_the_signing_interceptor(stack, credentials) -> None:  # type: ignore[no-untyped-def]
     key_id, secret = credentials
-    with grpc.insecure_channel(stack.listen) as channel:
+    with stack.channel() as channel:
         stub = pb_grpc.PaymentGatewayStub(grpc.intercept_channel(channel, SigningInterceptor(key_id, secret)))
         balance = stub.GetBalance(pb.GetBalanceRequest(user_id="u-stub", currency="CNY"), timeout=10)
     assert balance.available_minor == 0 and balance.user_id == "u-stub"
@@ -162,7 +162,7 @@ def test_a_signed_body_that_is_not_a_message_is_invalid_argument(
 ) -> None:  # type: ignore[no-untyped-def]
     key_id, secret = credentials
     path = method_path("GetBalance")
-    with grpc.insecure_channel(stack.listen) as channel, pytest.raises(grpc.RpcError) as error:
+    with stack.channel() as channel, pytest.raises(grpc.RpcError) as error:
         channel.unary_unary(path)(body, metadata=signing.signed_metadata(key_id, secret, path, body), timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in error.value.details()

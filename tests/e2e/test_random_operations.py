@@ -112,6 +112,7 @@ class Setup:
     creators: list[str]
     sim: Simulator
     plan: Plan
+    ca_file: str | None = None  # the stack's dev CA (TLS), None for a plaintext stack
 
 
 @dataclass
@@ -319,7 +320,9 @@ def client_process(setup: Setup, seed: int, count: int, switches: bool) -> list[
     applied: list[tuple] = []  # type: ignore[type-arg]
     my_purchases: list[tuple[str, int]] = []  # wallet purchases: (payment_id, refundable left)
     mine: list[ChannelPayment] = []
-    with PaygateClient(setup.target, setup.key_id, setup.secret, timeout_s=15) as client:
+    with PaygateClient(
+        setup.target, setup.key_id, setup.secret, timeout_s=15, root_certificates=setup.ca_file
+    ) as client:
         for i in range(count):
             op_id = f"{seed}-{i}-{uuid.uuid4().hex[:6]}"
             if switches and i == count // 2:
@@ -553,14 +556,14 @@ def run_and_check(stack: Stack, database_url: str, plan: Plan, seed: int) -> str
     users = [f"u{n}-{run}" for n in range(plan.users)]
     creators = [f"creator-a-{run}", f"creator-b-{run}"]
     sim = Simulator.of(stack)
-    setup = Setup(stack.listen, key_id, secret, users, creators, sim, plan)
+    setup = Setup(stack.listen, key_id, secret, users, creators, sim, plan, ca_file=stack.ca_file)
     logged, killed, recovered, elapsed = run_clients(stack, setup, seed)
     applied = [e for e in logged if e[0] != "refused"]
     refused = Counter(e[1] for e in logged if e[0] == "refused")
     channel_entries = [e for e in applied if e[0] in ("channel_top_up", "channel_purchase")]
     refund_entries = [e for e in applied if e[0] == "channel_refund"]
 
-    with PaygateClient(stack.listen, key_id, secret, timeout_s=15) as client:
+    with stack.client(key_id, secret, timeout_s=15) as client:
         # Every channel payment settles (the janitor resolves those whose callback never came or was forged)...
         _, payments_wait = settle_payments(client, [e[5] for e in channel_entries], plan.settle_polls)
         # ...and so does every channel refund, replayed as a caller would.
@@ -677,7 +680,7 @@ def test_a_worker_killed_during_a_janitor_round_does_not_stall_the_janitor(tmp_p
         sim = Simulator.of(stack)
         key_id, secret = stack.create_key("janitor-crash")
         store = redis.Redis.from_url((stack.data_dir / "run" / "redis.url").read_text().strip())
-        with PaygateClient(stack.listen, key_id, secret, timeout_s=15) as client:
+        with stack.client(key_id, secret, timeout_s=15) as client:
             misbehave(sim, {"unionpay": {"callback": ["never"]}})
             # Payers who walk away: their attempts stay due for the janitor, whose rounds slow queries make long.
             for _ in range(4):

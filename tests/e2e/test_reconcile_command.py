@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime import audit
 from tests.e2e.channel_support import Simulator, counter, wait_for_status
@@ -54,7 +53,7 @@ def paid(stack: Stack) -> dict[str, set[str]]:
         time.sleep((midnight - now).total_seconds() + 1)
     key_id, secret = stack.create_key("reconcile")
     created: dict[str, list[pb.Payment]] = {"alipay": [], "wechat_pay": [], "unionpay": [], "card": []}
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         for _ in range(2):
             created["alipay"].append(
                 client.create_payment(

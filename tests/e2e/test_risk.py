@@ -77,7 +77,7 @@ def risk_stack(tmp_path_factory: pytest.TempPathFactory, rules_file: Path) -> It
 @pytest.fixture
 def client(risk_stack: Stack) -> Iterator[PaygateClient]:
     key_id, secret = risk_stack.create_key(uid("risk"))
-    with PaygateClient(risk_stack.listen, key_id, secret) as signed:
+    with risk_stack.client(key_id, secret) as signed:
         yield signed
 
 

@@ -190,7 +190,7 @@ def another_owner(stack: Stack) -> Call:
     def call(client: PaygateClient) -> None:
         token = _tokenize(client, SUCCESS_CARD).token
         key_id, secret = stack.create_key(uid("other"))
-        with PaygateClient(stack.listen, key_id, secret) as other:
+        with stack.client(key_id, secret) as other:
             error = refused(lambda: _pay(other, token))
         assert error.code() == grpc.StatusCode.NOT_FOUND
 
@@ -311,7 +311,7 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_no_card_or_phone_number_is_kept_logged_or_shown_anywhere(session_stack: Stack) -> None:
     stack = session_stack
     key_id, secret = stack.create_key("sensitive")
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         run_session(client, extra_calls=[another_owner(stack)])
 
     leaks: dict[str, list[str]] = {}

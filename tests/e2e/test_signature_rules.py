@@ -20,7 +20,7 @@ BALANCE_PATH = method_path("GetBalance")
 
 @pytest.fixture(scope="module")
 def raw_channel(stack: Stack):  # type: ignore[no-untyped-def]
-    with grpc.insecure_channel(stack.listen) as channel:
+    with stack.channel() as channel:
         yield channel
 
 
@@ -70,7 +70,7 @@ def test_unknown_key(raw_channel) -> None:  # type: ignore[no-untyped-def]
 
 def test_revoked_key(stack: Stack) -> None:
     key_id, secret = stack.create_key("to-be-revoked")
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         client.get_balance(pb.GetBalanceRequest(user_id="u-rev", currency="CNY"))  # works while active
         result = stack.cli("keys", "revoke", key_id)
         assert result.returncode == 0, result.stderr
@@ -143,7 +143,7 @@ def test_body_altered_after_signing(raw_channel, credentials, client: PaygateCli
 
 def test_a_key_without_the_scope_is_permission_denied(stack: Stack) -> None:
     key_id, secret = stack.create_key("read-only", scopes="balances:read")
-    with PaygateClient(stack.listen, key_id, secret) as client:
+    with stack.client(key_id, secret) as client:
         assert client.get_balance(pb.GetBalanceRequest(user_id="u-scope", currency="CNY")).available_minor == 0
         with pytest.raises(grpc.RpcError) as error:
             client.top_up(

@@ -83,7 +83,7 @@ def top_up(client: PaygateClient, user: str) -> pb.Payment:
 
 
 def streamed_ids(stack: Stack, key: tuple[str, str], count: int) -> list[str]:
-    with PaygateClient(stack.listen, *key) as client:
+    with stack.client(*key) as client:
         ids = []
         for event in client.stream_events():
             ids.append(event.event_id)
@@ -101,7 +101,7 @@ def first_occurrences(ids: list[str]) -> list[str]:
 
 def test_the_readme_purchase_reaches_a_signed_webhook_and_the_stream(stack: Stack, receiver: Receiver) -> None:
     owner, key, secret = owner_with_endpoint(stack, receiver)
-    with PaygateClient(stack.listen, *key) as client:
+    with stack.client(*key) as client:
         top_up(client, "learner-1")
         purchase = buy(client, "learner-1", "readme-purchase-1")
     wait_until(lambda: len(receiver.received) >= 4, attempts=600, what="four deliveries")
@@ -116,7 +116,7 @@ def test_the_readme_purchase_reaches_a_signed_webhook_and_the_stream(stack: Stac
 
 def test_a_relay_killed_before_and_during_delivery_loses_nothing(stack: Stack, receiver: Receiver) -> None:
     _, key, secret = owner_with_endpoint(stack, receiver)
-    with PaygateClient(stack.listen, *key) as client:
+    with stack.client(*key) as client:
         user = uid("u")
         receiver.status = 503  # nothing is accepted: every event stays between its commit and its delivery
         top_up(client, user)
@@ -160,7 +160,7 @@ def kill_workers(stack: Stack) -> None:
 def test_dead_letters_and_redelivery_from_the_cli(stack: Stack, receiver: Receiver) -> None:
     owner, key, secret = owner_with_endpoint(stack, receiver, types="EVENT_TYPE_PAYMENT_SUCCEEDED")
     receiver.status = 500
-    with PaygateClient(stack.listen, *key) as client:
+    with stack.client(*key) as client:
         paid = top_up(client, uid("u"))
     wait_until(lambda: len(receiver.received) >= 4, attempts=1200, what="four failed attempts")
     wait_until(lambda: cli_json(stack, "dead-letters", "--owner", owner)["dead_letters"], attempts=20, interval_s=0.5,

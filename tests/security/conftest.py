@@ -181,7 +181,7 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _caller(stack: Stack, name: str) -> Iterator[HostileClient]:
     key_id, secret = stack.create_key(name)
-    channel = grpc.insecure_channel(stack.listen)
+    channel = stack.channel()
     yield HostileClient(stack, key_id, secret, channel)
     channel.close()
 

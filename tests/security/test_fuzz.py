@@ -227,7 +227,7 @@ def _request_class(method: str) -> Any:
 @pytest.fixture(scope="module")
 def fuzzer(hostile_stack: Stack) -> HostileClient:
     key_id, secret = hostile_stack.create_key("fuzzer")
-    client = HostileClient(hostile_stack, key_id, secret, grpc.insecure_channel(hostile_stack.listen))
+    client = HostileClient(hostile_stack, key_id, secret, hostile_stack.channel())
     for user in USERS[:2]:  # money to spend, so that purchases, transfers and refunds reach the ledger
         client.ok(
             "TopUp",

@@ -444,7 +444,7 @@ def test_business_refusals_write_nothing(owner_a: HostileClient) -> None:
 
 
 def _raw(stack: Stack, method: str, body: bytes, metadata: list[tuple[str, str]]) -> Outcome:
-    with grpc.insecure_channel(stack.listen) as channel:
+    with stack.channel() as channel:
         try:
             answer = channel.unary_unary(method_path(method))(body, metadata=metadata, timeout=10)
         except grpc.RpcError as error:

@@ -16,7 +16,6 @@ import grpc
 import pytest
 import redis
 
-from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.settings import Settings
 from tests.security.conftest import decode_outcome
@@ -53,7 +52,7 @@ def test_a_retry_after_the_holder_was_killed_gets_a_definitive_answer(one_worker
     client = redis.Redis.from_url((stack.data_dir / "run" / "redis.url").read_text().strip())
     guard = f"paygate:inflight:{{crash:order:{order_id}}}"
     locks = FencedLocks(client, "paygate:")
-    with PaygateClient(stack.listen, key_id, secret, timeout_s=60) as paygate:
+    with stack.client(key_id, secret, timeout_s=60) as paygate:
         paygate.top_up(
             pb.TopUpRequest(
                 order_id=f"t-{user}", user_id=user, amount_minor=1_000, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX

@@ -50,7 +50,7 @@ def make_key(stack: Stack, name: str, *limits: str) -> HostileClient:
     result = stack.cli("keys", "create", "--name", name, "--json", *limits)
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
-    return HostileClient(stack, created["key_id"], created["secret"], grpc.insecure_channel(stack.listen))
+    return HostileClient(stack, created["key_id"], created["secret"], stack.channel())
 
 
 def uid(prefix: str) -> str:

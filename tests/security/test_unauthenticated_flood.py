@@ -26,7 +26,6 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygate import signing
-from paygate.client import PaygateClient
 from paygate.scopes import method_path
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import Stack, start_stack, wait_until
@@ -68,9 +67,7 @@ def flood_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _connection(stack: Stack, index: int) -> grpc.aio.Channel:
     # Distinct channel arguments and a local subchannel pool: each channel is its own HTTP/2 connection.
-    return grpc.aio.insecure_channel(
-        stack.listen, options=[("grpc.use_local_subchannel_pool", 1), ("paygate.test.connection", index)]
-    )
+    return stack.aio_channel(options=[("grpc.use_local_subchannel_pool", 1), ("paygate.test.connection", index)])
 
 
 async def _no_message() -> AsyncIterator[bytes]:
@@ -147,7 +144,7 @@ def _good_calls(stack: Stack, key: tuple[str, str], rounds: int) -> Counter[str]
     """Signed reads and top-ups and health checks from another client (its own thread, connection and gRPC
     stack, as an honest service would be), while the attack runs."""
     outcomes: Counter[str] = Counter()
-    with PaygateClient(stack.listen, *key, timeout_s=30) as client, grpc.insecure_channel(stack.listen) as channel:
+    with stack.client(*key, timeout_s=30) as client, stack.channel() as channel:
         health = health_pb2_grpc.HealthStub(channel)
         for index in range(rounds):
             user = f"good-{uuid.uuid4().hex[:8]}"
@@ -227,7 +224,7 @@ def _one_call(stack: Stack, metadata: list[tuple[str, str]], requests: AsyncIter
     """One call as a raw stream (what a hostile client can send), ended by the gateway; outcome and message."""
 
     async def run() -> tuple[str, str]:
-        async with grpc.aio.insecure_channel(stack.listen) as channel:
+        async with stack.aio_channel() as channel:
             # The client deadline only stops a broken test; each case here is ended by the gateway well before it.
             call = channel.stream_unary(PATH)(requests, metadata=metadata, timeout=60)
             return await _ended(call), str(await call.details())
@@ -259,7 +256,7 @@ def test_a_signed_request_that_never_half_closes_is_ended_and_its_nonce_stays_un
     async def held_open() -> tuple[str, str]:
         stop = asyncio.Event()
         try:
-            async with grpc.aio.insecure_channel(flood_stack.listen) as channel:
+            async with flood_stack.aio_channel() as channel:
                 call = channel.stream_unary(PATH)(_messages([body], then=stop), metadata=metadata, timeout=60)
                 return await _ended(call), str(await call.details())
         finally:
@@ -279,7 +276,7 @@ def test_authenticated_calls_beyond_the_in_flight_bound_get_resource_exhausted_w
     refused_before = _counter(flood_stack, "paygate_gateway_admission_refusals_total", "in_flight")
 
     async def burst(size: int) -> Counter[str]:
-        async with grpc.aio.insecure_channel(flood_stack.listen) as channel:
+        async with flood_stack.aio_channel() as channel:
             calls = []
             for index in range(size):
                 body = pb.GetBalanceRequest(user_id=f"burst-{index}", currency="CNY").SerializeToString()
@@ -311,7 +308,7 @@ def test_a_call_its_caller_cancels_while_pending_is_counted_as_cancelled(flood_s
 
     async def cancel_once_started() -> None:
         stop = asyncio.Event()
-        async with grpc.aio.insecure_channel(flood_stack.listen) as channel:
+        async with flood_stack.aio_channel() as channel:
             call = channel.stream_unary(PATH)(_never_sends(stop), metadata=_forged(key_id), timeout=60)
             await asyncio.to_thread(
                 wait_until,
