@@ -36,7 +36,7 @@ import sys
 import time
 from collections import defaultdict, deque, namedtuple
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +81,9 @@ _ADD = (
 )
 # The attempt fields a wallet or sandbox payment's stored response carries empty (workers/domain/types.py).
 _NO_ATTEMPT = {"attempt_id": None, "scene": "", "pay_url": "", "qr_code": "", "prepay_id": "", "channel_trade_no": ""}
+# What a wallet payment leaves at its default (card, risk review, ...): taken from the record itself, so a field
+# added to PaymentRecord with a default needs nothing here; one without a default still fails the check below.
+_RECORD_DEFAULTS = {f.name: f.default for f in fields(PaymentRecord) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,8 @@ def _record(state: Ledger, payment: dict[str, Any], command: dict[str, Any], kin
     """The idempotency record: what `request_hash` and `PaymentRecord.to_json` give, built without their
     dataclass round trips (60 µs a payment); the first row of each kind is checked against them."""
     now: datetime = payment["created_at"]
-    stored = {**payment, **_NO_ATTEMPT, "created_at": now.isoformat(), "updated_at": now.isoformat()}
+    moments = {"created_at": now.isoformat(), "updated_at": now.isoformat()}
+    stored = {**_RECORD_DEFAULTS, **payment, **_NO_ATTEMPT, **moments}
     response = json.dumps(stored, sort_keys=True).encode()
     fingerprint = hashlib.sha256(json.dumps(command, sort_keys=True).encode()).hexdigest()
     if kind not in state.checked:

@@ -105,8 +105,10 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
 
     def caller(index: int) -> None:
         with stack.client(key_id, secret) as client:
-            started.wait()
             for i in range(30):
+                if i == 1:
+                    # One call done (its TLS connection up): only now may the stop begin, so calls are in flight.
+                    started.wait()
                 order_id = f"d-{index}-{i}"
                 try:
                     client.top_up(
@@ -137,7 +139,7 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
     succeeded = {order_id for order_id, status in outcomes.items() if status == grpc.StatusCode.OK}
     # Drained, not cut: every call that got in finished and answered OK; every other one was refused at the
     # door (UNAVAILABLE, or CANCELLED by gRPC while the server closes) and moved no money.
-    assert succeeded, "no call completed before the shutdown"
+    assert len(succeeded) >= 4, "every caller's first call completes before the shutdown begins"
     assert applied == succeeded
     assert set(outcomes.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
     log = stack.log()
