@@ -17,6 +17,8 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +29,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from paygate.client import PaygateClient
-from runtime.db import normalize_url
+from runtime.db import Database, normalize_url, upgrade
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "PAYGATE_TEST_POSTGRES_URL"
@@ -104,6 +106,25 @@ def drop_throwaway_database(database_url: str) -> None:
         else:
             connection.execute(text(f"DROP DATABASE IF EXISTS {name}"))
     engine.dispose()
+
+
+@contextmanager
+def private_database(server_url: str | None, directory: Path) -> Iterator[Database]:
+    """A migrated, empty database of a test module's own, dropped afterwards: a throwaway database on the server
+    of `server_url`, or with None a SQLite file in `directory`. For tests that read a whole table (the audit
+    trail, a day of reconciliation, every sealed secret), where other tests' rows would be in the way."""
+    if server_url is None:
+        url, drop = f"sqlite:///{directory / 'private.sqlite3'}", None
+    else:
+        url = drop = create_throwaway_database(server_url)
+    database = Database(url)
+    try:
+        upgrade(database)
+        yield database
+    finally:
+        database.dispose()
+        if drop:
+            drop_throwaway_database(drop)
 
 
 # -- a real `paygate serve` --------------------------------------------------------------------------------

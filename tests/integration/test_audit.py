@@ -21,10 +21,10 @@ from sqlalchemy import text
 from runtime import audit
 from runtime.audit import AuditEntry, ChainKey
 from runtime.audit_verify import Report, entries, verify
-from runtime.db import Database, upgrade
+from runtime.db import Database
 from runtime.schema_audit import audit_head, audit_log
 from runtime.settings import Settings
-from tests.support import REPO_ROOT, create_throwaway_database, drop_throwaway_database
+from tests.support import REPO_ROOT, private_database
 
 KEY = ChainKey(secrets.token_bytes(32))
 
@@ -39,16 +39,9 @@ KEY = ChainKey(secrets.token_bytes(32))
 )
 def own_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A database of this module's own: verify reads the whole trail, so no other test's entries may be in it."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path_factory.mktemp('audit') / 'audit.sqlite3'}", None
-    else:
-        url = drop = create_throwaway_database(str(request.getfixturevalue(f"{request.param}_url")))
-    database = Database(url)
-    upgrade(database)
-    yield database
-    database.dispose()
-    if drop:
-        drop_throwaway_database(drop)
+    server = None if request.param == "sqlite" else str(request.getfixturevalue(f"{request.param}_url"))
+    with private_database(server, tmp_path_factory.mktemp("audit")) as database:
+        yield database
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime import audit
 from runtime.audit_verify import entries
-from runtime.db import Database, upgrade
+from runtime.db import Database
 from runtime.ids import new_id
 from runtime.schema import journal_entries, postings
-from tests.support import create_throwaway_database, drop_throwaway_database
+from tests.support import private_database
 from workers.channels.base import NotificationKind, StatementLine
 from workers.domain.types import (
     AccountKind,
@@ -189,17 +189,10 @@ def test_the_correction_moves_clearing_toward_the_provider() -> None:
 )
 def recon_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     """A database of our own: every run reads all of a channel's records of a day, so no other test's rows."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path_factory.mktemp('recon') / 'recon.sqlite3'}", None
-    else:
-        url = drop = create_throwaway_database(str(request.getfixturevalue(f"{request.param}_url")))
-    database = Database(url)
-    upgrade(database)
-    audit.enable(database, audit.ChainKey(secrets.token_bytes(32)))  # corrections are audited
-    yield database
-    database.dispose()
-    if drop:
-        drop_throwaway_database(drop)
+    server = None if request.param == "sqlite" else str(request.getfixturevalue(f"{request.param}_url"))
+    with private_database(server, tmp_path_factory.mktemp("recon")) as database:
+        audit.enable(database, audit.ChainKey(secrets.token_bytes(32)))  # corrections are audited
+        yield database
 
 
 def paid(

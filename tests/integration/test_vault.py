@@ -16,12 +16,12 @@ from sqlalchemy import select
 from gateway.keystore import KeyStore
 from paygate.secret import Secret
 from runtime import audit
-from runtime.db import Database, upgrade
+from runtime.db import Database
 from runtime.errors import InvalidArgument, NotFound
 from runtime.master_key import MasterKeyRing
 from runtime.schema import api_keys, card_tokens, webhook_endpoints
 from stack.rewrap import SEALED_COLUMNS, Counts, _rewrap_row, rewrap_all
-from tests.support import create_throwaway_database, drop_throwaway_database
+from tests.support import private_database
 from workers.vault.cards import CardVault, NewCard
 from workers.webhooks.endpoints import Endpoints
 
@@ -44,17 +44,9 @@ def owner() -> str:
 def fresh_database(database_url: str, tmp_path: Path) -> Iterator[Database]:
     """An empty database of the same kind: the rewrap reads every row, and the shared one holds rows sealed by
     other tests' throwaway keys."""
-    if database_url.startswith("sqlite"):
-        url, drop = f"sqlite:///{tmp_path / 'fresh.sqlite3'}", None
-    else:
-        url = drop = create_throwaway_database(database_url)
-    database = Database(url)
-    upgrade(database)
-    audit.enable(database, audit.ChainKey(os.urandom(32)))  # key and webhook changes are audited
-    yield database
-    database.dispose()
-    if drop:
-        drop_throwaway_database(drop)
+    with private_database(None if database_url.startswith("sqlite") else database_url, tmp_path) as database:
+        audit.enable(database, audit.ChainKey(os.urandom(32)))  # key and webhook changes are audited
+        yield database
 
 
 def test_a_card_is_kept_encrypted_deduplicated_per_owner_and_revealed_only_to_it(database: Database) -> None:
