@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.errors import InvalidArgument
 from workers.codec import decode, grammar
-from workers.domain.cards import WITHHELD, brand, contains_card_number, luhn_ok, normalize_pan, withhold_card_numbers
+from workers.domain.cards import (
+    VAULT_TOKEN,
+    WITHHELD,
+    brand,
+    contains_card_number,
+    luhn_ok,
+    new_vault_token,
+    normalize_pan,
+    withhold_card_numbers,
+)
 
 VISA = "4242424242424242"
 
@@ -70,3 +79,35 @@ def test_a_card_number_in_card_token_or_free_text_is_refused_unquoted(token: str
     fields = {v.field: v.description for v in refused.value.violations}
     assert set(fields) == {"card_token", "description"}
     assert "4242" not in str(fields)
+
+
+def _card_payment(card_token: str) -> pb.CreatePaymentRequest:
+    return pb.CreatePaymentRequest(
+        order_id="o-1", user_id="u-1", amount_minor=100, currency="CNY", method=pb.PAYMENT_METHOD_CARD,
+        card_token=card_token,
+    )  # fmt: skip
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_every_vault_token_shape_is_accepted_as_a_card_token(random: bytes) -> None:
+    """About one random hex token in 100 holds a Luhn-valid run of 12+ digits: it is still ours, not a card."""
+    token = "pgcard_" + random.hex()
+    assert VAULT_TOKEN.fullmatch(token)
+    decode.create_payment(_card_payment(token))  # raises InvalidArgument on any refusal
+
+
+def test_a_vault_token_with_a_card_like_run_is_accepted_but_never_issued() -> None:
+    card_like = "4242424242424242" + "abcdefabcdefabcd"
+    assert contains_card_number("pgcard_" + card_like)
+    decode.create_payment(_card_payment("pgcard_" + card_like))
+    draws = iter([card_like, "0123abcd" * 4])
+    assert new_vault_token(lambda: next(draws)) == "pgcard_" + "0123abcd" * 4  # the card-like draw is dropped
+    with pytest.raises(RuntimeError, match="random source"):
+        new_vault_token(lambda: card_like)
+
+
+def test_a_card_number_dressed_as_another_token_is_still_refused() -> None:
+    for token in ("tok_4242424242424242", "pgcard_4242424242424242", "pgcard_" + "4242424242424242" * 2 + "0"):
+        with pytest.raises(InvalidArgument) as refused:
+            decode.create_payment(_card_payment(token))
+        assert "card_token" in str(refused.value) and "4242" not in str(refused.value)

@@ -14,7 +14,7 @@ from paygate.secret import Secret
 from paygate.v1 import payment_gateway_pb2 as pb
 from workers.codec import page_tokens
 from workers.codec.grammar import E164, Violations, parse_ip_address, quote
-from workers.domain.cards import contains_card_number, normalize_pan
+from workers.domain.cards import VAULT_TOKEN, contains_card_number, normalize_pan
 from workers.domain.limits import DEFAULT_PAGE_SIZE, MAX_AMOUNT_MINOR, MAX_PAGE_SIZE, TEXT_MAX_CHARS
 from workers.domain.pricing import Quote
 from workers.domain.pricing import quote as price_quote
@@ -85,8 +85,9 @@ def _channel_inputs(
         offered = ", ".join(f"PAYMENT_SCENE_{s.name}" for s in sorted(SCENES_OF.get(method, ()))) or "none"
         v.add("scene", f"{method.name} offers the scenes: {offered}")
     # Never quoted: the message must not carry the number. Only values an identifier could be are searched (the
-    # search costs more per character, and longer ones are refused anyway).
-    if len(card_token) <= MAX_TYPED_CARD_CHARS and contains_card_number(card_token):
+    # search costs more per character, and longer ones are refused anyway); a vault token's shape is ours.
+    typed = len(card_token) <= MAX_TYPED_CARD_CHARS and VAULT_TOKEN.fullmatch(card_token) is None
+    if typed and contains_card_number(card_token):
         v.add("card_token", "is a card number; send it to TokenizeCard and pay with the pgcard_ token it answers")
     else:
         v.identifier("card_token", card_token, required=False)

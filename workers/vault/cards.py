@@ -24,10 +24,10 @@ from paygate.secret import Secret
 from runtime.db import Database
 from runtime.errors import FieldViolation, InvalidArgument, NotFound
 from runtime.master_key import MasterKeyRing
-from workers.domain.cards import brand, expired, masked
+from workers.domain.cards import VAULT_TOKEN_PREFIX, brand, expired, masked, new_vault_token
 from workers.store import cards as rows
 
-TOKEN_PREFIX = "pgcard_"  # noqa: S105 - the prefix of the vault's card tokens, not a secret
+TOKEN_PREFIX = VAULT_TOKEN_PREFIX
 DATA_KEY_PURPOSE = "card-data-key"
 FINGERPRINT_PURPOSE = "card-fingerprint/v1"
 _CARD_ENVELOPE = b"pgc1:"
@@ -125,7 +125,7 @@ class CardVault:
         raise InvalidArgument([FieldViolation("card_number", "was being tokenized concurrently; try again")])
 
     def _insert(self, owner: str, number: str, current_print: str, card: NewCard) -> StoredCard:
-        token = TOKEN_PREFIX + secrets.token_hex(16)
+        token = new_vault_token(lambda: secrets.token_hex(16))
         data_key = AESGCM.generate_key(bit_length=256)
         row = rows.CardRow(
             token=token,
