@@ -299,7 +299,11 @@ def start_stack(
             raise AssertionError(f"paygate serve exited with {process.returncode}:\n{stack.log()}")
         return ready.exists()
 
-    wait_until(is_ready, attempts=600, what="paygate serve ready")
-    # Ready means "can take calls" (one healthy worker); tests about rotation want every worker in it.
-    wait_until(lambda: stack.healthy_workers() == workers, attempts=600, what=f"{workers} healthy workers")
+    try:
+        wait_until(is_ready, attempts=600, what="paygate serve ready")
+        # Ready means "can take calls" (one healthy worker); tests about rotation want every worker in it.
+        wait_until(lambda: stack.healthy_workers() == workers, attempts=600, what=f"{workers} healthy workers")
+    except BaseException:
+        stack.stop()  # a stack that never became ready is not left running behind the failed test
+        raise
     return stack
