@@ -66,8 +66,7 @@ class InvalidArgument(PaygateError):
         if not violations:
             raise ValueError("InvalidArgument needs at least one field violation")
         self.violations = list(violations)
-        summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        super().__init__(message or f"invalid request: {summary}")
+        super().__init__(message or f"invalid request: {_summary(self.violations)}")
 
     def details(self) -> list[any_pb2.Any]:
         bad_request = error_details_pb2.BadRequest(
@@ -79,6 +78,24 @@ class InvalidArgument(PaygateError):
         packed = any_pb2.Any()
         packed.Pack(bad_request)
         return [*super().details(), packed]
+
+
+# The message names as many whole violations as fit in this many characters; every one is in the BadRequest
+# details. A request wrong in every field must not produce a message of unbounded size (docs/errors.md).
+MAX_SUMMARY_CHARS = 1000
+
+
+def _summary(violations: Sequence[FieldViolation]) -> str:
+    parts: list[str] = []
+    used = 0
+    for v in violations:
+        part = f"{v.field}: {v.description}"
+        if parts and used + len(part) + 2 > MAX_SUMMARY_CHARS:
+            rest = len(violations) - len(parts)
+            return "; ".join(parts) + f"; and {rest} more (every one is in the google.rpc.BadRequest details)"
+        parts.append(part)
+        used += len(part) + 2
+    return "; ".join(parts)
 
 
 class NotFound(PaygateError):

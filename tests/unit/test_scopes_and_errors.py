@@ -42,6 +42,23 @@ def test_invalid_argument_carries_field_violations() -> None:
     assert [(v.field, v.description) for v in bad_request.field_violations] == [("amount_minor", "must be positive")]
 
 
+def test_a_request_wrong_everywhere_gets_a_bounded_message_and_every_violation_in_details() -> None:
+    violations = [errors.FieldViolation(f"field_{n}", "must be 1-64 characters of A-Z a-z 0-9 " * 2) for n in range(40)]
+    error = errors.InvalidArgument(violations)
+    message = str(error)
+    assert len(message) <= errors.MAX_SUMMARY_CHARS + 200
+    assert (
+        message.startswith("invalid request: field_0: ")
+        and "more (every one is in the google.rpc.BadRequest" in message
+    )
+    shown = message.count("field_")
+    assert 1 <= shown < 40 and f"and {40 - shown} more" in message
+    bad_request = error_details_pb2.BadRequest()
+    assert any(d.Unpack(bad_request) for d in _status(error).details)
+    assert [v.field for v in bad_request.field_violations] == [f"field_{n}" for n in range(40)]
+    assert "more" not in str(errors.InvalidArgument(violations[:2]))  # a short list is shown whole
+
+
 @pytest.mark.parametrize(
     ("error", "code", "reason"),
     [
