@@ -16,6 +16,7 @@ client the same.
 
 Every process sends back its raw latencies; percentiles are computed from all of them together (nearest rank).
 What to call comes from a picklable `RequestSource` (loadtest/scenarios.py), rebuilt inside each process.
+Calls are plaintext, except to a target given a CA with `use_tls` (a TLS stack): those go over TLS trusting it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Job:
     in_flight: int = 0  # closed loop, per process
     rate: float = 0.0  # open loop, calls/s over all processes
     start_at: float = 0.0  # wall time (time.time()) of the common start
+    root_certificates: bytes | None = None  # TLS trusting this CA (PEM); None: plaintext
 
 
 @dataclass
@@ -204,9 +206,15 @@ async def _open_loop(call: _Caller, recorder: _Recorder, first_at: float, interv
         await asyncio.gather(*pending)
 
 
+def _channel(job: Job) -> grpc.aio.Channel:
+    if job.root_certificates is None:
+        return grpc.aio.insecure_channel(job.target)
+    return grpc.aio.secure_channel(job.target, grpc.ssl_channel_credentials(job.root_certificates))
+
+
 async def _run(job: Job, process: int, processes: int) -> Outcome:
     make = job.source.requests(process, processes, job.phase)
-    async with grpc.aio.insecure_channel(job.target) as channel:
+    async with _channel(job) as channel:
         call = _Caller(channel, job.source, make)
         await asyncio.wait_for(channel.channel_ready(), timeout=START_DELAY_S * 30)
         # The common start, on this process's perf_counter clock.
@@ -245,6 +253,7 @@ class LoadGenerator:
             raise ValueError("at least one load process is needed")
         context = multiprocessing.get_context("spawn")
         self.processes = processes
+        self._tls: dict[str, bytes] = {}  # target -> the CA its calls trust (PEM)
         self._conns: list[Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         for n in range(processes):
@@ -254,6 +263,13 @@ class LoadGenerator:
             theirs.close()
             self._conns.append(ours)
             self._procs.append(proc)
+
+    def use_tls(self, target: str, root_certificates: bytes | None) -> None:
+        """Calls to `target` go over TLS trusting this CA (PEM) from now on; None: plaintext again (the default)."""
+        if root_certificates is None:
+            self._tls.pop(target, None)
+        else:
+            self._tls[target] = root_certificates
 
     def closed(
         self, target: str, source: RequestSource, *, in_flight: int, warmup_s: float, duration_s: float, phase: str
@@ -268,7 +284,7 @@ class LoadGenerator:
         return self.run(Job("open", target, source, phase, warmup_s, duration_s, rate=rate))
 
     def run(self, job: Job) -> Result:
-        job = replace(job, start_at=time.time() + START_DELAY_S)
+        job = replace(job, start_at=time.time() + START_DELAY_S, root_certificates=self._tls.get(job.target))
         for conn in self._conns:
             conn.send(job)
         answers = [conn.recv() for conn in self._conns]

@@ -4,9 +4,11 @@
     paygate bench --scenarios wallet_purchase,hot_creator --duration-s 20
     paygate bench --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test --fresh-database
     paygate bench --smoke                           # tiny durations, for the test suite: figures mean nothing
+    paygate bench --tls                             # the stack over TLS (its dev CA); the floor stays plaintext
 
 One run: the floor (loadtest/floor.py) and the load processes (loadtest/generator.py) start once; a stack
-(`paygate serve --workers N --plaintext`, tests/support.py) starts for the wallet scenarios, and another one with
+(`paygate serve --workers N --plaintext`, tests/support.py; with `--tls`, TLS with the dev certificates serve
+makes, trusted by the set-up client and the load processes) starts for the wallet scenarios, and another one with
 the channel simulator for `channel_purchase`. For each scenario (loadtest/scenarios.py): its set-up, outside any
 timed window; the floor under the scenario's own signed calls (closed loop); the stack under the same calls
 (closed loop: the saturating rate and its latency); then the stack in an open loop at `--half-load` (default
@@ -42,109 +44,20 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from loadtest.bench_options import Options, options_from_args
 from loadtest.floor import Floor
 from loadtest.generator import LoadGenerator, Result
 from loadtest.report import update_docs
-from loadtest.scenarios import CHANNEL_SCENARIOS, SCENARIOS, Setup
+from loadtest.scenarios import CHANNEL_SCENARIOS, Setup
 from tests.support import Stack, create_throwaway_database, drop_throwaway_database, start_stack
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-@dataclass(frozen=True)
-class Options:
-    scenarios: tuple[str, ...] = SCENARIOS
-    duration_s: float = 10.0
-    warmup_s: float = 2.0
-    processes: int = 2
-    in_flight: int = 32
-    workers: int = 2
-    database_url: str | None = None
-    fresh_database: bool = False
-    half_load: float = 0.5
-    smoke: bool = False
-    out: Path | None = None
-    sweep: tuple[int, ...] = (1, 4, 16, 32, 64)
-    docs: Path | None = Path("docs/benchmarks.md")
-    ledger_postings: int = 0
-    repeat: int = 1
-
-    @property
-    def learners(self) -> int:
-        """Funded learners: four per call in flight, so concurrent calls rarely wait for one wallet's lock."""
-        return max(8, 4 * self.processes * self.in_flight)
-
-    @property
-    def purchases(self) -> int:
-        return max(8, 2 * self.processes * self.in_flight)
-
-    @property
-    def database(self) -> str:
-        if not self.database_url:
-            return "sqlite"
-        return self.database_url.split(":", 1)[0].split("+", 1)[0]
-
-
 SEED_TIMEOUT_S = 3600  # a million postings take about a minute on SQLite, three on PostgreSQL
-SMOKE = {
-    "duration_s": 0.5,
-    "warmup_s": 0.2,
-    "processes": 2,
-    "in_flight": 4,
-    "workers": 1,
-    "sweep": (1, 4),
-    "docs": None,
-}
-
-
-def options_from_args(args: argparse.Namespace) -> Options:
-    """Flags given win; the rest come from the smoke set when --smoke, else from the defaults."""
-    base = {**asdict(Options()), **(SMOKE if args.smoke else {})}
-    given = {
-        name: getattr(args, name, None)
-        for name in (
-            "duration_s",
-            "warmup_s",
-            "processes",
-            "in_flight",
-            "workers",
-            "database_url",
-            "half_load",
-            "repeat",
-        )
-    }
-    base.update({name: value for name, value in given.items() if value is not None})
-    if args.scenarios:
-        names = tuple(n.strip() for n in args.scenarios.split(",") if n.strip())
-        unknown = [n for n in names if n not in SCENARIOS]
-        if unknown or not names:
-            raise ValueError(
-                f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(SCENARIOS)}"
-            )
-        base["scenarios"] = names
-    base.update(smoke=bool(args.smoke), fresh_database=bool(getattr(args, "fresh_database", False)), out=args.out)
-    if getattr(args, "sweep", None) is not None:
-        base["sweep"] = tuple(int(n) for n in args.sweep.split(",") if n.strip()) if args.sweep.strip() else ()
-    if getattr(args, "docs", None):
-        base["docs"] = args.docs
-    if getattr(args, "no_docs", False):
-        base["docs"] = None
-    if getattr(args, "ledger_postings", None):
-        base["ledger_postings"] = args.ledger_postings
-    options = Options(**base)
-    if options.duration_s <= 0 or options.warmup_s < 0 or options.processes < 1 or options.in_flight < 1:
-        raise ValueError("--duration-s must be positive, --warmup-s not negative, --processes and --in-flight >= 1")
-    if options.workers < 1 or not 0 < options.half_load <= 1:
-        raise ValueError("--workers must be >= 1 and --half-load in (0, 1]")
-    if any(n < 1 for n in options.sweep) or options.ledger_postings < 0 or not 1 <= options.repeat <= 9:
-        raise ValueError("--sweep takes calls in flight >= 1, --ledger-postings cannot be negative, --repeat is 1-9")
-    return options
 
 
 def _cpu_model() -> str:
@@ -181,7 +94,7 @@ def machine(options: Options) -> dict[str, Any]:
             "half_load": options.half_load,
             "smoke": options.smoke,
             "floor": "grpc.aio unary pass-through proxy (TCP) -> 2 grpc.aio echo processes (Unix sockets)",
-            "transport": "plaintext (paygate serve --plaintext; the floor is plaintext too)",
+            "transport": options.transport,
         },
     }
 
@@ -281,14 +194,26 @@ def _run_group(
     wallet stack also the sweep and, with --ledger-postings, the same scenarios again on a seeded ledger."""
     channels = any(name in CHANNEL_SCENARIOS for name in names)
     extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
-    _progress(f"starting paygate serve --workers {options.workers} ({options.database}, channels={channels})")
-    stack: Stack = start_stack(  # plaintext, like the floor it is compared with (docs/decisions.md #65)
-        directory, workers=options.workers, database_url=database_url, channels=channels, extra_env=extra_env, tls=False
+    shape = f"{options.database}, channels={channels}{', TLS' if options.tls else ''}"
+    _progress(f"starting paygate serve --workers {options.workers} ({shape})")
+    # Plaintext like the floor it is compared with (docs/decisions.md #65), unless --tls: then TLS, its dev CA.
+    stack: Stack = start_stack(
+        directory,
+        workers=options.workers,
+        database_url=database_url,
+        channels=channels,
+        extra_env=extra_env,
+        tls=options.tls,
     )
     setup: Setup | None = None
     try:
+        # --tls: every client of the stack (set-up and load processes) trusts its dev CA; the floor stays plaintext.
+        ca = Path(stack.ca_file).read_bytes() if stack.ca_file else None
+        load.use_tls(stack.listen, ca)
         key_id, secret = stack.create_key("bench")
-        setup = Setup(stack.listen, key_id, secret, learners=options.learners, purchases=options.purchases)
+        setup = Setup(
+            stack.listen, key_id, secret, learners=options.learners, purchases=options.purchases, root_certificates=ca
+        )
         empty: dict[str, dict[str, Any]] = {}
         for name in names:
             empty[name] = measure(name, setup, load, floor.target, stack.listen, options)
@@ -305,6 +230,7 @@ def _run_group(
     finally:
         if setup is not None:
             setup.close()
+        load.use_tls(stack.listen, None)
         code = stack.stop()
         if code != 0:
             _progress(f"paygate serve exited with {code}; its log: {stack.log_path}")

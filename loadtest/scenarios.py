@@ -195,12 +195,22 @@ CHANNEL_SCENARIOS = frozenset({"channel_purchase"})
 class Setup:
     """Makes what the plans need on one stack: learners funded once (shared by the scenarios), purchases."""
 
-    def __init__(self, target: str, key_id: str, secret: str, *, learners: int, purchases: int) -> None:
+    def __init__(
+        self,
+        target: str,
+        key_id: str,
+        secret: str,
+        *,
+        learners: int,
+        purchases: int,
+        root_certificates: bytes | None = None,
+    ) -> None:
+        """`root_certificates`: the CA (PEM) of a TLS stack; None for a plaintext one."""
         self.key_id = key_id
         self.secret = secret
         self.learner_count = learners
         self.purchase_count = purchases
-        self._client = PaygateClient(target, key_id, secret, timeout_s=60)
+        self._client = PaygateClient(target, key_id, secret, timeout_s=60, root_certificates=root_certificates)
         self._learners: tuple[str, ...] = ()
         self._run = uuid.uuid4().hex[:8]
 

@@ -254,6 +254,11 @@ def _bench_command(subcommands: Any) -> None:
         "--fresh-database", action="store_true", help="with --database-url: a throwaway database on that server"
     )
     bench.add_argument("--smoke", action="store_true", help="tiny durations and load, for tests: figures mean nothing")
+    bench.add_argument(
+        "--tls",
+        action="store_true",
+        help="the stack serves TLS (dev CA) and its clients use it; the floor stays plaintext",
+    )
     bench.add_argument("--out", type=Path, help="also write the JSON lines to this file")
     bench.add_argument(
         "--sweep", help="calls in flight per load process for the sweep chart (1,4,16,32,64; '' for none)"

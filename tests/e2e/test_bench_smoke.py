@@ -71,6 +71,43 @@ def test_smoke_run_prints_a_json_object_per_scenario(tmp_path: Path) -> None:
     assert written.count("\n| 2 | ") + written.count("\n| 8 | ") == 2
 
 
+def test_a_tls_smoke_run_calls_the_stack_over_tls(tmp_path: Path) -> None:
+    """`--tls`: the stack serves only TLS, so a call answered at all was a TLS call trusting the dev CA (set-up,
+    load processes, sweep); the floor stays plaintext and the machine line says both."""
+    out = tmp_path / "bench.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "stack", "bench", "--smoke", "--tls", "--scenarios", "balance_read", "--out", str(out)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
+
+    machines = [line for line in lines if "machine" in line]
+    assert len(machines) == 1, result.stdout
+    transport = machines[0]["settings"]["transport"]
+    assert transport.startswith("TLS") and "the floor is plaintext" in transport, transport
+
+    scenarios = [line for line in lines if "scenario" in line]
+    assert [line["scenario"] for line in scenarios] == ["balance_read"]
+    line = scenarios[0]
+    assert line.keys() >= SCENARIO_KEYS, line
+    for key in SCENARIO_KEYS - {"scenario"}:
+        value = line[key]
+        assert isinstance(value, int | float) and not isinstance(value, bool), (key, line)
+        assert value >= 0, (key, line)
+    # The stack answered, in the closed and the open loop, and so did the floor.
+    assert line["calls"] > 0 and line["half_load_calls"] > 0 and line["floor_rps"] > 0, line
+    sweep = [line for line in lines if "sweep" in line]
+    assert [line["in_flight"] for line in sweep] == [2, 8], sweep
+    assert all(line["paygate_rps"] > 0 and line["floor_rps"] > 0 for line in sweep), sweep
+    assert len(lines) == len(machines) + len(scenarios) + len(sweep)
+
+
 def test_a_second_run_replaces_the_section_and_keeps_the_rest(tmp_path: Path) -> None:
     docs = tmp_path / "benchmarks.md"
     docs.write_text("# Benchmarks\n\nhistory\n")
