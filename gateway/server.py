@@ -22,6 +22,7 @@ import redis
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway import reflection
 from gateway.admission import Admission
 from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.key_usage import KeyUsage
@@ -358,6 +359,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     relay = StreamRelay(forwarder, pool, metrics, max_streams=settings.max_event_streams)
     server.add_generic_rpc_handlers((GatewayHandler(forwarder, relay),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable(server)
     bind(server, settings.listen, public_credentials)
     await server.start()
     listening = True
