@@ -13,7 +13,7 @@ from channelsim.cli import add_subcommands as add_channel_sim
 from runtime import logs
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
-from stack import audit_command, commands, risk_command
+from stack import audit_command, call_command, commands, risk_command
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +125,7 @@ def _admin_commands(subcommands: Any) -> None:
 
     _webhooks_command(subcommands)
     audit_command.add_parser(subcommands)
+    call_command.add_parser(subcommands, _common)
     risk_command.add_subcommands(subcommands, _common)
 
     certs = subcommands.add_parser("certs", help="TLS certificates")
@@ -284,6 +285,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "bench": commands.bench,
     "webhooks": commands.webhooks,
     "audit": audit_command.run,
+    "call": call_command.run,
     "risk": commands.risk,
     "certs": commands.certs,
 }
