@@ -19,6 +19,7 @@ from runtime.errors import ConfigurationError
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SWITCHABLE_LISTENERS = ("notify_listen", "channel_sim_listen")
 # Fields that hold credentials: wrapped in paygate.secret.Secret, so no repr, log line or f-string shows them.
 SECRET_FIELDS = ("database_url", "redis_url", "master_key", "master_key_previous")
@@ -155,6 +156,9 @@ class Settings:
                 object.__setattr__(self, name, Secret(str(value)))
         if self.mode not in MODES:
             raise ConfigurationError(f"PAYGATE_MODE must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            levels = ", ".join(LOG_LEVELS)
+            raise ConfigurationError(f"PAYGATE_LOG_LEVEL must be one of {levels}, got {self.log_level!r}")
         parse_host_port(self.listen, "listen address")
         parse_host_port(self.metrics_listen, "metrics address")
         if not 1 <= self.workers <= 256:

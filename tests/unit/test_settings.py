@@ -35,6 +35,7 @@ def test_environment_then_flags() -> None:
         ({"PAYGATE_LISTEN": "1.2.3.4:70000"}, "HOST:PORT"),
         ({"PAYGATE_MODE": "staging"}, "PAYGATE_MODE"),
         ({"PAYGATE_NONCE_TTL_S": "100"}, "nonce_ttl_s"),
+        ({"PAYGATE_LOG_LEVEL": "bogus"}, "PAYGATE_LOG_LEVEL must be one of DEBUG, INFO"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(env: dict[str, str], message: str) -> None:
