@@ -31,7 +31,7 @@ from workers.domain.limits import MAX_AMOUNT_MINOR, MAX_PAGE_SIZE
 
 METHODS = sorted(set(METHOD_SCOPES) - STREAMING_METHODS)  # StreamEvents: tests/e2e/test_events.py
 FUZZ_EXAMPLES = 50
-STRESS_FIELD_EXAMPLES = 2_300  # per method: 8 x (2,300 + 300) = 20,800 examples in the long run
+STRESS_FIELD_EXAMPLES = 2_300  # per method: 13 x (2,300 + 300) = at most 33,800 examples in the long run
 STRESS_BYTES_EXAMPLES = 300
 EXAMPLES_RUN: Counter[str] = Counter()
 STATUSES_SEEN: Counter[str] = Counter()
