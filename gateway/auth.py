@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from gateway.key_limits import EffectiveLimits, KeyLimits, describe_rate, effective
+from gateway.key_limits import EffectiveLimits, describe_rate, effective
 from gateway.keystore import KEYS_GENERATION, KeyStore, KeyWithSecret
 from gateway.nonces import Buckets, NonceCheck, NonceStore
 from gateway.wire_scan import user_of
@@ -37,6 +37,10 @@ from paygate.scopes import METHOD_PATHS, allows
 from paygate.signing import MalformedSignature, SignedHeaders, parse_signed_headers, signature_matches
 from runtime.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from runtime.settings import Settings
+
+RATE_LIMITED_KEY = "RATE_LIMITED_KEY"
+RATE_LIMITED_USER = "RATE_LIMITED_USER"
+RATE_LIMIT_REASONS = frozenset({RATE_LIMITED_KEY, RATE_LIMITED_USER})
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class Authenticator:
         *,
         timestamp_skew_s: int,
         nonce_ttl_s: int,
-        defaults: Settings | None = None,
+        defaults: Settings,
         on_verified: Callable[[AuthenticatedCaller], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -116,10 +120,9 @@ class Authenticator:
         self._prefix = prefix
         self._skew_s = timestamp_skew_s
         self._nonce_ttl_s = nonce_ttl_s
-        self._defaults = defaults or Settings()
+        self._defaults = defaults
         self._clock = clock
         self._nonces = NonceStore(client, f"{prefix}{KEYS_GENERATION}", nonce_ttl_s, clock)
-        self._limits: dict[KeyLimits, EffectiveLimits] = {}
 
     async def authenticate(
         self, path: str, metadata: Iterable[tuple[str, str | bytes]], body: bytes
@@ -157,7 +160,7 @@ class Authenticator:
                 secret = self._matching_secret(path, headers, entry, body)
             if secret is None:
                 raise _bad_signature()
-        limits = self._effective(entry.key.limits)
+        limits = effective(entry.key.limits, self._defaults)
         user = user_of(path, body) if limits.user_rate_per_s > 0 else None
         nonce_key = f"{self._prefix}nonce:{headers.key_id}:{headers.nonce}"
         nonce = await self._nonces.check(nonce_key, self._buckets(headers.key_id, limits, user))
@@ -194,14 +197,6 @@ class Authenticator:
             return "previous"
         return None
 
-    def _effective(self, limits: KeyLimits) -> EffectiveLimits:
-        found = self._limits.get(limits)
-        if found is None:
-            if len(self._limits) >= 10_000:  # bounded: a handful of distinct limit sets exist in practice
-                self._limits.clear()
-            found = self._limits[limits] = effective(limits, self._defaults)
-        return found
-
     def _buckets(self, key_id: str, limits: EffectiveLimits, user: bytes | None) -> Buckets:
         user_bucket = None
         if user is not None:
@@ -232,13 +227,13 @@ def _rate_limited(key_id: str, limits: EffectiveLimits, check: NonceCheck, user:
         return ResourceExhausted(
             f"calls of key {key_id} for one user are limited to {describe_rate(limits.user_rate_per_s)} (burst "
             f"{limits.user_burst}), and user {shown!r} has reached that limit; {retry}",
-            reason="RATE_LIMITED_USER",
+            reason=RATE_LIMITED_USER,
             retry_after_ms=check.retry_after_ms,
         )
     return ResourceExhausted(
         f"key {key_id} is limited to {describe_rate(limits.rate_per_s)} (burst {limits.burst}) and has reached that "
         f"limit; {retry}",
-        reason="RATE_LIMITED_KEY",
+        reason=RATE_LIMITED_KEY,
         retry_after_ms=check.retry_after_ms,
     )
 

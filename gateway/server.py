@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import reflection
 from gateway.admission import Admission
-from gateway.auth import AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
+from gateway.auth import RATE_LIMIT_REASONS, AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.key_usage import KeyUsage
 from gateway.keystore import KeyStore, load_master_key
 from gateway.metadata import first, request_id_of, worker_trailers
@@ -183,7 +183,7 @@ class Forwarder:
         try:
             try:
                 checked = await self._auth.check_headers(metadata)
-                body = await self._receive(context)
+                body = await self._receive(context)  # its own refusals are counted by the pending bounds
                 return await self._auth.verify_body(path, checked, body), body
             except AuthFailure as failure:
                 self._metrics.auth_failures.labels(failure.rule).inc()
@@ -191,8 +191,9 @@ class Forwarder:
             except PermissionDenied as denied:
                 self._metrics.auth_failures.labels(denied.reason.lower()).inc()
                 raise
-            except ResourceExhausted as limited:  # a key's rate limits (gateway/auth.py)
-                self._metrics.admission_refusals.labels(limited.reason.lower()).inc()
+            except ResourceExhausted as limited:
+                if limited.reason in RATE_LIMIT_REASONS:  # a key's rate limits (gateway/auth.py)
+                    self._metrics.admission_refusals.labels(limited.reason.lower()).inc()
                 raise
         except PaygateError:
             raise

@@ -104,7 +104,8 @@ class PaygateClient:
         self.key_id = key_id
         self._secret = secret
         self.timeout_s = timeout_s
-        if credentials is None and (tls or root_certificates is not None or client_certificate is not None):
+        tls_asked = tls or any(v is not None for v in (root_certificates, client_certificate, client_key))
+        if credentials is None and tls_asked:
             credentials = tls_credentials(root_certificates, client_certificate, client_key)
         # The name the gateway's certificate must carry, when it differs from the target's host (an IP address).
         options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []

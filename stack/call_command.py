@@ -88,6 +88,8 @@ def _request(method: Any, text: str) -> Message:
 def _key(key_file: Path | None) -> tuple[str, str]:
     if key_file is not None:
         stored = json.loads(key_file.read_text())
+        if not isinstance(stored, dict) or not {"key_id", "secret"} <= stored.keys():
+            raise ValueError(f"{key_file} must hold a JSON object with key_id and secret (as `keys create --json`)")
         return str(stored["key_id"]), str(stored["secret"])
     key_id, secret = os.environ.get("PAYGATE_KEY_ID", ""), os.environ.get("PAYGATE_KEY_SECRET", "")
     if not key_id or not secret:

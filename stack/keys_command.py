@@ -144,10 +144,9 @@ def _line(key: ApiKey, settings: Settings) -> str:
 
 def _announce(settings: Settings) -> None:
     """Nudge running gateways (if any) so a change applies on their next call."""
-    url = settings.redis_url.reveal()
-    marker = settings.run_dir / "redis.url"
-    if not url and marker.exists():
-        url = marker.read_text().strip()
+    from stack.commands import running_stack_redis  # noqa: PLC0415 - stack.commands imports this module
+
+    url = running_stack_redis(settings).redis_url.reveal()
     if url and not announce_key_change(url, settings.redis_prefix):
         logging.getLogger(__name__).info(
             "no running gateway reachable through Redis; gateways pick the change up within %s s",

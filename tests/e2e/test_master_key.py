@@ -30,7 +30,12 @@ def paygate(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProce
     )
 
 
-PROCESSES = [["serve", "--workers", "1"], ["worker", "--worker-id", "w1", "--listen", "127.0.0.1:1"], ["keys", "list"]]
+PROCESSES = [
+    ["serve", "--workers", "1"],
+    ["gateway", "--worker-addresses", "127.0.0.1:1"],
+    ["worker", "--worker-id", "w1", "--listen", "127.0.0.1:1"],
+    ["keys", "list"],
+]
 
 
 @pytest.mark.parametrize("command", PROCESSES)

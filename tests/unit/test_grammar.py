@@ -125,3 +125,12 @@ def test_unknown_enum_values_are_named(value: int) -> None:
     with pytest.raises(InvalidArgument) as error:
         validation.top_up(request)
     assert f"unknown value {value}" in error.value.violations[0].description
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [("::ffff:198.51.100.7", "198.51.100.7"), ("198.51.100.7", "198.51.100.7"), ("2001:DB8::1", "2001:db8::1")],
+)
+def test_an_ipv4_mapped_address_is_its_ipv4_address(text: str, parsed: str) -> None:
+    """Dual-stack servers report IPv4 peers as ::ffff:a.b.c.d; an IPv4 blocklist must still match them."""
+    assert grammar.parse_ip_address(text) == parsed

@@ -65,13 +65,17 @@ def forbidden_character(value: str) -> str | None:
 
 
 def parse_ip_address(text: str) -> str | None:
-    """An IPv4 or IPv6 address in its compressed form, or None. No port, zone (%eth0), brackets or spaces."""
+    """An IPv4 or IPv6 address in its compressed form, or None. No port, zone (%eth0), brackets or spaces. An
+    IPv4-mapped IPv6 address (::ffff:198.51.100.7, as dual-stack servers report IPv4 peers) is its IPv4 address,
+    so an IPv4 blocklist matches it (docs/risk.md)."""
     if len(text) > IP_ADDRESS_MAX_CHARS or not text.isascii() or "%" in text:
         return None
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return str(mapped or address)
 
 
 def parse_rate(text: str) -> Decimal | None:

@@ -117,7 +117,9 @@ def wallet_purchase_one_at_a_time(
 
     def first_time(claim: Claim) -> PaymentRecord:
         if not decided:  # once, even when a stale fence makes the executor run this again
-            decided.append(screening.assess(ctx, caller, command))
+            # Counted in the metrics already: the only caller without an assessment is the worker's fallback
+            # after submit_wallet_purchase, which counted it when it let the purchase into the batch.
+            decided.append(screening.assess(ctx, caller, command, count=False))
         return _wallet_purchase(ctx, caller, command, claim, decided[0])
 
     return ctx.executor.run(

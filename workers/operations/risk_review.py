@@ -26,7 +26,7 @@ from runtime.errors import IllegalTransition, NotFound
 from workers.domain import states
 from workers.domain.types import AttemptRecord, AttemptStatus, Method, PaymentRecord, PaymentStatus
 from workers.events import emit
-from workers.operations import payments
+from workers.operations import money, payments
 from workers.operations.context import Context
 from workers.store import attempts, records
 
@@ -140,6 +140,8 @@ def _release_channel(
 ) -> PaymentRecord:
     channel = ctx.channels.get(held.method)  # UNIMPLEMENTED / UNAVAILABLE before anything is written
     channel.check_available()
+    with ctx.db.read() as connection:  # as the allowed path does before it asks the provider for money
+        money.check_room(connection, held)
     now = ctx.clock()
     scene = unsent.scene if unsent else payments.DEFAULT_SCENE[held.method].value
     attempt = payments.new_attempt(

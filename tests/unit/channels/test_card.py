@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -279,6 +280,16 @@ def test_validation_errors_are_failed_with_the_processors_message(provider: Card
     state = provider.read_create(order(), reply(status, body))
     assert state.status is AttemptStatus.FAILED
     assert state.failure_reason == "currency 'usd' is not enabled on this account"
+
+
+@pytest.mark.parametrize("start", [250, 287, 295, 299])
+def test_a_card_number_the_processor_echoes_is_withheld_even_across_the_cut(provider: CardProvider, start: int) -> None:
+    """The processor's words are cut to 300 characters for our reasons and logs; a number across the cut must not
+    survive in part."""
+    body = {"error": {"type": "invalid_request_error", "message": "x" * start + "4111 1111 1111 1111 is refused"}}
+    reason = provider.read_create(order(), reply(400, body)).failure_reason
+    assert len(reason) <= 300
+    assert re.search(r"[0-9](?:[ -]?[0-9]){5,}", reason) is None, reason  # not even six digits of it
 
 
 def test_401_says_the_key_is_wrong(provider: CardProvider) -> None:

@@ -142,7 +142,9 @@ class CardProvider:
         # The processor's own words go into exceptions and failure reasons; make sure our key never does, even
         # if an error page echoes the request.
         # A processor echoing a card number (ours in the request) must not put it in our logs either.
-        return withhold_card_numbers(text[:300].replace(self.config.api_key, "[redacted]"))
+        # Withheld before the cut, so that a number across the cut cannot survive in part (19 digits with
+        # separators span at most 37 characters: 364 keeps every number that starts before 300 whole).
+        return withhold_card_numbers(text[:364].replace(self.config.api_key, "[redacted]"))[:300]
 
     def _json(self, reply: HttpReply) -> object:
         self._check_status(reply)
