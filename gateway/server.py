@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import reflection
+from gateway.access_log import AccessLog, CallNotes
 from gateway.admission import Admission
 from gateway.auth import RATE_LIMIT_REASONS, AuthenticatedCaller, Authenticator, AuthFailure, KeyCache
 from gateway.key_usage import KeyUsage
@@ -91,8 +92,14 @@ class MethodSeries:
 
 class Forwarder:
     def __init__(
-        self, authenticator: Authenticator, pool: WorkerPool, metrics: GatewayMetrics, admission: Admission
+        self,
+        authenticator: Authenticator,
+        pool: WorkerPool,
+        metrics: GatewayMetrics,
+        admission: Admission,
+        access: AccessLog | None = None,
     ) -> None:
+        self.access = access or AccessLog()  # gateway/access_log.py
         self._auth = authenticator
         self._pool = pool
         self._metrics = metrics
@@ -115,8 +122,10 @@ class Forwarder:
         logs.request_id_var.set(request_id)
         code = grpc.StatusCode.OK
         entered: AuthenticatedCaller | None = None
+        notes = CallNotes()
         try:
             caller, body = await self.authenticate(path, metadata, context, request_id)
+            notes.key_id, notes.owner = caller.key_id, caller.owner
             self._admission.enter(caller, self._metrics)
             entered = caller
             forward_metadata = (
@@ -142,11 +151,12 @@ class Forwarder:
                             continue
                     self._metrics.forwarded.labels(endpoint.address, "error").inc()
                     code = error.code()
+                    notes.worker = first(error.trailing_metadata(), WORKER_HEADER) or ""
                     await self._relay_error(error, request_id, context, timeout)
                     raise  # unreachable: abort raises
                 self._forwarded_ok(endpoint.address).inc()
-                worker = first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
-                context.set_trailing_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
+                notes.worker = first(await call.trailing_metadata(), WORKER_HEADER) or endpoint.address
+                context.set_trailing_metadata(((WORKER_HEADER, notes.worker), (REQUEST_ID_HEADER, request_id)))
                 return response
             raise Unavailable("no worker can serve right now; retry shortly (the call was not applied)")
         except PaygateError as error:
@@ -167,7 +177,9 @@ class Forwarder:
             if entered is not None:
                 self._admission.leave(entered)
             series.handled(code).inc()
-            series.seconds.observe(time.perf_counter() - started)
+            elapsed_s = time.perf_counter() - started
+            series.seconds.observe(elapsed_s)
+            self.access.call(path, code, elapsed_s, request_id, context, metadata, notes)
 
     def _forwarded_ok(self, address: str) -> Any:
         counter = self._ok_by_address.get(address)
@@ -187,9 +199,11 @@ class Forwarder:
                 return await self._auth.verify_body(path, checked, body), body
             except AuthFailure as failure:
                 self._metrics.auth_failures.labels(failure.rule).inc()
+                self.access.auth_failed(path, failure.rule, failure.reason, context, metadata)
                 raise
             except PermissionDenied as denied:
                 self._metrics.auth_failures.labels(denied.reason.lower()).inc()
+                self.access.auth_failed(path, denied.reason.lower(), denied.reason, context, metadata)
                 raise
             except ResourceExhausted as limited:
                 if limited.reason in RATE_LIMIT_REASONS:  # a key's rate limits (gateway/auth.py)
@@ -356,7 +370,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
 
     admission = Admission.of(settings, metrics)
     server = grpc.aio.server(options=_server_options(settings))
-    forwarder = Forwarder(authenticator, pool, metrics, admission)
+    forwarder = Forwarder(authenticator, pool, metrics, admission, AccessLog(enabled=settings.access_log))
     relay = StreamRelay(forwarder, pool, metrics, max_streams=settings.max_event_streams)
     server.add_generic_rpc_handlers((GatewayHandler(forwarder, relay),))
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from gateway.access_log import CallNotes
 from gateway.metadata import first, request_id_of, worker_trailers
 from gateway.routing import WorkerPool, never_delivered
 from paygate.scopes import SERVICE_NAME
@@ -58,23 +59,29 @@ class StreamRelay:
         async def handle(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
             started = time.perf_counter()
             self._metrics.started.labels(*labels).inc()
+            metadata = tuple(context.invocation_metadata() or ())
+            request_id = request_id_of(metadata)
+            notes = CallNotes()
             try:
-                await self._relay(path, context)
+                await self._relay(path, context, metadata, request_id, notes)
             finally:
                 # A stream has no end of its own: it ends with a refusal (its code is set) or when its caller leaves.
                 code = context.code() or grpc.StatusCode.CANCELLED
+                elapsed_s = time.perf_counter() - started
                 self._metrics.handled.labels(*labels, code.name).inc()
-                self._metrics.handling_seconds.labels(*labels).observe(time.perf_counter() - started)
+                self._metrics.handling_seconds.labels(*labels).observe(elapsed_s)
+                self._forwarder.access.call(path, code, elapsed_s, request_id, context, metadata, notes)
 
         return handle
 
-    async def _relay(self, path: str, context: grpc.aio.ServicerContext) -> None:
-        metadata = tuple(context.invocation_metadata() or ())
-        request_id = request_id_of(metadata)
+    async def _relay(
+        self, path: str, context: grpc.aio.ServicerContext, metadata: tuple[Any, ...], request_id: str, notes: CallNotes
+    ) -> None:
         logs.request_id_var.set(request_id)
         counted = False
         try:
             caller, body = await self._forwarder.authenticate(path, metadata, context, request_id)
+            notes.key_id, notes.owner = caller.key_id, caller.owner
             if self._active >= self._max_streams:
                 raise ResourceExhausted(
                     f"the gateway serves its maximum of {self._max_streams} event streams; retry after the delay",
@@ -92,7 +99,7 @@ class StreamRelay:
                 call = endpoint.stream_method(path)(body, metadata=forward, timeout=context.time_remaining())
                 self._calls.add(call)
                 try:
-                    await self._pass_through(call, context, request_id)
+                    await self._pass_through(call, context, request_id, notes)
                 except grpc.aio.AioRpcError:  # only a call that provably never reached the worker gets here
                     self._pool.mark_unhealthy(endpoint, "connect failed")
                 finally:
@@ -110,7 +117,7 @@ class StreamRelay:
                 self._active -= 1
 
     async def _pass_through(
-        self, call: grpc.aio.UnaryStreamCall, context: grpc.aio.ServicerContext, request_id: str
+        self, call: grpc.aio.UnaryStreamCall, context: grpc.aio.ServicerContext, request_id: str, notes: CallNotes
     ) -> None:
         """Relay one worker's stream until it ends; an AioRpcError escapes only if the call never reached it."""
         headers = await call.initial_metadata()
@@ -123,6 +130,7 @@ class StreamRelay:
                     raise
                 await self._end_like(error, context, request_id)
             raise Unavailable(_WORKER_LOST)
+        notes.worker = worker
         await context.send_initial_metadata(((WORKER_HEADER, worker), (REQUEST_ID_HEADER, request_id)))
         try:
             async for message in call:

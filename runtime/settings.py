@@ -145,6 +145,8 @@ class Settings:
     internal_tls_key: str = ""
     shutdown_grace_s: float = 10.0
     log_level: str = "INFO"
+    # One JSON line per gateway call at INFO on the `paygate.access` logger (gateway/access_log.py).
+    access_log: bool = True
     # The risk rules file (docs/risk.md): a TOML path, reloaded by the workers when it changes; "" or "off" runs no
     # rules (every payment allowed). Production mode requires it to be set, to a file or to "off" explicitly.
     risk_rules: str = ""
@@ -360,6 +362,8 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
             return int(raw)
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            return _boolean(name, raw)
         if kind == "Path":
             return Path(raw)
         if kind == "Secret[str]":
@@ -367,3 +371,16 @@ def _convert(name: str, type_name: Any, raw: str) -> Any:
     except ValueError:
         raise ConfigurationError(f"PAYGATE_{name.upper()} must be a {kind}, got {raw!r}") from None
     return raw
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(name: str, raw: str) -> bool:
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    allowed = ", ".join((*_TRUE, *_FALSE))
+    raise ConfigurationError(f"PAYGATE_{name.upper()} must be one of {allowed}, got {raw!r}")
