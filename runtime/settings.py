@@ -16,6 +16,7 @@ from typing import Any
 
 from paygate.secret import Secret
 from runtime.errors import ConfigurationError
+from runtime.settings_values import convert, variable
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
@@ -161,10 +162,10 @@ class Settings:
         if self.log_level.upper() not in LOG_LEVELS:
             levels = ", ".join(LOG_LEVELS)
             raise ConfigurationError(f"PAYGATE_LOG_LEVEL must be one of {levels}, got {self.log_level!r}")
-        parse_host_port(self.listen, "listen address")
-        parse_host_port(self.metrics_listen, "metrics address")
+        parse_host_port(self.listen, "PAYGATE_LISTEN (--listen)")
+        parse_host_port(self.metrics_listen, "PAYGATE_METRICS_LISTEN (--metrics-listen)")
         if not 1 <= self.workers <= 256:
-            raise ConfigurationError(f"workers must be between 1 and 256, got {self.workers}")
+            raise ConfigurationError(f"PAYGATE_WORKERS must be between 1 and 256, got {self.workers}")
         for name in (
             "timestamp_skew_s",
             "nonce_ttl_s",
@@ -173,41 +174,48 @@ class Settings:
             "idempotency_retention_s",
         ):
             if getattr(self, name) <= 0:
-                raise ConfigurationError(f"{name} must be positive")
+                raise ConfigurationError(f"{variable(name)} must be positive")
         if self.nonce_ttl_s < 2 * self.timestamp_skew_s:
             # A nonce must be remembered for as long as its timestamp can still be accepted (± skew).
-            raise ConfigurationError("nonce_ttl_s must be at least twice timestamp_skew_s")
+            raise ConfigurationError("PAYGATE_NONCE_TTL_S must be at least twice PAYGATE_TIMESTAMP_SKEW_S")
         if self.sandbox_confirmation not in ("immediate", "deferred"):
             raise ConfigurationError("PAYGATE_SANDBOX_CONFIRMATION must be immediate or deferred")
         if self.payment_ttl_s <= 0 or self.sweep_interval_s <= 0:
-            raise ConfigurationError("payment_ttl_s and sweep_interval_s must be positive")
+            raise ConfigurationError("PAYGATE_PAYMENT_TTL_S and PAYGATE_SWEEP_INTERVAL_S must be positive")
         if not 0 <= self.platform_fee_bps <= 10_000:
-            raise ConfigurationError(f"platform_fee_bps must be between 0 and 10000, got {self.platform_fee_bps}")
+            raise ConfigurationError(
+                f"PAYGATE_PLATFORM_FEE_BPS must be between 0 and 10000, got {self.platform_fee_bps}"
+            )
         if not 0 < self.request_read_timeout_s <= 300:
-            raise ConfigurationError("request_read_timeout_s must be in (0, 300]")
+            raise ConfigurationError("PAYGATE_REQUEST_READ_TIMEOUT_S must be in (0, 300]")
         for name in ("max_pending_calls_per_connection", "max_pending_calls", "max_streams_per_connection"):
             if not 1 <= getattr(self, name) <= 1_000_000:
-                raise ConfigurationError(f"{name} must be between 1 and 1000000")
+                raise ConfigurationError(f"{variable(name)} must be between 1 and 1000000")
         if not 1 <= self.max_forwarded_calls <= 1_000_000:
-            raise ConfigurationError("max_forwarded_calls must be between 1 and 1000000")
+            raise ConfigurationError("PAYGATE_MAX_FORWARDED_CALLS must be between 1 and 1000000")
         self._check_key_limits()
         self._check_channels()
         if not 1 <= self.worker_threads <= 256:
-            raise ConfigurationError("worker_threads must be between 1 and 256")
+            raise ConfigurationError("PAYGATE_WORKER_THREADS must be between 1 and 256")
         if not 1 <= self.group_commit_max_batch <= 1024 or not 0 <= self.group_commit_max_wait_ms <= 100:
             raise ConfigurationError(
-                "group_commit_max_batch must be in [1, 1024] and group_commit_max_wait_ms in [0, 100]"
+                "PAYGATE_GROUP_COMMIT_MAX_BATCH must be in [1, 1024] and PAYGATE_GROUP_COMMIT_MAX_WAIT_MS in [0, 100]"
             )
         if not 0 < self.events_heartbeat_s <= 300 or not 0 < self.events_poll_s <= 60:
-            raise ConfigurationError("events_heartbeat_s must be in (0, 300] and events_poll_s in (0, 60]")
+            raise ConfigurationError(
+                "PAYGATE_EVENTS_HEARTBEAT_S must be in (0, 300] and PAYGATE_EVENTS_POLL_S in (0, 60]"
+            )
         if not 1 <= self.max_event_streams <= 1_000_000:
-            raise ConfigurationError("max_event_streams must be between 1 and 1000000")
+            raise ConfigurationError("PAYGATE_MAX_EVENT_STREAMS must be between 1 and 1000000")
         self.webhook_schedule()  # refuses a malformed schedule at start
         if not 0 < self.webhook_interval_s <= 60:
-            raise ConfigurationError("webhook_interval_s must be in (0, 60]")
+            raise ConfigurationError("PAYGATE_WEBHOOK_INTERVAL_S must be in (0, 60]")
         for name in ("webhook_connect_timeout_s", "webhook_read_timeout_s", "webhook_round_budget_s"):
             if not 0 < getattr(self, name) <= 30:
-                raise ConfigurationError(f"{name} must be in (0, 30]")
+                raise ConfigurationError(f"{variable(name)} must be in (0, 30]")
+        for name, most in (("health_interval_s", 60), ("key_cache_ttl_s", 3600), ("shutdown_grace_s", 3600)):
+            if not 0 < getattr(self, name) <= most:
+                raise ConfigurationError(f"{variable(name)} must be in (0, {most}] seconds")
         self._check_tls()
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
@@ -237,36 +245,39 @@ class Settings:
     def _check_key_limits(self) -> None:
         for name in ("default_key_rate_per_s", "default_user_rate_per_s"):
             if not 0 <= getattr(self, name) <= 1_000_000:
-                raise ConfigurationError(f"{name} must be in [0, 1000000] calls per second (0: no limit)")
+                raise ConfigurationError(f"{variable(name)} must be in [0, 1000000] calls per second (0: no limit)")
         for name in ("default_key_burst", "default_user_burst"):
             if not 1 <= getattr(self, name) <= 10_000_000:
-                raise ConfigurationError(f"{name} must be in [1, 10000000] calls")
+                raise ConfigurationError(f"{variable(name)} must be in [1, 10000000] calls")
         if not 0 <= self.default_max_concurrent_calls <= 1_000_000:
-            raise ConfigurationError("default_max_concurrent_calls must be in [0, 1000000] (0: no limit)")
+            raise ConfigurationError("PAYGATE_DEFAULT_MAX_CONCURRENT_CALLS must be in [0, 1000000] (0: no limit)")
         if not 1024 <= self.max_message_bytes <= 4 * 1024 * 1024:
             # Workers read at most 4 MiB (gRPC's default), so a larger gateway limit would only move the refusal.
-            raise ConfigurationError("max_message_bytes must be in [1024, 4194304]")
+            raise ConfigurationError("PAYGATE_MAX_MESSAGE_BYTES must be in [1024, 4194304]")
         if not 0 < self.default_call_deadline_s <= self.max_call_deadline_s <= 3600:
             raise ConfigurationError(
-                "default_call_deadline_s and max_call_deadline_s must be positive, the default no longer than the "
-                "cap, and the cap at most 3600"
+                "PAYGATE_DEFAULT_CALL_DEADLINE_S and PAYGATE_MAX_CALL_DEADLINE_S must be positive, the default no "
+                "longer than the cap, and the cap at most 3600"
             )
         if not 0 < self.key_last_used_flush_s <= 300:
-            raise ConfigurationError("key_last_used_flush_s must be in (0, 300]")
+            raise ConfigurationError("PAYGATE_KEY_LAST_USED_FLUSH_S must be in (0, 300]")
 
     def _check_channels(self) -> None:
         for name in ("notify_listen", "channel_sim_listen"):
             if getattr(self, name):
-                parse_host_port(getattr(self, name), name.replace("_", " "))
+                parse_host_port(getattr(self, name), variable(name))
         for name in ("channel_connect_timeout_s", "channel_read_timeout_s", "channel_breaker_open_s"):
             if not 0 < getattr(self, name) <= 600:
-                raise ConfigurationError(f"{name} must be in (0, 600]")
+                raise ConfigurationError(f"{variable(name)} must be in (0, 600]")
         if not 1 <= self.channel_max_in_flight <= 1024 or not 1 <= self.channel_breaker_failures <= 1000:
             raise ConfigurationError(
-                "channel_max_in_flight must be in [1, 1024] and channel_breaker_failures in [1, 1000]"
+                "PAYGATE_CHANNEL_MAX_IN_FLIGHT must be in [1, 1024] and PAYGATE_CHANNEL_BREAKER_FAILURES in [1, 1000]"
             )
         if not 0 < self.janitor_first_check_s <= self.janitor_max_check_s or self.janitor_interval_s <= 0:
-            raise ConfigurationError("janitor intervals must be positive, first check no later than the maximum")
+            raise ConfigurationError(
+                "PAYGATE_JANITOR_INTERVAL_S must be positive, and PAYGATE_JANITOR_FIRST_CHECK_S positive and no later "
+                "than PAYGATE_JANITOR_MAX_CHECK_S"
+            )
 
     def _refuse_unsafe_production_defaults(self) -> None:
         missing = [
@@ -279,13 +290,17 @@ class Settings:
             if not value
         ]
         if missing:
-            raise ConfigurationError("production mode refuses the embedded dev defaults; set " + ", ".join(missing))
+            raise ConfigurationError(
+                "PAYGATE_MODE=production refuses the embedded dev defaults; set " + ", ".join(missing)
+            )
         if os.environ.get("PAYGATE_FAILPOINT"):
-            raise ConfigurationError("production mode refuses PAYGATE_FAILPOINT (a crash point for tests)")
+            raise ConfigurationError("PAYGATE_MODE=production refuses PAYGATE_FAILPOINT (a crash point for tests)")
         if self.database_url.reveal().startswith("sqlite"):
-            raise ConfigurationError("production mode needs PostgreSQL or MySQL, not SQLite")
+            raise ConfigurationError("PAYGATE_MODE=production needs PostgreSQL or MySQL, not SQLite")
         if not self.risk_rules:
-            raise ConfigurationError("production mode needs PAYGATE_RISK_RULES: a rules file, or off (docs/risk.md)")
+            raise ConfigurationError(
+                "PAYGATE_MODE=production needs PAYGATE_RISK_RULES: a rules file, or off (docs/risk.md)"
+            )
 
     # -- derived paths -------------------------------------------------------------------------------
 
@@ -345,7 +360,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             raw = env.get(f"PAYGATE_{f.name.upper()}")
             if raw is not None and raw != "":
-                values[f.name] = _convert(f.name, f.type, raw)
+                values[f.name] = convert(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         for name in SWITCHABLE_LISTENERS:  # "off": do not run that listener at all
             if str(values.get(name, "")).lower() == "off":
@@ -353,34 +368,3 @@ class Settings:
         if "data_dir" in values:
             values["data_dir"] = Path(values["data_dir"])
         return cls(**values)
-
-
-def _convert(name: str, type_name: Any, raw: str) -> Any:
-    kind = str(type_name)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            return _boolean(name, raw)
-        if kind == "Path":
-            return Path(raw)
-        if kind == "Secret[str]":
-            return Secret(raw)
-    except ValueError:
-        raise ConfigurationError(f"PAYGATE_{name.upper()} must be a {kind}, got {raw!r}") from None
-    return raw
-
-
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def _boolean(name: str, raw: str) -> bool:
-    if raw.strip().lower() in _TRUE:
-        return True
-    if raw.strip().lower() in _FALSE:
-        return False
-    allowed = ", ".join((*_TRUE, *_FALSE))
-    raise ConfigurationError(f"PAYGATE_{name.upper()} must be one of {allowed}, got {raw!r}")

@@ -30,11 +30,15 @@ def test_environment_then_flags() -> None:
     ("env", "message"),
     [
         ({"PAYGATE_WORKERS": "many"}, "PAYGATE_WORKERS"),
-        ({"PAYGATE_WORKERS": "0"}, "workers"),
+        ({"PAYGATE_WORKERS": "0"}, "PAYGATE_WORKERS"),
         ({"PAYGATE_LISTEN": "localhost"}, "HOST:PORT"),
         ({"PAYGATE_LISTEN": "1.2.3.4:70000"}, "HOST:PORT"),
         ({"PAYGATE_MODE": "staging"}, "PAYGATE_MODE"),
-        ({"PAYGATE_NONCE_TTL_S": "100"}, "nonce_ttl_s"),
+        ({"PAYGATE_NONCE_TTL_S": "100"}, "PAYGATE_NONCE_TTL_S"),
+        ({"PAYGATE_SWEEP_INTERVAL_S": "inf"}, "PAYGATE_SWEEP_INTERVAL_S must be a finite number"),
+        ({"PAYGATE_DEFAULT_KEY_RATE_PER_S": "nan"}, "PAYGATE_DEFAULT_KEY_RATE_PER_S must be a finite number"),
+        ({"PAYGATE_HEALTH_INTERVAL_S": "0"}, "PAYGATE_HEALTH_INTERVAL_S must be in"),
+        ({"PAYGATE_ACCESS_LOG": "maybe"}, "PAYGATE_ACCESS_LOG must be one of 1, true"),
         ({"PAYGATE_LOG_LEVEL": "bogus"}, "PAYGATE_LOG_LEVEL must be one of DEBUG, INFO"),
     ],
 )
