@@ -29,11 +29,26 @@ def _data_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir or os.environ.get("PAYGATE_DATA_DIR") or ".paygate")
 
 
+class SettingError(ValueError):
+    """A setting the simulator cannot start with: one line naming it, exit status 2."""
+
+
 def _pay_after_ms(args: argparse.Namespace) -> int:
     if args.pay_after_ms is not None:
-        return int(args.pay_after_ms)
-    text = os.environ.get("PAYGATE_SIM_PAY_AFTER_MS", "300")
-    return int(text) if text.isdigit() else 300
+        value, source = int(args.pay_after_ms), "--pay-after-ms"
+    else:
+        text, source = os.environ.get("PAYGATE_SIM_PAY_AFTER_MS") or "300", "PAYGATE_SIM_PAY_AFTER_MS"
+        value = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= value <= 86_400_000:
+        raise SettingError(f"{source} must be a whole number of milliseconds in [0, 86400000] (0: only when told)")
+    return value
+
+
+def _listen(args: argparse.Namespace) -> str:
+    host, _, port = str(args.listen).rpartition(":")
+    if not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise SettingError(f"--listen (or PAYGATE_SIM_LISTEN) must be HOST:PORT, got {args.listen!r}")
+    return str(args.listen)
 
 
 def _url_option(parser: argparse.ArgumentParser) -> None:
@@ -203,7 +218,12 @@ def run(args: argparse.Namespace) -> int:
         return _control(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_serve_until_signalled(args.listen, _data_dir(args), _pay_after_ms(args)))
+        listen, pay_after_ms = _listen(args), _pay_after_ms(args)
+    except SettingError as exc:
+        print(f"channel-sim: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve_until_signalled(listen, _data_dir(args), pay_after_ms))
     except (ValueError, OSError) as exc:
         print(f"channel-sim: {exc}", file=sys.stderr)
         return 1

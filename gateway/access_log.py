@@ -1,4 +1,4 @@
-"""One JSON access line per call through the gateway, and one warning per refused signature (docs/operations.md,
+"""One JSON access line per call through the gateway, and one warning per refused signature (docs/configuration.md,
 "Logs").
 
 The line says who called what and how it ended: method, gRPC status, latency, key id, owner, worker, request id and

@@ -177,8 +177,7 @@ class Forwarder:
             if entered is not None:
                 self._admission.leave(entered)
             series.handled(code).inc()
-            elapsed_s = time.perf_counter() - started
-            series.seconds.observe(elapsed_s)
+            series.seconds.observe(elapsed_s := time.perf_counter() - started)
             self.access.call(path, code, elapsed_s, request_id, context, metadata, notes)
 
     def _forwarded_ok(self, address: str) -> Any:
@@ -334,15 +333,6 @@ def _authenticator(settings: Settings, keystore: KeyStore, client: Any, usage: K
 
 
 async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_listen: str | None = None) -> None:
-    # One access line per call: the event loop queues it, a thread writes it (runtime/logs.py).
-    writer = logs.write_behind()
-    try:
-        await _serve(settings, worker_addresses, metrics_listen)
-    finally:
-        writer.stop()  # writes what is still queued
-
-
-async def _serve(settings: Settings, worker_addresses: list[str], metrics_listen: str | None) -> None:
     # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
     public_credentials = public_server_credentials(settings)
     registry = process_registry()

@@ -16,7 +16,7 @@ from typing import Any
 
 from paygate.secret import Secret
 from runtime.errors import ConfigurationError
-from runtime.settings_values import convert, variable
+from runtime.settings_values import check_database_url, check_http_url, check_redis_url, convert, variable
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
@@ -213,12 +213,22 @@ class Settings:
         for name in ("webhook_connect_timeout_s", "webhook_read_timeout_s", "webhook_round_budget_s"):
             if not 0 < getattr(self, name) <= 30:
                 raise ConfigurationError(f"{variable(name)} must be in (0, 30]")
-        for name, most in (("health_interval_s", 60), ("key_cache_ttl_s", 3600), ("shutdown_grace_s", 3600)):
-            if not 0 < getattr(self, name) <= most:
-                raise ConfigurationError(f"{variable(name)} must be in (0, {most}] seconds")
+        self._check_process()
         self._check_tls()
         if self.mode == "production":
             self._refuse_unsafe_production_defaults()
+
+    def _check_process(self) -> None:
+        """Where the process keeps its state and finds its stores, and its own timers."""
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigurationError(f"PAYGATE_DATA_DIR (--data-dir) must be a directory; {self.data_dir} is a file")
+        if self.database_url:
+            check_database_url(self.database_url.reveal())
+        if self.redis_url:
+            check_redis_url(self.redis_url.reveal())
+        for name, most in (("health_interval_s", 60), ("key_cache_ttl_s", 3600), ("shutdown_grace_s", 3600)):
+            if not 0 < getattr(self, name) <= most:
+                raise ConfigurationError(f"{variable(name)} must be in (0, {most}] seconds")
 
     def _check_tls(self) -> None:
         """Whole sets only; the files themselves are read by runtime/tls.py where they are used."""
@@ -263,6 +273,8 @@ class Settings:
             raise ConfigurationError("PAYGATE_KEY_LAST_USED_FLUSH_S must be in (0, 300]")
 
     def _check_channels(self) -> None:
+        if self.notify_base_url:
+            check_http_url("notify_base_url", self.notify_base_url)
         for name in ("notify_listen", "channel_sim_listen"):
             if getattr(self, name):
                 parse_host_port(getattr(self, name), variable(name))

@@ -4,6 +4,7 @@ variable and what it accepts (docs/configuration.md, "Errors")."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,39 @@ def boolean(name: str, raw: str) -> bool:
         return False
     allowed = ", ".join((*TRUE_WORDS, *FALSE_WORDS))
     raise ConfigurationError(f"{variable(name)} must be one of {allowed}, got {raw!r}")
+
+
+_URL_SCHEME = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.*)", re.ASCII | re.DOTALL)
+DATABASE_BACKENDS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _scheme(url: str) -> tuple[str, str] | None:
+    match = _URL_SCHEME.fullmatch(url)
+    return (match["scheme"], match["rest"]) if match else None
+
+
+def check_database_url(url: str) -> None:
+    """A URL of a database we support; the value is never echoed (it may hold a password)."""
+    parsed = _scheme(url)
+    if parsed is None or parsed[0].split("+", 1)[0] not in DATABASE_BACKENDS or not parsed[1]:
+        raise ConfigurationError(
+            "PAYGATE_DATABASE_URL must be sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or "
+            "mysql://USER:PASSWORD@HOST/DB (the value is not shown: it may hold a password)"
+        )
+
+
+def check_redis_url(url: str) -> None:
+    """redis://, rediss:// (TLS) or unix:// with a host or a path; the value is never echoed."""
+    parsed = _scheme(url)
+    if parsed is None or parsed[0] not in REDIS_SCHEMES or not parsed[1].strip("/"):
+        raise ConfigurationError(
+            f"PAYGATE_REDIS_URL must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)} URLs, e.g. "
+            "redis://HOST:6379/0 (the value is not shown: it may hold a password)"
+        )
+
+
+def check_http_url(name: str, url: str) -> None:
+    parsed = _scheme(url)
+    if parsed is None or parsed[0] not in ("http", "https") or not parsed[1].split("/", 1)[0]:
+        raise ConfigurationError(f"{variable(name)} must be an http:// or https:// URL, got {url!r}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -27,6 +28,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from paygate.client import PaygateClient
+from paygate.signing import KEY_ID_PATTERN
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
@@ -44,7 +46,7 @@ def add_parser(subcommands: Any, common: Any) -> None:
     call.add_argument("--key-file", type=Path, help="a JSON file with key_id and secret (else PAYGATE_KEY_ID/_SECRET)")
     call.add_argument("--ca", type=Path, help="PEM CA of the gateway's certificate (default: <data dir>/tls/ca.pem)")
     call.add_argument("--plaintext", action="store_true", help="no TLS (a `paygate serve --plaintext` stack)")
-    call.add_argument("--timeout-s", type=float, default=30.0, help="the call's deadline (default 30)")
+    call.add_argument("--timeout-s", type=seconds, default=30.0, help="the call's deadline (default 30)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -94,6 +96,8 @@ def _key(key_file: Path | None) -> tuple[str, str]:
     key_id, secret = os.environ.get("PAYGATE_KEY_ID", ""), os.environ.get("PAYGATE_KEY_SECRET", "")
     if not key_id or not secret:
         raise ValueError("no key: set PAYGATE_KEY_ID and PAYGATE_KEY_SECRET, or pass --key-file")
+    if not KEY_ID_PATTERN.fullmatch(key_id):
+        raise ValueError("PAYGATE_KEY_ID must be a key id as `paygate keys create` prints it (1-64 of [A-Za-z0-9_-])")
     return key_id, secret
 
 
@@ -118,3 +122,11 @@ def _refusal(error: grpc.RpcError) -> dict[str, Any]:
                 packed.Unpack(detail)
                 shown[kind.DESCRIPTOR.name] = json_format.MessageToDict(detail, preserving_proto_field_name=True)
     return shown
+
+
+def seconds(text: str) -> float:
+    """`nan` and `inf` are not deadlines: refused like any other non-number (argparse: exit 2)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(text)
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,6 +15,22 @@ from runtime import logs
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
 from stack import audit_command, call_command, commands, risk_command
+
+
+def finite(text: str) -> float:
+    """A command-line number: `nan` and `inf` are refused like any other non-number (argparse: exit 2)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def count(text: str) -> int:
+    """A command-line count (workers, postings, processes, …): a whole number, at least 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +59,7 @@ def _process_commands(subcommands: Any) -> None:
     """The long-running processes: the whole stack, or one of its parts."""
     serve = subcommands.add_parser("serve", help="run the whole stack: gateway, workers, embedded Redis and SQLite")
     _common(serve)
-    serve.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
+    serve.add_argument("--workers", type=count, help="worker processes (default: CPU count)")
     serve.add_argument("--listen", help="gateway address HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--metrics-listen", help="/metrics address HOST:PORT (default 127.0.0.1:9464)")
     serve.add_argument(
@@ -112,7 +129,7 @@ def _admin_commands(subcommands: Any) -> None:
     )
     _common(rotate)
     rotate.add_argument("key_id")
-    rotate.add_argument("--grace-hours", type=float, default=24.0, help="how long the old secret still verifies")
+    rotate.add_argument("--grace-hours", type=finite, default=24.0, help="how long the old secret still verifies")
     rotate.add_argument("--json", action="store_true", help="print one JSON object")
     revoke = key_commands.add_parser("revoke", help="revoke a key; running gateways stop accepting it")
     _common(revoke)
@@ -165,8 +182,8 @@ def _scale_tools(ledger_commands: Any, db_commands: Any) -> None:
         "seed", help="write a large valid ledger of made-up payments, for scale tests (refused in production mode)"
     )
     _common(seed)
-    seed.add_argument("--postings", type=int, required=True, help="postings to write, e.g. 1000000")
-    seed.add_argument("--accounts", type=int, help="wallets + creator payables (default: postings / 10)")
+    seed.add_argument("--postings", type=count, required=True, help="postings to write, e.g. 1000000")
+    seed.add_argument("--accounts", type=count, help="wallets + creator payables (default: postings / 10)")
     seed.add_argument("--owner", default="seed", help="the calling service the payments belong to (default seed)")
     seed.add_argument("--prefix", default="seed", help="of subjects and order ids, letters and digits (default seed)")
 
@@ -220,7 +237,7 @@ def _webhooks_command(subcommands: Any) -> None:
     rotate = actions.add_parser("rotate-secret", help="a new secret; the old one keeps signing for --overlap-hours")
     rotate.add_argument("--owner", required=True)
     rotate.add_argument("endpoint_id")
-    rotate.add_argument("--overlap-hours", type=float, default=24.0)
+    rotate.add_argument("--overlap-hours", type=finite, default=24.0)
     dead = actions.add_parser("dead-letters", help="events an owner's endpoints never accepted")
     dead.add_argument("--owner", required=True)
     again = actions.add_parser("redeliver", help="send one event again now, to its owner's endpoints")
@@ -241,14 +258,14 @@ def _bench_command(subcommands: Any) -> None:
         help="comma-separated (default: all): wallet_purchase, hot_creator, balance_read, top_up, transfer, "
         "refund, channel_purchase, mixed",
     )
-    bench.add_argument("--duration-s", type=float, help="measured seconds of each run (default 10)")
-    bench.add_argument("--warmup-s", type=float, help="unmeasured seconds before each run (default 2)")
-    bench.add_argument("--processes", type=int, help="load generator processes (default 2)")
-    bench.add_argument("--in-flight", type=int, help="calls in flight per load process, closed loop (default 32)")
-    bench.add_argument("--workers", type=int, help="the stack's worker processes (default 2)")
-    bench.add_argument("--half-load", type=float, help="open-loop rate as a share of the saturating rate (0.5)")
+    bench.add_argument("--duration-s", type=finite, help="measured seconds of each run (default 10)")
+    bench.add_argument("--warmup-s", type=finite, help="unmeasured seconds before each run (default 2)")
+    bench.add_argument("--processes", type=count, help="load generator processes (default 2)")
+    bench.add_argument("--in-flight", type=count, help="calls in flight per load process, closed loop (default 32)")
+    bench.add_argument("--workers", type=count, help="the stack's worker processes (default 2)")
+    bench.add_argument("--half-load", type=finite, help="open-loop rate as a share of the saturating rate (0.5)")
     bench.add_argument(
-        "--repeat", type=int, help="floor/stack pairs per scenario; the pair with the median ratio is reported (1)"
+        "--repeat", type=count, help="floor/stack pairs per scenario; the pair with the median ratio is reported (1)"
     )
     bench.add_argument("--database-url", help="run the stack on this PostgreSQL/MariaDB database (default SQLite)")
     bench.add_argument(
@@ -267,7 +284,7 @@ def _bench_command(subcommands: Any) -> None:
     bench.add_argument("--docs", type=Path, help="write the run's section into this file (default docs/benchmarks.md)")
     bench.add_argument("--no-docs", action="store_true", help="do not write the run's section of docs/benchmarks.md")
     bench.add_argument(
-        "--ledger-postings", type=int, help="then seed a ledger this big and measure the wallet scenarios again"
+        "--ledger-postings", type=count, help="then seed a ledger this big and measure the wallet scenarios again"
     )
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from google.protobuf.json_format import MessageToJson
 
-from runtime.errors import PaygateError
+from runtime import logs
+from runtime.errors import ConfigurationError, PaygateError
 from runtime.settings import Settings
 
 
@@ -37,9 +38,21 @@ def certs(args: argparse.Namespace, settings: Settings) -> int:
 def gateway(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.server import run_gateway  # noqa: PLC0415
 
-    addresses = [a.strip() for a in args.worker_addresses.split(",") if a.strip()]
-    asyncio.run(run_gateway(settings, addresses, args.metrics_listen))
+    addresses = _worker_addresses(args.worker_addresses)
+    # One access line per call: the event loop queues it, a thread writes it (runtime/logs.py).
+    writer = logs.write_behind()
+    try:
+        asyncio.run(run_gateway(settings, addresses, args.metrics_listen))
+    finally:
+        writer.stop()  # writes what is still queued
     return 0
+
+
+def _worker_addresses(text: str) -> list[str]:
+    addresses = [a.strip() for a in text.split(",") if a.strip()]
+    if not addresses:
+        raise ConfigurationError(f"--worker-addresses needs at least one worker address, got {text!r}")
+    return addresses
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,7 +65,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 def notify_edge(args: argparse.Namespace, settings: Settings) -> int:
     from notifications.edge import run_edge  # noqa: PLC0415
 
-    addresses = [a.strip() for a in args.worker_addresses.split(",") if a.strip()]
+    addresses = _worker_addresses(args.worker_addresses)
     asyncio.run(run_edge(settings, args.listen or settings.notify_listen, addresses))
     return 0
 

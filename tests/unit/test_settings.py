@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,53 @@ def test_admission_bounds_and_addresses_are_validated(env: dict[str, str]) -> No
 def test_admission_bounds_come_from_the_environment() -> None:
     settings = Settings.from_env({"PAYGATE_REQUEST_READ_TIMEOUT_S": "1.5", "PAYGATE_MAX_PENDING_CALLS": "10"})
     assert (settings.request_read_timeout_s, settings.max_pending_calls) == (1.5, 10)
+
+
+def _typed_fields(kind: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(Settings) if str(f.type) == kind]
+
+
+@pytest.mark.parametrize("name", _typed_fields("int"))
+def test_every_whole_number_setting_refuses_other_text_naming_its_variable(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^PAYGATE_{name.upper()} must be a whole number"):
+        Settings.from_env({f"PAYGATE_{name.upper()}": "1.5"})
+
+
+@pytest.mark.parametrize("name", _typed_fields("float"))
+@pytest.mark.parametrize("raw", ["soon", "inf", "-inf", "nan"])
+def test_every_number_setting_refuses_text_and_non_finite_values(name: str, raw: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^PAYGATE_{name.upper()} must be a finite number"):
+        Settings.from_env({f"PAYGATE_{name.upper()}": raw})
+
+
+@pytest.mark.parametrize("name", _typed_fields("int") + _typed_fields("float"))
+def test_every_number_setting_has_a_range_that_refuses_a_negative_value_naming_it(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"PAYGATE_{name.upper()}"):
+        Settings.from_env({f"PAYGATE_{name.upper()}": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PAYGATE_DATABASE_URL": "db.example.com/paygate"}, "PAYGATE_DATABASE_URL"),
+        ({"PAYGATE_DATABASE_URL": "oracle://u:hunter2@h/db"}, "PAYGATE_DATABASE_URL"),
+        ({"PAYGATE_REDIS_URL": "localhost:6379"}, "PAYGATE_REDIS_URL"),
+        ({"PAYGATE_REDIS_URL": "http://u:hunter2@h"}, "PAYGATE_REDIS_URL"),
+        ({"PAYGATE_NOTIFY_BASE_URL": "callbacks.example.com"}, "PAYGATE_NOTIFY_BASE_URL"),
+    ],
+)
+def test_urls_are_checked_and_a_password_is_never_echoed(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigurationError, match=variable) as refused:
+        Settings.from_env(env)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_supported_urls_pass() -> None:
+    settings = Settings.from_env(
+        {
+            "PAYGATE_DATABASE_URL": "postgresql+psycopg://u:p@h:5432/db",
+            "PAYGATE_REDIS_URL": "rediss://h:6380/0",
+            "PAYGATE_NOTIFY_BASE_URL": "https://pay.example.com/cb",
+        }
+    )
+    assert settings.redis_url.reveal() == "rediss://h:6380/0"
