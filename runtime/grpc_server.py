@@ -19,9 +19,16 @@ def bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredenti
     if address.startswith("unix:"):
         # A socket file left by a killed predecessor would make the bind fail; the supervisor owns these paths.
         Path(address.removeprefix("unix:").removeprefix("//")).unlink(missing_ok=True)
-    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    try:
+        secure = credentials is not None
+        port = server.add_secure_port(address, credentials) if secure else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises this (not port 0) for some failures, e.g. a name that does not resolve
+        port = 0
     if port == 0:
-        raise ConfigurationError(f"could not listen on {address} (in use, or not permitted)")
+        raise ConfigurationError(
+            f"could not listen on {address} (in use, not permitted, or a name that does not resolve); "
+            "check --listen / PAYGATE_LISTEN"
+        )
 
 
 # Client channels from one process of the stack to workers (gateway → workers, notification edge → workers).

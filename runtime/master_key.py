@@ -88,14 +88,18 @@ class MasterKeyRing:
     @classmethod
     def load(cls, settings: Settings, *, create: bool = True) -> MasterKeyRing:
         """The ring of the settings; ConfigurationError with a clear message when a key is missing or malformed."""
-        current = _parse_key(master_key_text(settings, create=create), "the master key")
+        current = _parse_key(master_key_text(settings, create=create), _current_key_source(settings))
         lines = [*settings.master_key_previous.reveal().split(",")]
         if settings.master_key_previous_file:
-            lines += _read_key_file(Path(settings.master_key_previous_file)).splitlines()
+            previous_file = Path(settings.master_key_previous_file)
+            lines += _read_key_file(previous_file, "PAYGATE_MASTER_KEY_PREVIOUS_FILE").splitlines()
         texts = [line.strip() for line in lines if line.strip()]
         if len(texts) > MAX_PREVIOUS_KEYS:
             raise ConfigurationError(f"at most {MAX_PREVIOUS_KEYS} previous master keys; rewrap and drop old ones")
-        previous = [_parse_key(text, f"previous master key #{n}") for n, text in enumerate(texts, start=1)]
+        previous = [
+            _parse_key(text, f"previous master key #{n} (PAYGATE_MASTER_KEY_PREVIOUS or _FILE)")
+            for n, text in enumerate(texts, start=1)
+        ]
         return cls(current, previous)
 
     @property
@@ -159,7 +163,7 @@ def master_key_text(settings: Settings, *, create: bool = True) -> str:
     if settings.master_key:
         return settings.master_key.reveal()
     if settings.master_key_file:
-        return _read_key_file(Path(settings.master_key_file)).strip()
+        return _read_key_file(Path(settings.master_key_file), "PAYGATE_MASTER_KEY_FILE").strip()
     if settings.mode != "dev":
         raise ConfigurationError("PAYGATE_MASTER_KEY (or PAYGATE_MASTER_KEY_FILE) is required outside dev mode")
     path = settings.data_dir / MASTER_KEY_FILE
@@ -170,11 +174,19 @@ def master_key_text(settings: Settings, *, create: bool = True) -> str:
     return path.read_text().strip()
 
 
-def _read_key_file(path: Path) -> str:
+def _read_key_file(path: Path, variable: str) -> str:
     try:
         return path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as error:
-        raise ConfigurationError(f"cannot read the master key file {path}: {type(error).__name__}") from None
+        raise ConfigurationError(f"{variable}: cannot read the key file {path}: {type(error).__name__}") from None
+
+
+def _current_key_source(settings: Settings) -> str:
+    if settings.master_key:
+        return "the master key (PAYGATE_MASTER_KEY)"
+    if settings.master_key_file:
+        return f"the master key in {settings.master_key_file} (PAYGATE_MASTER_KEY_FILE)"
+    return f"the dev master key {settings.data_dir / MASTER_KEY_FILE}"
 
 
 def load_master_key(settings: Settings, *, create: bool = True) -> MasterKeyRing:

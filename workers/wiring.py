@@ -147,7 +147,9 @@ def _providers(
 ) -> list[ProviderChannel]:
     """The provider channels of the channels configuration file; none when there is no file (only SANDBOX)."""
     path = settings.effective_channels_config()
-    if path is None or not path.exists():
+    if path is not None and settings.channels_config and not path.exists():
+        raise ConfigurationError(f"PAYGATE_CHANNELS_CONFIG names {path}, which does not exist")
+    if path is None or not path.exists():  # dev mode without the simulator's file: SANDBOX and WALLET only
         return []
     limits = ChannelLimits(
         connect_timeout_s=settings.channel_connect_timeout_s,

@@ -78,9 +78,12 @@ def test_load_from_settings_env_files_and_dev_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"master_key": "short"}, "the master key must be 32"),
-        ({"master_key": _text(os.urandom(32)), "master_key_previous": "nope"}, "previous master key #1 must be"),
-        ({"master_key_file": "/nonexistent/key"}, "cannot read the master key file"),
+        ({"master_key": "short"}, r"the master key \(PAYGATE_MASTER_KEY\) must be 32"),
+        (
+            {"master_key": _text(os.urandom(32)), "master_key_previous": "nope"},
+            r"previous master key #1 \(PAYGATE_MASTER_KEY_PREVIOUS or _FILE\) must be",
+        ),
+        ({"master_key_file": "/nonexistent/key"}, "PAYGATE_MASTER_KEY_FILE: cannot read the key file"),
     ],
 )
 def test_bad_keys_are_clear_configuration_errors(changes: dict[str, str], message: str) -> None:

@@ -116,7 +116,7 @@ def load_channels(
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise ConfigurationError(f"cannot read the channels configuration {path}: {error}") from None
+        raise ConfigurationError(f"PAYGATE_CHANNELS_CONFIG: cannot read the channels file {path}: {error}") from None
     channels = []
     for name, build in BUILDERS.items():
         section = document.get(name)
@@ -126,7 +126,9 @@ def load_channels(
         try:
             provider = build(section, notify_url)
         except (KeyError, OSError, ValueError, TypeError) as error:
-            raise ConfigurationError(f"channel {name} in {path}: {type(error).__name__}: {error}") from None
+            raise ConfigurationError(
+                f"PAYGATE_CHANNELS_CONFIG: channel {name} in {path}: {type(error).__name__}: {error}"
+            ) from None
         channel_observe = None
         if observe is not None:
             method = provider.method.value
