@@ -194,6 +194,8 @@ def _run_group(
     wallet stack also the sweep and, with --ledger-postings, the same scenarios again on a seeded ledger."""
     channels = any(name in CHANNEL_SCENARIOS for name in names)
     extra_env = {"PAYGATE_CHANNEL_MAX_IN_FLIGHT": str(max(4, options.processes * options.in_flight))}
+    if os.environ.get("PAYGATE_ACCESS_LOG"):  # measure the gateway with its access log on or off
+        extra_env["PAYGATE_ACCESS_LOG"] = os.environ["PAYGATE_ACCESS_LOG"]
     shape = f"{options.database}, channels={channels}{', TLS' if options.tls else ''}"
     _progress(f"starting paygate serve --workers {options.workers} ({shape})")
     # Plaintext like the floor it is compared with (docs/decisions.md #65), unless --tls: then TLS, its dev CA.
