@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from gateway.keystore import load_master_key
-from runtime import db
+from runtime import db, process_metrics
 from runtime.errors import ConfigurationError
 from runtime.metrics import MULTIPROC_ENV, serve_metrics
 from runtime.process import die_with_parent, prepare_die_with_parent
+from runtime.process_series import stack_registry
 from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
 from stack.dev_certs import children_tls_env
@@ -126,6 +128,26 @@ class Supervisor:
         )
         return env
 
+    def metrics_registry(self, env: dict[str, str]) -> CollectorRegistry:
+        """/metrics of the whole stack: the children's multiprocess files plus /proc of every process and the
+        supervisor's own build info (runtime/process_series.py). The revision is found once, here, and handed to
+        the children, so none of them runs git (docs/metrics.md, "Build info")."""
+        build = process_metrics.build_labels()
+        env[process_metrics.REVISION_ENV] = build[1]
+        return stack_registry(str(self.settings.metrics_dir), self.live_processes, build)
+
+    def live_processes(self) -> list[tuple[str, int | str]]:
+        """(role, pid) of every process of the stack now running, for /proc figures at scrape time."""
+        found: list[tuple[str, int | str]] = [("supervisor", os.getpid())]
+        redis = self.redis.process if self.redis is not None else None
+        if redis is not None and redis.poll() is None:
+            found.append(("redis", redis.pid))
+        for child in list(self.children):
+            process = child.process
+            if process is not None and process.returncode is None:
+                found.append((child.name, process.pid))
+        return found
+
     def build_children(self) -> None:
         python = [sys.executable, "-m", "stack"]
         settings = self.settings
@@ -219,7 +241,7 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         try:
             env = self.prepare()
-            serve_metrics(self.settings.metrics_listen, None, str(self.settings.metrics_dir))
+            serve_metrics(self.settings.metrics_listen, self.metrics_registry(env))
             self.build_children()
             for child in self.children:
                 if child.name == "channel-sim":
@@ -290,9 +312,13 @@ class Supervisor:
             "child exited; restarting",
             extra={"fields": {"child": child.name, "exit_code": process.returncode, "restart_in_s": delay}},
         )
-        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
+        self._forget(process)
         child.process = None
         child.restart_at = now + delay
+
+    def _forget(self, process: subprocess.Popen[bytes]) -> None:
+        """Drop an ended child's live gauges (multiprocess `live*` modes), so none outlives it on /metrics."""
+        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -371,3 +397,4 @@ class Supervisor:
                 log.warning("child did not stop in time; killing", extra={"fields": {"pid": process.pid}})
                 process.kill()
                 process.wait()
+            self._forget(process)

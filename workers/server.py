@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from paygate.scopes import SERVICE_NAME
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from paygate.v1 import payment_gateway_pb2 as pb
-from runtime import logs
+from runtime import logs, process_metrics
 from runtime.db import Database
 from runtime.errors import Unauthenticated, to_rpc_status
 from runtime.grpc_server import SERVER_OPTIONS, bind
@@ -332,7 +332,9 @@ async def run_worker(
     # Mutual TLS under the internal CA, only the gateway's certificate may call (docs/security.md); read first.
     credentials = worker_server_credentials(settings)
     registry = process_registry()
+    process_metrics.start(process_metrics.worker_process(worker_id), registry)  # before the database and Redis
     metrics = WorkerMetrics.create(registry)
+    metrics.jobs.declare()
     if metrics_listen:
         serve_metrics(metrics_listen, registry)
     database = Database(settings.effective_database_url(), pool_size=settings.worker_threads)
