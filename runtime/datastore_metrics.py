@@ -28,6 +28,8 @@ STATEMENT_KINDS = ("select", "insert", "update", "delete")
 PIPELINE = "pipeline"
 _SCRIPT_COMMANDS = frozenset({"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO"})
 _STARTED = "_paygate_statement_started"
+MAX_REMEMBERED_STATEMENTS = 4096
+_kinds: dict[str, str] = {}
 
 # sha1 of a registered Lua script → the name its caller gave it. Filled as scripts are registered (a few dozen
 # at most, all ours), read on every EVALSHA.
@@ -41,8 +43,14 @@ def name_script(script: Any, name: str) -> Any:
 
 
 def statement_kind(statement: str) -> str:
-    head = statement.lstrip()[:8].lower()
-    return next((kind for kind in STATEMENT_KINDS if head.startswith(kind)), "other")
+    """select|insert|update|delete|other. Our statements are prebuilt, so the same strings recur: remembered."""
+    kind = _kinds.get(statement)
+    if kind is None:
+        head = statement.lstrip()[:8].lower()
+        kind = next((kind for kind in STATEMENT_KINDS if head.startswith(kind)), "other")
+        if len(_kinds) < MAX_REMEMBERED_STATEMENTS:
+            _kinds[statement] = kind
+    return kind
 
 
 def command_label(args: Sequence[Any]) -> str:

@@ -210,12 +210,12 @@ class WorkerMetrics:
             ),
             **_group_commit_metrics(registry),
             **_event_metrics(registry),
-            jobs=BackgroundJobMetrics(registry),
         )
 
 
 def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
     return dict(
+        jobs=BackgroundJobMetrics(registry),  # docs/metrics.md, "Background jobs"
         event_streams=Gauge(
             "paygate_event_streams",
             "StreamEvents subscribers being served now (workers of this stack together).",
