@@ -42,7 +42,7 @@ def documented() -> dict[str, tuple[str, frozenset[str]]]:
     """`{series: (type, labels)}` from the tables of docs/metrics.md."""
     rows = {}
     for line in DOC.read_text().splitlines():
-        match = re.fullmatch(r"\| `([a-z_]+)` \| (counter|gauge|histogram) \| ([^|]*) \|.*", line)
+        match = re.fullmatch(r"\| `([a-z_]+)` \| (counter|gauge|histogram) \|([^|]*)\|.*", line)
         if match:
             labels = frozenset(re.findall(r"`([a-z_]+)`", match.group(3)))
             assert match.group(1) not in rows, f"{match.group(1)} is documented twice"
