@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,7 +25,7 @@ from runtime.metrics import WorkerMetrics
 from runtime.process_metrics import ProcessMetrics
 from runtime.redis_support import run_scripts
 from runtime.settings import Settings
-from tests.support import Clock, private_database
+from tests.support import REPO_ROOT, Clock, private_database
 from workers.domain.types import Caller, Method, PaymentStatus, TopUpCommand
 from workers.operations import expiry
 from workers.service import PaymentService
@@ -153,3 +157,33 @@ def test_the_sweeper_reports_how_overdue_its_oldest_payment_is(
     assert service.sweep_once(ttl_s=900) == 1
     assert registry.get_sample_value("paygate_background_lag_seconds", {"job": EXPIRY_SWEEPER}) == 0.0  # set, to 0
     assert count(registry, "paygate_background_runs_total", job=EXPIRY_SWEEPER, outcome="ok") == 1
+
+
+def test_a_process_on_its_own_exports_the_standard_collectors_and_ours() -> None:
+    """A pod runs one process with its own registry (no multiprocess directory): prometheus_client's standard
+    process, GC and platform series, plus the paygate_process_* and build info of that process."""
+    program = (
+        "from prometheus_client import CollectorRegistry, generate_latest\n"
+        "from runtime import process_metrics\n"
+        "registry = CollectorRegistry()\n"
+        "process_metrics.start('worker-7', registry)\n"
+        "print(generate_latest(registry).decode())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env["PAYGATE_BUILD_REVISION"] = "abc123"
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=True
+    )
+    text = done.stdout
+    for line in (
+        "process_cpu_seconds_total ",
+        "python_gc_objects_collected_total{",
+        "python_info{",
+        'paygate_process_cpu_seconds_total{process="worker-7"} ',
+        'paygate_process_open_fds{process="worker-7"} ',
+        'paygate_process_gc_collections_total{generation="0",process="worker-7"} ',
+        'paygate_db_pool_connections{process="worker-7",state="idle"} 0.0',
+    ):
+        assert line in text, line
+    build = re.search(r"^paygate_build_info\{(.*)\} 1\.0$", text, re.MULTILINE)
+    assert build is not None and 'revision="abc123"' in build.group(1) and 'process="worker-7"' in build.group(1)
