@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from paygate.client import PaygateClient
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.e2e.channel_support import wait_for_status
 from tests.support import REPO_ROOT, Stack, start_stack, wait_until
@@ -79,10 +80,7 @@ def busy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert stack.stop() == 0, stack.log()[-4000:]
 
 
-def traffic(client: object) -> None:
-    from paygate.client import PaygateClient  # noqa: PLC0415
-
-    assert isinstance(client, PaygateClient)
+def traffic(client: PaygateClient) -> None:
     user = uid("learner")
     client.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url="http://127.0.0.1:9/unreachable"))
     client.top_up(
