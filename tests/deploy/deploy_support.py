@@ -25,7 +25,7 @@ def tool(name: str) -> str:
     beside = Path(sys.executable).parent / name
     found = str(beside) if beside.exists() else shutil.which(name)
     if found is None:
-        pytest.skip(f"{name} is not installed here (.ci/run installs it; see deploy/README.md)")
+        pytest.skip(f'{name} is not installed here (deploy/README.md, "What the tests check, and what they cannot")')
     return found
 
 
