@@ -7,14 +7,19 @@
 - nginx started on a loopback port in front of a real `paygate serve` (TLS on both hops, the gateway's certificate
   verified): a gRPC health check, a signed call (the signature metadata passes through; the worker id and the
   caller's request id come back), a request id nginx makes when the caller sends none, and an unknown method
-  answered UNIMPLEMENTED by the edge itself.
+  answered UNIMPLEMENTED by the edge itself;
+- the HTTPS edge for provider callbacks in front of the stack's notification edge: a POST under /notify/ reaches
+  it; a GET there (403), anything outside /notify/ (404) and a body over 64 KiB (413) are refused by nginx.
 """
 
 from __future__ import annotations
 
 import re
 import signal
+import ssl
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,7 @@ class Edge:
     grpc_port: int
     notify_port: int
     upstream: str  # the gateway's HOST:PORT
+    notify_upstream: str  # the notification edge's HOST:PORT
 
     @property
     def main_conf(self) -> Path:
@@ -90,6 +96,7 @@ def write_edge(edge: Edge) -> None:
         (NGINX_DIR / "paygate-notify.conf").read_text(),
         {
             "listen 443 ssl;": f"listen 127.0.0.1:{edge.notify_port} ssl;",
+            "server 127.0.0.1:8080;": f"server {edge.notify_upstream};",
             "/etc/nginx/tls/pay-callbacks.crt": str(tls / "gateway.pem"),
             "/etc/nginx/tls/pay-callbacks.key": str(tls / "gateway.key"),
             "/var/log/nginx/": logs,
@@ -109,7 +116,7 @@ def nginx_test(nginx: str, edge: Edge) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def offline_edge(tmp_path: Path) -> Edge:
     certs, _ = ensure_dev_certs(tmp_path / "certs")
-    return Edge(tmp_path / "nginx", certs.directory, free_port(), free_port(), "127.0.0.1:50051")
+    return Edge(tmp_path / "nginx", certs.directory, free_port(), free_port(), "127.0.0.1:50051", "127.0.0.1:8080")
 
 
 def test_both_edge_files_pass_nginx_t(offline_edge: Edge) -> None:
@@ -139,17 +146,25 @@ def test_the_newer_http2_directive_is_what_fails_on_older_nginx(offline_edge: Ed
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def notify_listen() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, notify_listen: str) -> Iterator[Stack]:
     tool("nginx")  # skip before starting a stack for nothing
-    running = start_stack(tmp_path_factory.mktemp("edge-stack"), workers=1)
+    # The notification edge runs too (for the HTTPS edge in front of it), without the channel simulator.
+    extra_env = {"PAYGATE_NOTIFY_LISTEN": notify_listen}
+    running = start_stack(tmp_path_factory.mktemp("edge-stack"), workers=1, extra_env=extra_env)
     yield running
     assert running.stop() == 0, running.log()[-4000:]
 
 
 @pytest.fixture(scope="module")
-def edge(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+def edge(stack: Stack, notify_listen: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     nginx = tool("nginx")
-    running = Edge(tmp_path_factory.mktemp("edge"), stack.tls_dir, free_port(), free_port(), stack.listen)
+    root = tmp_path_factory.mktemp("edge")
+    running = Edge(root, stack.tls_dir, free_port(), free_port(), stack.listen, notify_listen)
     write_edge(running)
     command = [nginx, "-p", str(running.root), "-c", str(running.main_conf), "-e", str(running.root / "logs/error.log")]
     process = subprocess.Popen([*command, "-g", "daemon off;"], stderr=subprocess.PIPE)
@@ -204,3 +219,30 @@ def test_an_unknown_method_is_unimplemented_at_the_edge(edge: Edge, stack: Stack
         channel.unary_unary("/paygate.v1.Elsewhere/Nothing")(b"", timeout=5)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert refused.value.details() == "unknown service"  # nginx's answer, not the gateway's
+
+
+# -- the HTTPS edge for provider callbacks, in front of the stack's notification edge -----------------------------
+
+
+def _post(edge: Edge, stack: Stack, path: str, body: bytes | None, method: str = "POST") -> tuple[int, bytes]:
+    context = ssl.create_default_context(cafile=str(stack.tls_dir / "ca.pem"))
+    request = urllib.request.Request(f"https://127.0.0.1:{edge.notify_port}{path}", data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def test_the_callback_edge_passes_only_posts_under_notify(edge: Edge, stack: Stack) -> None:
+    # A channel the notification edge does not know: its own 404 text proves nginx handed the POST to it (and
+    # nothing is stored for an unknown channel).
+    # The stack does not wait for its notification edge to listen: until it does, nginx answers 502.
+    wait_until(
+        lambda: _post(edge, stack, "/notify/no-such-channel", b"{}")[0] != 502, attempts=600, what="edge listening"
+    )
+    status, body = _post(edge, stack, "/notify/no-such-channel", b"{}")
+    assert (status, body) == (404, b"no such notification endpoint")
+    assert _post(edge, stack, "/notify/card", None, method="GET")[0] == 403  # limit_except POST
+    assert _post(edge, stack, "/healthz", None, method="GET")[0] == 404  # the edge's health stays internal
+    assert _post(edge, stack, "/notify/card", b"x" * (65 * 1024))[0] == 413  # client_max_body_size 64k
