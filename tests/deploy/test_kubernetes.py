@@ -90,7 +90,7 @@ def _as_schema_of(obj: Object, version: str) -> Object:
     """The 1.27 and 1.28 schemas mark a podFailurePolicy rule's onPodConditions as required (its Go field lacks
     omitempty), although the API server treats an absent list as an empty one (`len(rule.OnPodConditions) == 0`)
     and Kubernetes' own example omits it; give those versions the empty list they insist on, and nothing else."""
-    if obj["kind"] != "CronJob" or version >= "1.29":
+    if obj["kind"] != "CronJob" or tuple(map(int, version.split(".")[:2])) >= (1, 29):
         return obj
     patched = copy.deepcopy(obj)
     for rule in patched["spec"]["jobTemplate"]["spec"].get("podFailurePolicy", {}).get("rules", []):
