@@ -164,6 +164,9 @@ def test_the_worker_probe_passes_over_mutual_tls(stack: Stack) -> None:
     assert without_certificate.returncode == 1
 
 
+# A real `pip install './[server]'` into a new virtualenv: two to five minutes on 2 cores, so it runs in
+# `make stress`; the Dockerfile's install line itself is checked above in `make test`.
+@pytest.mark.stress
 def test_the_copied_files_install_a_server_without_development_tools(tmp_path: Path) -> None:
     context = tmp_path / "src"
     never_sent = [line[3:] for line in DOCKERIGNORE.read_text().splitlines() if line.startswith("**/")]
