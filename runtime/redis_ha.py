@@ -1,0 +1,94 @@
+"""Redis clients for PAYGATE_REDIS_URL: one server, or the primary a Sentinel names (docs/architecture.md,
+"Redis high availability").
+
+Discovery, failover and reconnection are redis-py's own (`redis.sentinel.Sentinel`,
+`redis.asyncio.sentinel.Sentinel`): its pools ask the Sentinels for the primary on every new connection, drop
+idle connections to an old primary, and turn a demoted primary's READONLY reply into a connection error. This
+module only turns our parsed URL (runtime/redis_url.py) into their arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.sentinel import Sentinel
+
+from runtime.redis_url import RedisTarget, parse_redis_url
+
+# -- clients ------------------------------------------------------------------------------------------------
+
+
+def _tls_kwargs(target: RedisTarget) -> dict[str, Any]:
+    # Certificates are always verified (ssl_cert_reqs stays "required"): a TLS connection that trusts anyone
+    # would hand the nonces and locks to whoever answers.
+    return {"ssl": True, "ssl_cert_reqs": "required", **target.tls_options} if target.tls else {}
+
+
+def _sentinel_kwargs(target: RedisTarget, timeouts: dict[str, Any]) -> dict[str, Any]:
+    auth = {"username": target.sentinel_username, "password": target.sentinel_password}
+    return {**timeouts, **{k: v for k, v in auth.items() if v}, **_tls_kwargs(target)}
+
+
+def _node_kwargs(target: RedisTarget, timeouts: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    auth = {"username": target.username, "password": target.password}
+    return {**timeouts, **extra, "db": target.db, **{k: v for k, v in auth.items() if v}, **_tls_kwargs(target)}
+
+
+class SentinelRedis(redis.Redis):
+    """The primary's client; closing it also closes its connections to the Sentinels."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            manager = getattr(self.connection_pool, "sentinel_manager", None)
+            if isinstance(manager, Sentinel):
+                manager.close()
+
+
+class AsyncSentinelRedis(aioredis.Redis):
+    """The asyncio twin of SentinelRedis."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            manager = getattr(self.connection_pool, "sentinel_manager", None)
+            if isinstance(manager, AsyncSentinel):
+                await manager.aclose()
+
+
+def sync_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> redis.Redis:
+    """A redis-py client for `url`: the server's, or the Sentinel-discovered primary's."""
+    target = parse_redis_url(url)
+    if not target.uses_sentinel:
+        return redis.Redis.from_url(url, **timeouts, **extra)
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts))
+    client: redis.Redis = sentinel.master_for(
+        target.service, redis_class=SentinelRedis, **_node_kwargs(target, timeouts, extra)
+    )
+    return client
+
+
+def async_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> aioredis.Redis:
+    """The asyncio twin of `sync_client`."""
+    target = parse_redis_url(url)
+    if not target.uses_sentinel:
+        return aioredis.Redis.from_url(url, **timeouts, **extra)
+    sentinel = AsyncSentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts))
+    client: aioredis.Redis = sentinel.master_for(
+        target.service, redis_class=AsyncSentinelRedis, **_node_kwargs(target, timeouts, extra)
+    )
+    return client
+
+
+def describe_error(error: Exception) -> str:
+    """What an operator needs from a redis error in a log line: its type and, for a connection failure, redis-py's
+    message — it names the address and the cause (refused, timed out, `certificate verify failed`, no primary
+    known to the Sentinels), never a password. Other errors keep only their type: a reply may quote data."""
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return f"{type(error).__name__}: {str(error)[:300]}"
+    return type(error).__name__

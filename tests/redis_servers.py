@@ -1,0 +1,166 @@
+"""Real Redis topologies for the high-availability tests: a primary, a replica and three Sentinels (quorum 2) on
+free loopback ports, and a TLS-only redis-server. Every process is started here and stopped by `close()`."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support import free_port, wait_until
+
+SERVICE = "paygate-ha"
+# Short enough that a test sees a failover within seconds, long enough that a loaded 2-core machine does not
+# see a primary as down when it is only slow to answer a PING.
+DOWN_AFTER_MS = 1500
+FAILOVER_TIMEOUT_MS = 6000
+
+
+def redis_binaries() -> tuple[str, str]:
+    """redis-server and redis-sentinel, or skip the test saying which is missing."""
+    server, sentinel = shutil.which("redis-server"), shutil.which("redis-sentinel")
+    if server is None or sentinel is None:
+        pytest.skip("redis-server and redis-sentinel are needed (Debian: apt-get install redis-server redis-sentinel)")
+    return server, sentinel
+
+
+def _server_args(port: int, directory: Path) -> list[str]:
+    return ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(directory)]
+
+
+@dataclass
+class Processes:
+    directory: Path
+    running: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.directory / f"{name}.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.running.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+def answers(port: int, **kwargs: object) -> bool:
+    try:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, **kwargs) as client:  # type: ignore[arg-type]
+            return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class SentinelGroup(Processes):
+    """A primary, a replica and three Sentinels that watch them as SERVICE."""
+
+    ports: dict[str, int] = field(default_factory=dict)
+    servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        sentinels = ",".join(f"127.0.0.1:{self.ports[f'sentinel-{n}']}" for n in range(3))
+        return f"redis+sentinel://{sentinels}/{SERVICE}"
+
+    def primary_port(self) -> int:
+        """The port the Sentinels currently name as primary (what each client would be told)."""
+        with redis.Redis(host="127.0.0.1", port=self.ports["sentinel-0"], socket_timeout=2) as sentinel:
+            _host, port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
+        return int(port)
+
+    def kill_primary(self) -> str:
+        """SIGKILL the server the Sentinels name as primary; returns its name ("primary" or "replica")."""
+        port = self.primary_port()
+        name = next(n for n, p in self.ports.items() if p == port)
+        self.servers[name].kill()
+        self.servers[name].wait(10)
+        return name
+
+    def start_all(self) -> None:
+        server, sentinel_binary = redis_binaries()
+        for name in ("primary", "replica", "sentinel-0", "sentinel-1", "sentinel-2"):
+            self.ports[name] = free_port()
+        self.servers["primary"] = self.start("primary", [server, *_server_args(self.ports["primary"], self.directory)])
+        replica_args = [*_server_args(self.ports["replica"], self.directory), "--replicaof", "127.0.0.1"]
+        self.servers["replica"] = self.start("replica", [server, *replica_args, str(self.ports["primary"])])
+        wait_until(self._replica_in_sync, attempts=400, what="replica in sync")
+        for n in range(3):
+            self.start(f"sentinel-{n}", [sentinel_binary, str(self._sentinel_config(n))])
+        wait_until(self._sentinels_ready, attempts=600, what="three Sentinels that know the replica")
+
+    def _sentinel_config(self, n: int) -> Path:
+        config = self.directory / f"sentinel-{n}.conf"  # Sentinel rewrites its own file, so one each
+        config.write_text(
+            f"port {self.ports[f'sentinel-{n}']}\nbind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {self.ports['primary']} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
+            f"sentinel parallel-syncs {SERVICE} 1\n"
+        )
+        return config
+
+    def _replica_in_sync(self) -> bool:
+        try:
+            with redis.Redis(host="127.0.0.1", port=self.ports["replica"], socket_timeout=1) as replica:
+                return replica.info("replication").get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
+
+    def _sentinels_ready(self) -> bool:
+        for n in range(3):
+            try:
+                with redis.Redis(host="127.0.0.1", port=self.ports[f"sentinel-{n}"], socket_timeout=1) as s:
+                    state = s.sentinel_master(SERVICE)
+            except redis.RedisError:
+                return False
+            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                return False
+        return True
+
+
+def tls_redis(processes: Processes, certs: Path, password: str) -> int:
+    """A redis-server that speaks only TLS (no plaintext port), requires a client certificate its CA signed and
+    the password; `certs` holds the project's dev certificates (stack/dev_certs.py). Returns its port."""
+    server, _ = redis_binaries()
+    port = free_port()
+    processes.start(
+        "redis-tls",
+        [
+            server,
+            *_server_args(0, processes.directory),
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(certs / "gateway.pem"),
+            "--tls-key-file",
+            str(certs / "gateway.key"),
+            "--tls-ca-cert-file",
+            str(certs / "ca.pem"),
+            "--requirepass",
+            password,
+        ],
+    )
+    client_tls = {
+        "ssl": True,
+        "ssl_ca_certs": str(certs / "ca.pem"),
+        "ssl_certfile": str(certs / "caller.pem"),
+        "ssl_keyfile": str(certs / "caller.key"),
+        "password": password,
+    }
+    wait_until(lambda: answers(port, **client_tls), attempts=400, what="TLS redis-server answering")
+    return port
