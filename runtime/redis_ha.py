@@ -13,10 +13,20 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from runtime.redis_url import RedisTarget, parse_redis_url
+
+# Resending: redis-py resends a command that failed on a connection error or a timeout (three times, by default).
+# A timed-out command may well have run, and ours are not all idempotent: a resent nonce script finds its own nonce
+# and calls an honest call a replay, a resent lock script finds its own lock busy. So nothing is resent: the call
+# fails closed (UNAVAILABLE, docs/errors.md) and the caller's retry with the same idempotency key is the one retry
+# (docs/architecture.md, "Redis high availability"). A pool still opens a fresh connection for the next command,
+# asking the Sentinels where the primary is.
 
 # -- clients ------------------------------------------------------------------------------------------------
 
@@ -27,9 +37,11 @@ def _tls_kwargs(target: RedisTarget) -> dict[str, Any]:
     return {"ssl": True, "ssl_cert_reqs": "required", **target.tls_options} if target.tls else {}
 
 
-def _sentinel_kwargs(target: RedisTarget, timeouts: dict[str, Any]) -> dict[str, Any]:
+def _sentinel_kwargs(target: RedisTarget, timeouts: dict[str, Any], retry: Any) -> dict[str, Any]:
+    """For the connections to the Sentinels themselves: a Sentinel that does not answer is skipped at once for
+    the next one (no resend), and they need the TLS and their own password."""
     auth = {"username": target.sentinel_username, "password": target.sentinel_password}
-    return {**timeouts, **{k: v for k, v in auth.items() if v}, **_tls_kwargs(target)}
+    return {**timeouts, "retry": retry, **{k: v for k, v in auth.items() if v}, **_tls_kwargs(target)}
 
 
 def _node_kwargs(target: RedisTarget, timeouts: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -64,9 +76,12 @@ class AsyncSentinelRedis(aioredis.Redis):
 def sync_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> redis.Redis:
     """A redis-py client for `url`: the server's, or the Sentinel-discovered primary's."""
     target = parse_redis_url(url)
+    extra = {**extra, "retry": Retry(NoBackoff(), 0)}  # see the note on resending above
     if not target.uses_sentinel:
         return redis.Redis.from_url(url, **timeouts, **extra)
-    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts))
+    sentinel = Sentinel(
+        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts, Retry(NoBackoff(), 0))
+    )
     client: redis.Redis = sentinel.master_for(
         target.service, redis_class=SentinelRedis, **_node_kwargs(target, timeouts, extra)
     )
@@ -76,9 +91,12 @@ def sync_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> re
 def async_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> aioredis.Redis:
     """The asyncio twin of `sync_client`."""
     target = parse_redis_url(url)
+    extra = {**extra, "retry": AsyncRetry(NoBackoff(), 0)}  # see the note on resending above
     if not target.uses_sentinel:
         return aioredis.Redis.from_url(url, **timeouts, **extra)
-    sentinel = AsyncSentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts))
+    sentinel = AsyncSentinel(
+        list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts, AsyncRetry(NoBackoff(), 0))
+    )
     client: aioredis.Redis = sentinel.master_for(
         target.service, redis_class=AsyncSentinelRedis, **_node_kwargs(target, timeouts, extra)
     )

@@ -91,6 +91,33 @@ class SentinelGroup(Processes):
         self.servers[name].wait(10)
         return name
 
+    def failover(self) -> int:
+        """SENTINEL FAILOVER: the replica is promoted and the old primary, still running, is demoted to its
+        replica. Returns the new primary's port once every Sentinel names it and both servers have their new
+        roles."""
+        old = self.primary_port()
+        with redis.Redis(host="127.0.0.1", port=self.ports["sentinel-0"], socket_timeout=2) as sentinel:
+            sentinel.sentinel_failover(SERVICE)
+
+        def switched() -> int | None:
+            named = {self._named_by(n) for n in range(3)}
+            if len(named) != 1 or old in named:
+                return None
+            port = named.pop()
+            # Until the old primary has taken the replica role too, both accept writes, and what the old one took
+            # is lost when it becomes a replica (docs/architecture.md, "Redis high availability").
+            return port if self._role(port) == "master" and self._role(old) == "slave" else None
+
+        return int(wait_until(switched, attempts=600, interval_s=0.1, what="the failover"))
+
+    def _role(self, port: int) -> str:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as server:
+            return str(server.info("replication").get("role"))
+
+    def _named_by(self, n: int) -> int:
+        with redis.Redis(host="127.0.0.1", port=self.ports[f"sentinel-{n}"], socket_timeout=2) as sentinel:
+            return int(sentinel.sentinel_get_master_addr_by_name(SERVICE)[1])
+
     def start_all(self) -> None:
         server, sentinel_binary = redis_binaries()
         for name in ("primary", "replica", "sentinel-0", "sentinel-1", "sentinel-2"):

@@ -2,7 +2,8 @@
 with the project's dev certificate code, stack/dev_certs.py) serves a whole `paygate serve` stack — gateway
 nonces, worker locks, the CLI's key announcements. With a CA that did not sign the server's certificate the stack
 fails closed: calls get `UNAVAILABLE`, nothing is written, and the log says the certificate was not verified.
-The URL carries a password, which appears in no log line (docs/configuration.md, "Redis")."""
+The URL carries a password, which appears in no log line and only in a file of mode 0600 (docs/configuration.md,
+"Redis")."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ def test_a_stack_works_over_rediss_with_a_client_certificate(tls_server: tuple[i
         tmp_path / "stack", workers=1, extra_env={"PAYGATE_REDIS_URL": rediss_url(port, certs / "ca.pem", certs)}
     )
     try:
+        marker = stack.data_dir / "run" / "redis.url"  # where `paygate` commands find the stack's Redis
+        assert marker.stat().st_mode & 0o077 == 0, "the URL with its password is readable by others"
         key = stack.create_key("redis-tls")  # the CLI announces the new key over the same TLS URL
         with stack.client(*key) as client:
             client.top_up(
