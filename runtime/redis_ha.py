@@ -13,9 +13,13 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
+from redis.asyncio.connection import parse_url as async_parse_url
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
+from redis.connection import Connection, SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -73,12 +77,53 @@ class AsyncSentinelRedis(aioredis.Redis):
                 await manager.aclose()
 
 
+# A single-server URL can name a primary whose address moves on failover (a managed Redis's DNS name). Its old
+# primary, demoted, answers writes with READONLY while the pooled connection stays open; like redis-py's Sentinel
+# connections, ours then drop that connection (the next one resolves the name again) and report a connection
+# error, which the call answers with UNAVAILABLE.
+_DEMOTED = "the Redis server became a replica (a failover demoted it); the connection was dropped"
+
+
+class PrimaryConnection(Connection):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except redis.ReadOnlyError:
+            self.disconnect()
+            raise redis.ConnectionError(_DEMOTED) from None
+
+
+class PrimarySSLConnection(SSLConnection):
+    read_response = PrimaryConnection.read_response
+
+
+class AsyncPrimaryConnection(AsyncConnection):
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except redis.ReadOnlyError:
+            await self.disconnect()
+            raise redis.ConnectionError(_DEMOTED) from None
+
+
+class AsyncPrimarySSLConnection(AsyncSSLConnection):
+    read_response = AsyncPrimaryConnection.read_response
+
+
+def _single_server_options(target: RedisTarget, parsed: dict[str, Any], classes: tuple[type, type]) -> dict[str, Any]:
+    """redis-py's reading of the URL, with our connection class for a TCP server (a Unix socket has no failover)."""
+    if not target.url.lower().startswith("unix:"):
+        parsed["connection_class"] = classes[1] if target.tls else classes[0]
+    return parsed
+
+
 def sync_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> redis.Redis:
     """A redis-py client for `url`: the server's, or the Sentinel-discovered primary's."""
     target = parse_redis_url(url)
     extra = {**extra, "retry": Retry(NoBackoff(), 0)}  # see the note on resending above
     if not target.uses_sentinel:
-        return redis.Redis.from_url(url, **timeouts, **extra)
+        parsed = _single_server_options(target, parse_url(url), (PrimaryConnection, PrimarySSLConnection))
+        return redis.Redis.from_pool(redis.ConnectionPool(**{**timeouts, **extra, **parsed}))
     sentinel = Sentinel(
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts, Retry(NoBackoff(), 0))
     )
@@ -93,7 +138,9 @@ def async_client(url: str, timeouts: dict[str, Any], extra: dict[str, Any]) -> a
     target = parse_redis_url(url)
     extra = {**extra, "retry": AsyncRetry(NoBackoff(), 0)}  # see the note on resending above
     if not target.uses_sentinel:
-        return aioredis.Redis.from_url(url, **timeouts, **extra)
+        classes = (AsyncPrimaryConnection, AsyncPrimarySSLConnection)
+        parsed = _single_server_options(target, dict(async_parse_url(url)), classes)
+        return aioredis.Redis.from_pool(aioredis.ConnectionPool(**{**timeouts, **extra, **parsed}))
     sentinel = AsyncSentinel(
         list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(target, timeouts, AsyncRetry(NoBackoff(), 0))
     )

@@ -2,7 +2,8 @@
 FAILOVER demotes the old primary while it still runs, so the pooled connections first meet its READONLY reply, then
 a new primary that has never seen our Lua scripts (Redis does not replicate its script cache). Both clients must
 fail closed (a redis ConnectionError, which the boundaries turn into UNAVAILABLE), rediscover the primary by
-themselves, reload the scripts on NOSCRIPT and run each call once."""
+themselves, reload the scripts on NOSCRIPT and run each call once. A single-server URL (a managed Redis behind one
+name) drops its connection to a demoted primary the same way."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import redis
 
 from gateway.nonces import NonceStore
 from runtime.redis_support import connect, connect_async, run_scripts
-from tests.redis_servers import SentinelGroup
-from tests.support import wait_until
+from tests.redis_servers import Processes, SentinelGroup, answers, redis_binaries
+from tests.support import free_port, wait_until
 
 INCREMENT = "return redis.call('INCR', KEYS[1])"
 ATTEMPTS = 200  # each attempt is one call; between them the Sentinels finish reconfiguring
@@ -90,3 +91,37 @@ async def _across_a_failover(group: SentinelGroup) -> None:
     finally:
         client.close()
         await async_client.aclose()
+
+
+def test_a_single_server_url_drops_the_connection_to_a_demoted_primary(tmp_path: Path) -> None:
+    """A managed Redis behind one name: its primary is demoted while our pooled connection stays open. The write
+    fails as a connection error (UNAVAILABLE), not as READONLY on every later call, and the next call connects
+    afresh (here: to the same server, promoted back)."""
+    asyncio.run(_demoted_single_server(tmp_path))
+
+
+async def _demoted_single_server(tmp_path: Path) -> None:
+    servers = Processes(tmp_path)
+    server, _ = redis_binaries()
+    ports = [free_port(), free_port()]
+    for n, port in enumerate(ports):
+        servers.start(
+            f"server-{n}", [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--dir", str(tmp_path)]
+        )
+    client, async_client = connect(f"redis://127.0.0.1:{ports[0]}/0"), connect_async(f"redis://127.0.0.1:{ports[0]}/0")
+    try:
+        wait_until(lambda: answers(ports[0]) and answers(ports[1]), attempts=400, what="two redis-servers")
+        client.set("ha:demoted", "1")
+        await async_client.set("ha:demoted", "1")
+        with redis.Redis(host="127.0.0.1", port=ports[0]) as admin:
+            admin.replicaof("127.0.0.1", str(ports[1]))
+            with pytest.raises(redis.ConnectionError, match="became a replica"):
+                client.set("ha:demoted", "2")
+            with pytest.raises(redis.ConnectionError, match="became a replica"):
+                await async_client.set("ha:demoted", "2")
+            admin.replicaof("NO", "ONE")
+        assert client.set("ha:demoted", "3") and await async_client.set("ha:demoted", "4")
+    finally:
+        client.close()
+        await async_client.aclose()
+        servers.close()
