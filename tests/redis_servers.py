@@ -65,21 +65,53 @@ def answers(port: int, **kwargs: object) -> bool:
         return False
 
 
+def tls_files(certs: Path) -> dict[str, str]:
+    """A client's TLS arguments with the project's dev certificates (stack/dev_certs.py) under `certs`."""
+    return {
+        "ssl_ca_certs": str(certs / "ca.pem"),
+        "ssl_certfile": str(certs / "caller.pem"),
+        "ssl_keyfile": str(certs / "caller.key"),
+    }
+
+
+def _tls_server_args(certs: Path) -> list[str]:
+    """TLS only, client certificates required; replication and Sentinel links over TLS with the caller cert."""
+    return [
+        *("--tls-cert-file", str(certs / "gateway.pem"), "--tls-key-file", str(certs / "gateway.key")),
+        *("--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-replication", "yes"),
+        *("--tls-client-cert-file", str(certs / "caller.pem"), "--tls-client-key-file", str(certs / "caller.key")),
+    ]
+
+
 @dataclass
 class SentinelGroup(Processes):
-    """A primary, a replica and three Sentinels that watch them as SERVICE."""
+    """A primary, a replica and three Sentinels that watch them as SERVICE; with `certs`, all of it over TLS only
+    (`rediss+sentinel://`)."""
 
+    certs: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     servers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         sentinels = ",".join(f"127.0.0.1:{self.ports[f'sentinel-{n}']}" for n in range(3))
-        return f"redis+sentinel://{sentinels}/{SERVICE}"
+        if self.certs is None:
+            return f"redis+sentinel://{sentinels}/{SERVICE}"
+        options = "&".join(f"{name}={value}" for name, value in tls_files(self.certs).items())
+        return f"rediss+sentinel://{sentinels}/{SERVICE}?{options}"
+
+    def admin(self, port: int) -> redis.Redis:
+        tls = {"ssl": True, **tls_files(self.certs)} if self.certs else {}
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, **tls)  # type: ignore[arg-type]
+
+    def _args(self, port: int) -> list[str]:
+        if self.certs is None:
+            return _server_args(port, self.directory)
+        return [*_server_args(0, self.directory), "--tls-port", str(port), *_tls_server_args(self.certs)]
 
     def primary_port(self) -> int:
         """The port the Sentinels currently name as primary (what each client would be told)."""
-        with redis.Redis(host="127.0.0.1", port=self.ports["sentinel-0"], socket_timeout=2) as sentinel:
+        with self.admin(self.ports["sentinel-0"]) as sentinel:
             _host, port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
@@ -96,7 +128,7 @@ class SentinelGroup(Processes):
         replica. Returns the new primary's port once every Sentinel names it and both servers have their new
         roles."""
         old = self.primary_port()
-        with redis.Redis(host="127.0.0.1", port=self.ports["sentinel-0"], socket_timeout=2) as sentinel:
+        with self.admin(self.ports["sentinel-0"]) as sentinel:
             sentinel.sentinel_failover(SERVICE)
 
         def switched() -> int | None:
@@ -111,19 +143,19 @@ class SentinelGroup(Processes):
         return int(wait_until(switched, attempts=600, interval_s=0.1, what="the failover"))
 
     def _role(self, port: int) -> str:
-        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as server:
+        with self.admin(port) as server:
             return str(server.info("replication").get("role"))
 
     def _named_by(self, n: int) -> int:
-        with redis.Redis(host="127.0.0.1", port=self.ports[f"sentinel-{n}"], socket_timeout=2) as sentinel:
+        with self.admin(self.ports[f"sentinel-{n}"]) as sentinel:
             return int(sentinel.sentinel_get_master_addr_by_name(SERVICE)[1])
 
     def start_all(self) -> None:
         server, sentinel_binary = redis_binaries()
         for name in ("primary", "replica", "sentinel-0", "sentinel-1", "sentinel-2"):
             self.ports[name] = free_port()
-        self.servers["primary"] = self.start("primary", [server, *_server_args(self.ports["primary"], self.directory)])
-        replica_args = [*_server_args(self.ports["replica"], self.directory), "--replicaof", "127.0.0.1"]
+        self.servers["primary"] = self.start("primary", [server, *self._args(self.ports["primary"])])
+        replica_args = [*self._args(self.ports["replica"]), "--replicaof", "127.0.0.1"]
         self.servers["replica"] = self.start("replica", [server, *replica_args, str(self.ports["primary"])])
         wait_until(self._replica_in_sync, attempts=400, what="replica in sync")
         for n in range(3):
@@ -139,11 +171,16 @@ class SentinelGroup(Processes):
             f"sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {SERVICE} 1\n"
         )
+        if self.certs is not None:  # the same TLS set as the servers', in the file's syntax
+            flags = iter(_tls_server_args(self.certs))
+            tls = "".join(f"{flag.removeprefix('--')} {value}\n" for flag, value in zip(flags, flags, strict=True))
+            port = self.ports[f"sentinel-{n}"]
+            config.write_text(config.read_text().replace(f"port {port}\n", f"port 0\ntls-port {port}\n{tls}", 1))
         return config
 
     def _replica_in_sync(self) -> bool:
         try:
-            with redis.Redis(host="127.0.0.1", port=self.ports["replica"], socket_timeout=1) as replica:
+            with self.admin(self.ports["replica"]) as replica:
                 return replica.info("replication").get("master_link_status") == "up"
         except redis.RedisError:
             return False
@@ -151,7 +188,7 @@ class SentinelGroup(Processes):
     def _sentinels_ready(self) -> bool:
         for n in range(3):
             try:
-                with redis.Redis(host="127.0.0.1", port=self.ports[f"sentinel-{n}"], socket_timeout=1) as s:
+                with self.admin(self.ports[f"sentinel-{n}"]) as s:
                     state = s.sentinel_master(SERVICE)
             except redis.RedisError:
                 return False

@@ -18,6 +18,7 @@ import redis
 
 from gateway.nonces import NonceStore
 from runtime.redis_support import connect, connect_async, run_scripts
+from stack.dev_certs import ensure_dev_certs
 from tests.redis_servers import Processes, SentinelGroup, answers, redis_binaries
 from tests.support import free_port, wait_until
 
@@ -66,6 +67,19 @@ def test_both_clients_follow_a_failover_and_reload_their_scripts(group: Sentinel
     asyncio.run(_across_a_failover(group))
 
 
+def test_the_same_over_tls_to_the_sentinels_and_the_servers(tmp_path: Path) -> None:
+    """`rediss+sentinel://`: Sentinels, servers and replication all TLS-only with client certificates."""
+    certs, _ = ensure_dev_certs(tmp_path / "certs")
+    servers = SentinelGroup(tmp_path / "redis", certs=certs.directory)
+    servers.directory.mkdir()
+    try:
+        servers.start_all()
+        assert servers.url.startswith("rediss+sentinel://")
+        asyncio.run(_across_a_failover(servers))
+    finally:
+        servers.close()
+
+
 async def _across_a_failover(group: SentinelGroup) -> None:
     prefix = f"ha-{uuid.uuid4().hex[:8]}:"
     client, async_client = connect(group.url), connect_async(group.url)
@@ -77,7 +91,7 @@ async def _across_a_failover(group: SentinelGroup) -> None:
         assert client.wait(1, 5000) == 1  # both writes are on the replica before it is promoted
 
         new_port = group.failover()
-        with redis.Redis(host="127.0.0.1", port=new_port) as new_primary:
+        with group.admin(new_port) as new_primary:
             assert new_primary.script_exists(script.sha, nonces._script.sha) == [False, False]
 
             refusals: list[str] = []
