@@ -84,30 +84,42 @@ class AsyncSentinelRedis(aioredis.Redis):
 _DEMOTED = "the Redis server became a replica (a failover demoted it); the connection was dropped"
 
 
-class PrimaryConnection(Connection):
+class _DropsDemotedPrimary:
+    """Mixed in before a redis-py connection class (sync)."""
+
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().read_response(*args, **kwargs)
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
         except redis.ReadOnlyError:
-            self.disconnect()
+            self.disconnect()  # type: ignore[attr-defined]
             raise redis.ConnectionError(_DEMOTED) from None
 
 
-class PrimarySSLConnection(SSLConnection):
-    read_response = PrimaryConnection.read_response
+class _AsyncDropsDemotedPrimary:
+    """Mixed in before a redis-py connection class (asyncio)."""
 
-
-class AsyncPrimaryConnection(AsyncConnection):
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await super().read_response(*args, **kwargs)
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except redis.ReadOnlyError:
-            await self.disconnect()
+            await self.disconnect()  # type: ignore[attr-defined]
             raise redis.ConnectionError(_DEMOTED) from None
 
 
-class AsyncPrimarySSLConnection(AsyncSSLConnection):
-    read_response = AsyncPrimaryConnection.read_response
+class PrimaryConnection(_DropsDemotedPrimary, Connection):
+    pass
+
+
+class PrimarySSLConnection(_DropsDemotedPrimary, SSLConnection):
+    pass
+
+
+class AsyncPrimaryConnection(_AsyncDropsDemotedPrimary, AsyncConnection):
+    pass
+
+
+class AsyncPrimarySSLConnection(_AsyncDropsDemotedPrimary, AsyncSSLConnection):
+    pass
 
 
 def _single_server_options(target: RedisTarget, parsed: dict[str, Any], classes: tuple[type, type]) -> dict[str, Any]:
