@@ -134,7 +134,7 @@ def children_pids(stack: Stack) -> dict[str, int]:
     return {name: child["pid"] for name, child in stack.state()["children"].items()}
 
 
-# About 80-95 s on the shared 2-core machine, most of it starting, querying and stopping processes: `make stress`.
+# About 60-95 s on the shared 2-core machine, most of it starting, querying and stopping processes: `make stress`.
 # `make test` runs the failover of tests/integration/test_redis_sentinel.py, without a stack.
 @pytest.mark.stress
 def test_purchases_fail_closed_during_a_sentinel_failover_and_succeed_after_it(
