@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,10 @@ def test_sqlite_online_backup_under_load_restores_into_a_fresh_data_dir(live: St
             assert replayed.order_id == kept and replayed.status == pb.PAYMENT_STATUS_SUCCEEDED
             balance = client.get_balance(pb.GetBalanceRequest(user_id=USERS[0], currency="CNY"))
             assert balance.available_minor == wallets[USERS[0]], "a replay moved money again"
+            # The restored stack's Redis is empty: its fence counters start below the wallets' (docs/operations.md).
+            client.create_payment(purchase("bk-after-restore", USERS[0]))
+            balance = client.get_balance(pb.GetBalanceRequest(user_id=USERS[0], currency="CNY"))
+            assert balance.available_minor == wallets[USERS[0]] - PRICE_MINOR
     finally:
         assert restored.stop() == 0
     assert paygate(live.env, "ledger", "verify", "--data-dir", str(fresh)).returncode == 0
@@ -277,8 +282,8 @@ def _database_snapshot(url: str) -> tuple[list[tuple[str, str]], dict[str, int]]
 def test_postgresql_pg_dump_and_pg_restore_give_a_copy_that_verifies(tmp_path: Path) -> None:
     server = _server_database(POSTGRES_ENV, "pg_dump")
     source = create_throwaway_database(server)
-    restored_url = create_throwaway_database(server)
     url = make_url(source)
+    restored_url = url.set(database=f"paygate_t_{uuid.uuid4().hex[:12]}").render_as_string(hide_password=False)
     tool_env = {**os.environ, "PGPASSWORD": url.password or ""}
     dump = tmp_path / "paygate.dump"
     stack = start_stack(tmp_path / "pg", workers=2, database_url=source)
@@ -295,9 +300,11 @@ def test_postgresql_pg_dump_and_pg_restore_give_a_copy_that_verifies(tmp_path: P
     finally:
         assert stack.stop() == 0
     try:
-        target = make_url(restored_url)
-        where = [f"--host={target.host}", f"--port={target.port or 5432}", f"--username={target.username}"]
-        restore = ["pg_restore", "--no-owner", *where, f"--dbname={target.database}", str(dump)]
+        # docs/operations.md, "PostgreSQL": createdb, then pg_restore --no-owner into it.
+        name = str(make_url(restored_url).database)
+        where = [f"--host={url.host}", f"--port={url.port or 5432}", f"--username={url.username}"]
+        subprocess.run(["createdb", *where, name], env=tool_env, check=True, timeout=120)
+        restore = ["pg_restore", "--no-owner", *where, f"--dbname={name}", str(dump)]
         subprocess.run(restore, env=tool_env, check=True, timeout=120)
         rows, wallets = _database_snapshot(restored_url)
         assert_one_moment(rows, wallets, acked_before, sent_by_end)
@@ -308,11 +315,22 @@ def test_postgresql_pg_dump_and_pg_restore_give_a_copy_that_verifies(tmp_path: P
         drop_throwaway_database(restored_url)
 
 
+def _engines(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT DISTINCT engine FROM information_schema.tables WHERE table_schema = DATABASE()")
+            return {str(row[0]) for row in connection.execute(query)}
+    finally:
+        engine.dispose()
+
+
 def test_mariadb_dump_with_single_transaction_gives_a_copy_that_verifies(tmp_path: Path) -> None:
     server = _server_database(MYSQL_ENV, "mariadb-dump")
     source = create_throwaway_database(server)
-    restored_url = create_throwaway_database(server)
-    tool_env = {**os.environ, "MYSQL_PWD": make_url(source).password or ""}
+    url = make_url(source)
+    restored_url = url.set(database=f"paygate_t_{uuid.uuid4().hex[:12]}").render_as_string(hide_password=False)
+    tool_env = {**os.environ, "MYSQL_PWD": url.password or ""}
     dump = tmp_path / "paygate.sql"
     stack = start_stack(tmp_path / "maria", workers=2, database_url=source)
     try:
@@ -328,10 +346,14 @@ def test_mariadb_dump_with_single_transaction_gives_a_copy_that_verifies(tmp_pat
     finally:
         assert stack.stop() == 0
     try:
-        target = make_url(restored_url)
+        # docs/operations.md, "MySQL / MariaDB": a database with the binary collation, then the dump into it.
+        name = str(make_url(restored_url).database)
+        client = ["mariadb", f"--host={url.host}", f"--port={url.port or 3306}", f"--user={url.username}"]
+        create = f"CREATE DATABASE {name} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        subprocess.run([*client, "-e", create], env=tool_env, check=True, timeout=120)
         with dump.open("rb") as sql:
-            load = ["mariadb", f"--host={target.host}", f"--port={target.port or 3306}", f"--user={target.username}"]
-            subprocess.run([*load, str(target.database)], stdin=sql, env=tool_env, check=True, timeout=120)
+            subprocess.run([*client, name], stdin=sql, env=tool_env, check=True, timeout=120)
+        assert _engines(restored_url) == {"InnoDB"}, "--single-transaction is a consistent read only on InnoDB"
         rows, wallets = _database_snapshot(restored_url)
         assert_one_moment(rows, wallets, acked_before, sent_by_end)
         verified = paygate({**stack.env, "PAYGATE_DATABASE_URL": restored_url}, "ledger", "verify")
