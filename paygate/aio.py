@@ -56,12 +56,7 @@ class PaygateAsyncClient(ClientCore):
         settings = ChannelSettings.of(
             credentials, tls, root_certificates, client_certificate, client_key, tls_server_name, channel_options
         )
-        if channel is not None:
-            self._channel = channel
-        elif settings.credentials is not None:
-            self._channel = grpc.aio.secure_channel(target, settings.credentials, options=settings.options)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=settings.options)
+        self._channel = channel or settings.open(target, grpc.aio.secure_channel, grpc.aio.insecure_channel)
         self._callables: dict[str, grpc.aio.UnaryUnaryMultiCallable] = {}
 
     async def close(self) -> None:

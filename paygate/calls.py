@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -31,6 +31,7 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 )
 
 PemSource = bytes | str | os.PathLike[str]
+ChannelT = TypeVar("ChannelT")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,12 @@ class ChannelSettings:
             chosen["grpc.ssl_target_name_override"] = tls_server_name
         chosen.update(options)
         return cls(credentials, tuple(chosen.items()))
+
+    def open(self, target: str, secure: Callable[..., ChannelT], insecure: Callable[..., ChannelT]) -> ChannelT:
+        """A channel from `grpc` or `grpc.aio` (the caller passes that module's two constructors)."""
+        if self.credentials is not None:
+            return secure(target, self.credentials, options=self.options)
+        return insecure(target, options=self.options)
 
 
 def _metadata_value(metadata: Iterable[Any], key: str) -> str | None:

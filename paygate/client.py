@@ -90,12 +90,7 @@ class PaygateClient(ClientCore):
         settings = ChannelSettings.of(
             credentials, tls, root_certificates, client_certificate, client_key, tls_server_name, channel_options
         )
-        if channel is not None:
-            self._channel = channel
-        elif settings.credentials is not None:
-            self._channel = grpc.secure_channel(target, settings.credentials, options=settings.options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=settings.options)
+        self._channel = channel or settings.open(target, grpc.secure_channel, grpc.insecure_channel)
         self._callables: dict[str, grpc.UnaryUnaryMultiCallable] = {}
 
     def close(self) -> None:
