@@ -168,6 +168,8 @@ def test_a_call_made_before_the_gateway_listens_goes_through_once_it_does(
         with extra_gateway(stack, tmp_path / "late-gateway", listen):
             result = call.join()  # ... and the call goes through once a gateway listens there.
             assert balance(client, user) == 10_000
+    waits = [round(e.delay_s, 3) for e in retries.events]
+    print(f"before the gateway listened: {result.attempts} attempts, waits {waits}")
     assert result.response.status == pb.PAYMENT_STATUS_SUCCEEDED and result.worker.startswith("worker-")
     assert result.attempts == len(retries.events) + 1
     assert [event.attempt for event in retries.events] == list(range(1, result.attempts))
@@ -190,6 +192,7 @@ def test_purchases_ride_through_a_gateway_restart_and_each_moves_money_once(stac
         wait_until(lambda: len(done) >= 5, attempts=1200, what="the first purchases")
         os.kill(stack.state()["children"]["gateway"]["pid"], signal.SIGKILL)
         buying.join()
+        print(f"gateway restart: {len(retries.events)} retries, codes {sorted(c.name for c in retries.codes())}")
         assert grpc.StatusCode.UNAVAILABLE in retries.codes()  # the restart was met, and ridden through
         assert [p.order_id for p in done] == order_ids
         assert all(p.status == pb.PAYMENT_STATUS_SUCCEEDED for p in done)
@@ -240,6 +243,7 @@ def test_aborted_is_retried_after_its_retry_info_until_the_first_call_answers(
         original, result = held.join(), retried.join()
         assert result.response.entry_id == original.entry_id and result.response.transfer_id == transfer.transfer_id
         assert balance(first, payer) == 750 and balance(first, payee) == 250  # moved once
+    print(f"ABORTED: {result.attempts} attempts, RetryInfo waits {[e.delay_s for e in retries.events]}")
     assert result.attempts == len(retries.events) + 1 >= 2
     for event in retries.events:
         assert event.error.code() == grpc.StatusCode.ABORTED and event.error.reason == "REQUEST_IN_FLIGHT"
@@ -264,6 +268,7 @@ def test_a_rate_limited_call_waits_the_delay_the_gateway_names_then_goes_through
     with stack.client(*make_limited_key(stack, "one-per-second", "1/s"), on_retry=retries) as client:
         client.quote_price(quote)  # the bucket's one token
         result = client.call("QuotePrice", quote, pb.PriceQuote)
+    print(f"rate limited: {result.attempts} attempts, RetryInfo waits {[e.delay_s for e in retries.events]}")
     assert result.response.amount_minor == 100 and result.attempts == len(retries.events) + 1 >= 2
     for event in retries.events:
         assert isinstance(event.error, errors.RateLimited) and event.error.reason == "RATE_LIMITED_KEY"
