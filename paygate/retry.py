@@ -118,7 +118,8 @@ class Attempts:
         if self.number >= self.policy.max_attempts:
             return None
         code = error.code()
-        server_delay = error.retry_delay_s
+        # A negative delay (a server's mistake) means "now"; sleeping a negative time would raise.
+        server_delay = None if error.retry_delay_s is None else max(0.0, error.retry_delay_s)
         if code in self.policy.retry_info_codes and server_delay is not None:
             delay, from_server = server_delay, True
         elif code in self.policy.retry_codes and self.method not in NOT_IDEMPOTENT_METHODS:

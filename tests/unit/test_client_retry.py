@@ -161,6 +161,11 @@ def test_the_servers_retry_info_is_the_delay() -> None:
     assert retry is not None and retry.from_retry_info and retry.delay_s == 0.75
 
 
+def test_a_negative_retry_info_means_at_once() -> None:
+    retry = attempts().retry_after(refusal(grpc.StatusCode.ABORTED, -3.0))
+    assert retry is not None and retry.delay_s == 0.0
+
+
 def test_a_rate_limit_is_retried_only_when_it_says_when() -> None:
     assert attempts().retry_after(refusal(grpc.StatusCode.RESOURCE_EXHAUSTED)) is None  # e.g. a message too large
     retry = attempts().retry_after(refusal(grpc.StatusCode.RESOURCE_EXHAUSTED, 2.0))
