@@ -24,19 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import CollectorRegistry
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from gateway.keystore import load_master_key
-from runtime import db, process_metrics
+from runtime import db
 from runtime.errors import ConfigurationError
 from runtime.metrics import MULTIPROC_ENV, serve_metrics
 from runtime.process import die_with_parent, prepare_die_with_parent
-from runtime.process_series import stack_registry
 from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
 from stack.dev_certs import children_tls_env
 from stack.risk_command import check_risk_rules
+from stack.stack_metrics import metrics_registry
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,10 @@ class Supervisor:
         if not redis_url:
             self.redis = EmbeddedRedis(self.sockets / "redis.sock", settings.run_dir)
             redis_url = self.redis.start()
-        (settings.run_dir / "redis.url").write_text(redis_url)
+        marker = settings.run_dir / "redis.url"  # for `paygate` commands run against this stack
+        marker.touch(mode=0o600)
+        marker.chmod(0o600)  # before the write: the URL may carry the Redis password (docs/configuration.md)
+        marker.write_text(redis_url)
 
         database_url = settings.effective_database_url()
         database = db.Database(database_url, pool_size=1)
@@ -127,26 +129,6 @@ class Supervisor:
             }
         )
         return env
-
-    def metrics_registry(self, env: dict[str, str]) -> CollectorRegistry:
-        """/metrics of the whole stack: the children's multiprocess files plus /proc of every process and the
-        supervisor's own build info (runtime/process_series.py). The revision is found once, here, and handed to
-        the children, so none of them runs git (docs/metrics.md, "Build info")."""
-        build = process_metrics.build_labels()
-        env[process_metrics.REVISION_ENV] = build[1]
-        return stack_registry(str(self.settings.metrics_dir), self.live_processes, build)
-
-    def live_processes(self) -> list[tuple[str, int | str]]:
-        """(role, pid) of every process of the stack now running, for /proc figures at scrape time."""
-        found: list[tuple[str, int | str]] = [("supervisor", os.getpid())]
-        redis = self.redis.process if self.redis is not None else None
-        if redis is not None and redis.poll() is None:
-            found.append(("redis", redis.pid))
-        for child in list(self.children):
-            process = child.process
-            if process is not None and process.returncode is None:
-                found.append((child.name, process.pid))
-        return found
 
     def build_children(self) -> None:
         python = [sys.executable, "-m", "stack"]
@@ -241,7 +223,7 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         try:
             env = self.prepare()
-            serve_metrics(self.settings.metrics_listen, self.metrics_registry(env))
+            serve_metrics(self.settings.metrics_listen, metrics_registry(self, env))
             self.build_children()
             for child in self.children:
                 if child.name == "channel-sim":
