@@ -33,7 +33,7 @@ from runtime.redis_support import connect, connect_async
 from runtime.settings import Settings
 from runtime.tls import GATEWAY_PEER_NAME, peer_check, worker_server_credentials
 from workers import internal
-from workers.boundary import translate
+from workers.boundary import translate, unavailable_store
 from workers.codec import decode as validation
 from workers.codec import encode as encoding
 from workers.codec import wire
@@ -262,8 +262,13 @@ async def every(
             pass
         try:
             done = await loop.run_in_executor(executor, job)
-        except Exception:  # a failed round (database or Redis down) must not end the loop
-            log.exception("background round failed", extra={"fields": {"job": name}})
+        except Exception as error:  # a failed round (database or Redis down) must not end the loop
+            outage = unavailable_store(error)
+            if outage is None:
+                log.exception("background round failed", extra={"fields": {"job": name}})
+            else:  # one line a round while a store is down, not a traceback each time
+                fields = {"job": name, "store": outage[0], "cause": outage[1]}
+                log.warning("background round skipped: a data store is unavailable", extra={"fields": fields})
             continue
         if done:
             log.info("background round", extra={"fields": {"job": name, "settled": done}})
