@@ -46,13 +46,18 @@ class RulesError(ValueError):
 
 
 def load(path: Path) -> RuleSet:
+    return parse(read(path), str(path))
+
+
+def read(path: Path) -> bytes:
+    """The file's bytes, read once: what is parsed is exactly what the audit trail's SHA-256 names."""
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise RulesError(f"{path}: cannot read the risk rules file ({error.strerror or error})") from None
     if len(raw) > MAX_FILE_BYTES:
         raise RulesError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    return parse(raw, str(path))
+    return raw
 
 
 def parse(raw: bytes, source: str = "rules") -> RuleSet:
