@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from workers.domain.currencies import minor_unit_exponent
+from workers.domain.networks import IpNetwork, NetworkSet
 from workers.domain.regions import is_region
-from workers.domain.risk import ONE, OPERATIONS, PROBABILITY_PLACES, ZERO, IpNetwork, Rule, RuleKind, RuleSet
+from workers.domain.risk import ONE, OPERATIONS, PROBABILITY_PLACES, ZERO, Rule, RuleKind, RuleSet
 from workers.domain.types import Method
 
 MAX_RULES = 200
@@ -148,7 +149,7 @@ def _blocklist(entry: dict[str, Any]) -> dict[str, Any]:
     lists = {
         "users": frozenset(_strings(entry, "users", _is_identifier, "an identifier")),
         "device_ids": frozenset(_strings(entry, "device_ids", _is_identifier, "an identifier")),
-        "networks": tuple(_network(text) for text in _strings(entry, "ips", lambda _t: True, "")),
+        "networks": NetworkSet.of(_network(text) for text in _strings(entry, "ips", lambda _t: True, "")),
         "phone_fingerprints": frozenset(
             _strings(entry, "phone_fingerprints", _is_fingerprint, "64 lower-case hex digits (paygate risk phone)")
         ),
