@@ -49,7 +49,13 @@ def overdue_s(ctx: Context, ttl_s: int) -> float:
     with ctx.db.read() as connection:
         oldest = records.expired_pending_payments(connection, cutoff, 1)
         payment = records.payment_by_id(connection, *oldest[0]) if oldest else None
-    return 0.0 if payment is None else (cutoff - payment.created_at).total_seconds()
+        attempt = (
+            attempts.by_id(connection, payment.owner, payment.attempt_id) if payment and payment.attempt_id else None
+        )
+    if payment is None:
+        return 0.0
+    pending_since = attempt.created_at if attempt is not None else payment.created_at  # its time runs from there
+    return max(0.0, (cutoff - pending_since).total_seconds())
 
 
 def close_expired(ctx: Context, ttl_s: int, limit: int = MAX_PER_ROUND) -> int:
