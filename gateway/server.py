@@ -33,7 +33,7 @@ from gateway.routing import WorkerPool, never_delivered
 from gateway.streaming import StreamRelay
 from paygate.scopes import READ_ONLY_PATHS, SERVICE_NAME, STREAMING_PATHS, UNARY_PATHS
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
-from runtime import logs
+from runtime import logs, process_metrics
 from runtime.db import Database
 from runtime.errors import (
     CallDeadlineExceeded,
@@ -49,6 +49,7 @@ from runtime.errors import (
 )
 from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
+from runtime.redis_ha import describe_error
 from runtime.redis_support import connect_async
 from runtime.settings import Settings
 from runtime.tls import public_server_credentials
@@ -92,15 +93,10 @@ class MethodSeries:
 
 class Forwarder:
     def __init__(
-        self,
-        authenticator: Authenticator,
-        pool: WorkerPool,
-        metrics: GatewayMetrics,
-        admission: Admission,
-        access: AccessLog | None = None,
+        self, auth: Authenticator, pool: WorkerPool, metrics: GatewayMetrics, admission: Admission, log: AccessLog
     ) -> None:
-        self.access = access or AccessLog()  # gateway/access_log.py
-        self._auth = authenticator
+        self.access = log  # one line per call, one warning per refused signature (gateway/access_log.py)
+        self._auth = auth
         self._pool = pool
         self._metrics = metrics
         self._admission = admission
@@ -277,7 +273,7 @@ def _transport_failure(error: grpc.aio.AioRpcError) -> bool:
 
 def _translate(error: Exception, request_id: str) -> PaygateError:
     if isinstance(error, redis.RedisError):
-        log.warning("redis unavailable: %s", type(error).__name__)
+        log.warning("redis unavailable: %s", describe_error(error))
         return Unavailable("the nonce store (Redis) is unreachable; the call was not applied — retry shortly")
     if isinstance(error, (SQLAlchemyError, ConfigurationError)):
         log.error("key store unavailable: %s", error)
@@ -336,6 +332,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
     public_credentials = public_server_credentials(settings)
     registry = process_registry()
+    process_metrics.start("gateway", registry)  # before the database and Redis, so both are timed
     metrics = GatewayMetrics.create(registry)
     if metrics_listen:
         serve_metrics(metrics_listen, registry)

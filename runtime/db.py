@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from runtime import outbox
+from runtime import outbox, process_metrics
 from runtime.errors import ConfigurationError
 from runtime.point_reads import PointReader
 
@@ -83,6 +83,31 @@ def _durable_postgres_commits(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET synchronous_commit TO on")
+        dbapi_connection.commit()
+
+
+# A worker cut off from the network in the middle of a transaction would keep its row locks (a hot creator's
+# account, say) until the server noticed the dead connection, which without keepalives can take hours; every
+# other worker would queue behind those locks. The server ends a session idle inside a transaction for this long
+# instead, rolling it back (nothing was acknowledged, so nothing is lost). Our transactions never wait on the
+# caller between statements, so a healthy one is never idle this long (docs/architecture.md, "Workers on other
+# hosts"; decision #143).
+IDLE_IN_TRANSACTION_TIMEOUT_S = 30
+
+
+def _bounded_idle_transactions(engine: Engine, dialect: str) -> None:
+    """Have the server end a session left idle inside a transaction (PostgreSQL, MariaDB; MySQL has no such
+    setting and keeps its default)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            if dialect == "postgresql":
+                cursor.execute(f"SET idle_in_transaction_session_timeout TO '{IDLE_IN_TRANSACTION_TIMEOUT_S}s'")
+            else:
+                cursor.execute("SELECT VERSION()")
+                if "mariadb" in str(cursor.fetchone()[0]).lower():
+                    cursor.execute(f"SET SESSION idle_transaction_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_S}")
         dbapi_connection.commit()
 
 
@@ -158,6 +183,10 @@ class Database:
             self.reader = self.writer
             if self.dialect == "postgresql":
                 _durable_postgres_commits(self.writer)
+            _bounded_idle_transactions(self.writer, self.dialect)
+        # Statement latency and pool use, once this process has started its metrics (docs/metrics.md).
+        for engine in {id(e): e for e in (self.writer, self.reader)}.values():
+            process_metrics.instrument_engine(engine)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -16,7 +16,8 @@ from typing import Any
 
 from paygate.secret import Secret
 from runtime.errors import ConfigurationError
-from runtime.settings_values import check_database_url, check_http_url, check_redis_url, convert, variable
+from runtime.redis_url import parse_redis_url
+from runtime.settings_values import check_database_url, check_http_url, convert, variable
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
@@ -224,8 +225,8 @@ class Settings:
             raise ConfigurationError(f"PAYGATE_DATA_DIR (--data-dir) must be a directory; {self.data_dir} is a file")
         if self.database_url:
             check_database_url(self.database_url.reveal())
-        if self.redis_url:
-            check_redis_url(self.redis_url.reveal())
+        if self.redis_url:  # a malformed URL stops the start, naming PAYGATE_REDIS_URL (runtime/redis_url.py)
+            parse_redis_url(self.redis_url.reveal())
         for name, most in (("health_interval_s", 60), ("key_cache_ttl_s", 3600), ("shutdown_grace_s", 3600)):
             if not 0 < getattr(self, name) <= most:
                 raise ConfigurationError(f"{variable(name)} must be in (0, {most}] seconds")

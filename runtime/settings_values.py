@@ -66,7 +66,6 @@ def boolean(name: str, raw: str) -> bool:
 
 _URL_SCHEME = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<rest>.*)", re.ASCII | re.DOTALL)
 DATABASE_BACKENDS = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def _scheme(url: str) -> tuple[str, str] | None:
@@ -81,16 +80,6 @@ def check_database_url(url: str) -> None:
         raise ConfigurationError(
             "PAYGATE_DATABASE_URL must be sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or "
             "mysql://USER:PASSWORD@HOST/DB (the value is not shown: it may hold a password)"
-        )
-
-
-def check_redis_url(url: str) -> None:
-    """redis://, rediss:// (TLS) or unix:// with a host or a path; the value is never echoed."""
-    parsed = _scheme(url)
-    if parsed is None or parsed[0] not in REDIS_SCHEMES or not parsed[1].strip("/"):
-        raise ConfigurationError(
-            f"PAYGATE_REDIS_URL must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)} URLs, e.g. "
-            "redis://HOST:6379/0 (the value is not shown: it may hold a password)"
         )
 
 

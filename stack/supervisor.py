@@ -35,6 +35,7 @@ from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
 from stack.dev_certs import children_tls_env
 from stack.risk_command import check_risk_rules
+from stack.stack_metrics import metrics_registry
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,10 @@ class Supervisor:
         if not redis_url:
             self.redis = EmbeddedRedis(self.sockets / "redis.sock", settings.run_dir)
             redis_url = self.redis.start()
-        (settings.run_dir / "redis.url").write_text(redis_url)
+        marker = settings.run_dir / "redis.url"  # for `paygate` commands run against this stack
+        marker.touch(mode=0o600)
+        marker.chmod(0o600)  # before the write: the URL may carry the Redis password (docs/configuration.md)
+        marker.write_text(redis_url)
 
         database_url = settings.effective_database_url()
         database = db.Database(database_url, pool_size=1)
@@ -219,7 +223,7 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         try:
             env = self.prepare()
-            serve_metrics(self.settings.metrics_listen, None, str(self.settings.metrics_dir))
+            serve_metrics(self.settings.metrics_listen, metrics_registry(self, env))
             self.build_children()
             for child in self.children:
                 if child.name == "channel-sim":
@@ -290,9 +294,13 @@ class Supervisor:
             "child exited; restarting",
             extra={"fields": {"child": child.name, "exit_code": process.returncode, "restart_in_s": delay}},
         )
-        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
+        self._forget(process)
         child.process = None
         child.restart_at = now + delay
+
+    def _forget(self, process: subprocess.Popen[bytes]) -> None:
+        """Drop an ended child's live gauges (multiprocess `live*` modes), so none outlives it on /metrics."""
+        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -371,3 +379,4 @@ class Supervisor:
                 log.warning("child did not stop in time; killing", extra={"fields": {"pid": process.pid}})
                 process.kill()
                 process.wait()
+            self._forget(process)
