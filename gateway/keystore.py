@@ -27,6 +27,7 @@ from runtime.master_key import (  # re-exported: the gateway and CLI load it her
     UnreadableBlob,
     load_master_key,
 )
+from runtime.redis_support import connect
 from runtime.schema import api_keys
 
 __all__ = ["MASTER_KEY_FILE", "ApiKey", "KeyStore", "KeyWithSecret", "announce_key_change", "load_master_key"]
@@ -41,7 +42,7 @@ def announce_key_change(redis_url: str, prefix: str) -> bool:
     Best effort: False when Redis is unreachable, in which case gateways notice within key_cache_ttl_s.
     """
     try:
-        client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = connect(redis_url)  # a Sentinel or TLS URL too (runtime/redis_ha.py)
         try:
             client.incr(f"{prefix}{KEYS_GENERATION}")
         finally:

@@ -48,6 +48,7 @@ from runtime.errors import (
 )
 from runtime.grpc_server import SERVER_OPTIONS, bind
 from runtime.metrics import GatewayMetrics, process_registry, serve_metrics
+from runtime.redis_ha import describe_error
 from runtime.redis_support import connect_async
 from runtime.settings import Settings
 from runtime.tls import public_server_credentials
@@ -264,7 +265,7 @@ def _transport_failure(error: grpc.aio.AioRpcError) -> bool:
 
 def _translate(error: Exception, request_id: str) -> PaygateError:
     if isinstance(error, redis.RedisError):
-        log.warning("redis unavailable: %s", type(error).__name__)
+        log.warning("redis unavailable: %s", describe_error(error))
         return Unavailable("the nonce store (Redis) is unreachable; the call was not applied — retry shortly")
     if isinstance(error, (SQLAlchemyError, ConfigurationError)):
         log.error("key store unavailable: %s", error)

@@ -20,6 +20,7 @@ import grpc
 import httpx
 
 from paygate.client import PaygateClient
+from paygate.retry import NO_RETRY
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import Stack, start_stack
 
@@ -112,7 +113,11 @@ def main() -> None:
         )
         try:
             key_id, secret = stack.create_key("bench")
-            with PaygateClient(stack.listen, key_id, secret, timeout_s=30, root_certificates=stack.ca_file) as client:
+            # No client retries: the bench counts each refusal of a busy channel, which a retry would hide.
+            client = PaygateClient(
+                stack.listen, key_id, secret, timeout_s=30, root_certificates=stack.ca_file, retry=NO_RETRY
+            )
+            with client:
                 client.top_up(
                     pb.TopUpRequest(
                         order_id=f"fill-{uuid.uuid4().hex[:8]}",

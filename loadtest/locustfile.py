@@ -48,6 +48,7 @@ from google.protobuf.message import Message  # noqa: E402
 from locust import User, between, events, task  # noqa: E402
 
 from paygate.client import PaygateClient  # noqa: E402
+from paygate.retry import NO_RETRY  # noqa: E402
 from paygate.v1 import payment_gateway_pb2 as pb  # noqa: E402
 
 CURRENCY = "CNY"
@@ -91,8 +92,9 @@ class PaygateUser(User):
     def on_start(self) -> None:
         host = self.host or "127.0.0.1:50051"
         root_certificates = _root_certificates()
+        # No client retries: Locust reports what the stack answered to each call, refusals included.
         self.client = PaygateClient(
-            host, _credentials["key_id"], _credentials["secret"], root_certificates=root_certificates
+            host, _credentials["key_id"], _credentials["secret"], root_certificates=root_certificates, retry=NO_RETRY
         )
         self.user_id = f"lt-{uuid.uuid4().hex[:12]}"
         self.call(

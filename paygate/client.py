@@ -1,4 +1,4 @@
-"""A Python client that signs every call (docs/signing.md).
+"""A Python client that signs every call, retries what is safe to retry and raises typed errors (docs/client.md).
 
     from paygate.client import PaygateClient
     from paygate.v1 import payment_gateway_pb2 as pb
@@ -11,80 +11,61 @@ TLS (docs/security.md, "TLS and mutual TLS"): `root_certificates` is the CA that
 (bytes or a path; `tls=True` alone trusts the system's roots); `client_certificate` / `client_key` when the gateway
 requires client certificates. Without any of them the channel is plaintext, which only a dev stack serves.
 
-The client serializes each request itself, signs exactly those bytes and sends them unchanged, so the signature
-can never disagree with what travels on the wire. `SigningInterceptor` adds the same signature to calls made
-through the generated `PaymentGatewayStub`, for callers who prefer plain stubs.
+The client serializes each request once, signs exactly those bytes and sends them unchanged, so the signature can
+never disagree with what travels on the wire, and a retried call resends the same idempotency key. Each attempt
+is signed anew (a fresh nonce and timestamp). Retries (`paygate.retry`): UNAVAILABLE and ABORTED with
+exponential back-off and full jitter or the server's RetryInfo delay, rate-limit refusals after their RetryInfo
+delay, within the call's deadline. Refusals are `paygate.errors.PaygateError` subclasses, which are also
+`grpc.RpcError`s. `paygate.aio.PaygateAsyncClient` is the same client for asyncio.
 """
 
 from __future__ import annotations
 
-import collections
-import os
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
+from paygate.calls import (
+    DEFAULT_TIMEOUT_S,
+    CallResult,
+    ChannelSettings,
+    ClientCore,
+    PemSource,
+    tls_credentials,
+)
+from paygate.errors import from_rpc_error
+from paygate.interceptor import SigningInterceptor
+from paygate.retry import STREAM_RECONNECT_CODES, RetryEvent, RetryPolicy, reconnect_delay_s
 from paygate.scopes import method_path
-from paygate.signing import REQUEST_ID_HEADER, WORKER_HEADER, signed_metadata
+from paygate.signing import signed_metadata
 from paygate.v1 import payment_gateway_pb2 as pb
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "RECONNECT_CODES",
+    "CallResult",
+    "PaygateClient",
+    "PemSource",
+    "SigningInterceptor",
+    "tls_credentials",
+]
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 
-DEFAULT_TIMEOUT_S = 10.0
-# A stream ended with one of these is called again (the gateway or its worker went away, or a limit was full).
-RECONNECT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
+RECONNECT_CODES = STREAM_RECONNECT_CODES
 
 
-@dataclass(frozen=True)
-class CallResult:
-    """A response plus the metadata the gateway adds (which worker served it, the request id)."""
+class PaygateClient(ClientCore):
+    """Synchronous client for `paygate.v1.PaymentGateway` (thread-safe; reuse one per process).
 
-    response: Any
-    worker: str | None
-    request_id: str | None
-
-
-PemSource = bytes | str | os.PathLike[str]
-
-
-def _pem(source: PemSource | None) -> bytes | None:
-    """PEM bytes as given, or read from a path."""
-    if source is None or isinstance(source, bytes):
-        return source
-    with open(source, "rb") as file:
-        return file.read()
-
-
-def tls_credentials(
-    root_certificates: PemSource | None = None,
-    client_certificate: PemSource | None = None,
-    client_key: PemSource | None = None,
-) -> grpc.ChannelCredentials:
-    """Channel credentials for a TLS gateway: its CA (None: the system's roots) and an optional client pair."""
-    if (client_certificate is None) != (client_key is None):
-        raise ValueError("client_certificate and client_key go together")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_pem(root_certificates),
-        private_key=_pem(client_key),
-        certificate_chain=_pem(client_certificate),
-    )
-
-
-def _metadata_value(metadata: Any, key: str) -> str | None:
-    for k, v in metadata or ():
-        if k == key and isinstance(v, str):
-            return v
-    return None
-
-
-class PaygateClient:
-    """Synchronous signing client for `paygate.v1.PaymentGateway` (thread-safe; reuse one per process)."""
+    `timeout_s` is the deadline of every call that names none (retries included); without it each method has its
+    default (`paygate.calls.DEFAULT_TIMEOUTS_S`), and `timeouts_s` overrides it per method name. `retry` is the
+    policy (default `paygate.retry.DEFAULT_RETRY`; `NO_RETRY` turns retries off); `on_retry` sees each retry.
+    """
 
     def __init__(
         self,
@@ -93,28 +74,23 @@ class PaygateClient:
         secret: str,
         *,
         credentials: grpc.ChannelCredentials | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
+        timeouts_s: Mapping[str, float] | None = None,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
         channel: grpc.Channel | None = None,
+        channel_options: Iterable[tuple[str, Any]] = (),
         tls: bool = False,
         root_certificates: PemSource | None = None,
         client_certificate: PemSource | None = None,
         client_key: PemSource | None = None,
         tls_server_name: str | None = None,
     ) -> None:
-        self.key_id = key_id
-        self._secret = secret
-        self.timeout_s = timeout_s
-        tls_asked = tls or any(v is not None for v in (root_certificates, client_certificate, client_key))
-        if credentials is None and tls_asked:
-            credentials = tls_credentials(root_certificates, client_certificate, client_key)
-        # The name the gateway's certificate must carry, when it differs from the target's host (an IP address).
-        options = [("grpc.ssl_target_name_override", tls_server_name)] if tls_server_name else []
-        if channel is not None:
-            self._channel = channel
-        elif credentials is not None:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(target)
+        super().__init__(key_id, secret, timeout_s=timeout_s, timeouts_s=timeouts_s, retry=retry, on_retry=on_retry)
+        settings = ChannelSettings.of(
+            credentials, tls, root_certificates, client_certificate, client_key, tls_server_name, channel_options
+        )
+        self._channel = channel or settings.open(target, grpc.secure_channel, grpc.insecure_channel)
         self._callables: dict[str, grpc.UnaryUnaryMultiCallable] = {}
 
     def close(self) -> None:
@@ -135,31 +111,32 @@ class PaygateClient:
         response_type: type[ResponseT],
         *,
         timeout_s: float | None = None,
+        retry: RetryPolicy | None = None,
         request_id: str | None = None,
         extra_metadata: tuple[tuple[str, str], ...] = (),
     ) -> CallResult:
-        """Sign and send one call; returns the response with `x-paygate-worker` and `x-request-id`."""
-        path = method_path(method)
-        body = request.SerializeToString()
-        metadata = signed_metadata(self.key_id, self._secret, path, body)
-        if request_id:
-            metadata.append((REQUEST_ID_HEADER, request_id))
-        metadata.extend(extra_metadata)
-        callable_ = self._callables.get(path)
+        """Sign and send one call, retrying as the policy allows within `timeout_s`; returns the response with
+        `x-paygate-worker`, `x-request-id` and the number of attempts, or raises a `PaygateError`."""
+        prepared = self._prepare(method, request, request_id, extra_metadata)
+        attempts = self._attempts(method, timeout_s, retry)
+        callable_ = self._callables.get(prepared.path)
         if callable_ is None:
             # No request serializer: the bytes we signed are the bytes that go out.
-            callable_ = self._channel.unary_unary(path, response_deserializer=response_type.FromString)
-            self._callables[path] = callable_
-        response, call = callable_.with_call(
-            body, metadata=metadata, timeout=self.timeout_s if timeout_s is None else timeout_s
-        )
-        # The gateway sends both in the trailing metadata (cheaper than a separate headers frame).
-        response_metadata = (*(call.trailing_metadata() or ()), *(call.initial_metadata() or ()))
-        return CallResult(
-            response=response,
-            worker=_metadata_value(response_metadata, WORKER_HEADER),
-            request_id=_metadata_value(response_metadata, REQUEST_ID_HEADER),
-        )
+            callable_ = self._channel.unary_unary(prepared.path, response_deserializer=response_type.FromString)
+            self._callables[prepared.path] = callable_
+        while True:
+            deadline_s = attempts.start()
+            try:
+                response, call = callable_.with_call(
+                    prepared.body, metadata=prepared.metadata(self.key_id, self._secret), timeout=deadline_s
+                )
+            except grpc.RpcError as raw:
+                error, retry_event = self._retry_after(raw, attempts)
+                if retry_event is None:
+                    raise error from None
+                time.sleep(retry_event.delay_s)
+                continue
+            return self._result(response, call.trailing_metadata(), call.initial_metadata(), attempts.number)
 
     # -- one method per RPC -------------------------------------------------------------------------------
 
@@ -219,7 +196,8 @@ class PaygateClient:
         """The caller's events after `after_cursor` ("" for the oldest kept), then each new one as it commits
         (docs/events.md). A stream that breaks — a worker or the gateway restarting, the network, nothing heard
         for `idle_timeout_s` (heartbeats come every 15 s) — is called again after a jittered back-off, from the
-        last event yielded: nothing is skipped and nothing is yielded twice. Stop by leaving the loop."""
+        last event yielded: nothing is skipped and nothing is yielded twice. Stop by leaving the loop. A refusal
+        that reconnecting cannot cure is raised as a `PaygateError`."""
         path = method_path("StreamEvents")
         open_stream = self._channel.unary_stream(path, response_deserializer=pb.StreamEventsResponse.FromString)
         cursor, failures = after_cursor, 0
@@ -236,12 +214,12 @@ class PaygateClient:
                         yield message.event
             except grpc.RpcError as error:
                 if not reconnect or not (error.code() in RECONNECT_CODES or watchdog.fired):
-                    raise
+                    raise from_rpc_error(error) from None
             finally:
                 watchdog.stop()
                 stream.cancel()
             failures += 1
-            time.sleep(min(max_backoff_s, 0.05 * 2**failures) * random.uniform(0.5, 1.0))
+            time.sleep(reconnect_delay_s(failures, max_backoff_s))
 
 
 class _Watchdog:
@@ -279,41 +257,3 @@ class _Watchdog:
             return
         self.fired = True
         self._cancel()
-
-
-class _ClientCallDetails(
-    collections.namedtuple(
-        "_ClientCallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
-    ),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-class SigningInterceptor(grpc.UnaryUnaryClientInterceptor):
-    """Signs calls made through the generated stubs: `grpc.intercept_channel(channel, SigningInterceptor(...))`.
-
-    It signs `request.SerializeToString()`, which is what the stub then sends (protobuf serialization of one
-    message object is stable within a process; messages with map fields would need deterministic serialization).
-    """
-
-    def __init__(self, key_id: str, secret: str) -> None:
-        self._key_id = key_id
-        self._secret = secret
-
-    def intercept_unary_unary(
-        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Message
-    ) -> Any:
-        method = client_call_details.method
-        path = method.decode() if isinstance(method, bytes) else method
-        metadata = list(client_call_details.metadata or ())
-        metadata.extend(signed_metadata(self._key_id, self._secret, path, request.SerializeToString()))
-        details = _ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            metadata,
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-            client_call_details.compression,
-        )
-        return continuation(details, request)

@@ -86,6 +86,31 @@ def _durable_postgres_commits(engine: Engine) -> None:
         dbapi_connection.commit()
 
 
+# A worker cut off from the network in the middle of a transaction would keep its row locks (a hot creator's
+# account, say) until the server noticed the dead connection, which without keepalives can take hours; every
+# other worker would queue behind those locks. The server ends a session idle inside a transaction for this long
+# instead, rolling it back (nothing was acknowledged, so nothing is lost). Our transactions never wait on the
+# caller between statements, so a healthy one is never idle this long (docs/architecture.md, "Workers on other
+# hosts"; decision #143).
+IDLE_IN_TRANSACTION_TIMEOUT_S = 30
+
+
+def _bounded_idle_transactions(engine: Engine, dialect: str) -> None:
+    """Have the server end a session left idle inside a transaction (PostgreSQL, MariaDB; MySQL has no such
+    setting and keeps its default)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            if dialect == "postgresql":
+                cursor.execute(f"SET idle_in_transaction_session_timeout TO '{IDLE_IN_TRANSACTION_TIMEOUT_S}s'")
+            else:
+                cursor.execute("SELECT VERSION()")
+                if "mariadb" in str(cursor.fetchone()[0]).lower():
+                    cursor.execute(f"SET SESSION idle_transaction_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_S}")
+        dbapi_connection.commit()
+
+
 class WriterGate:
     """One writer at a time per SQLite file, across threads and processes, queued instead of polling.
 
@@ -158,6 +183,7 @@ class Database:
             self.reader = self.writer
             if self.dialect == "postgresql":
                 _durable_postgres_commits(self.writer)
+            _bounded_idle_transactions(self.writer, self.dialect)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.commands.core import Script
 
+from runtime import redis_ha
 from runtime.errors import ConfigurationError
 from runtime.process import die_with_parent, prepare_die_with_parent
 
@@ -25,19 +26,16 @@ SOCKET_TIMEOUT_S = 5.0
 
 
 def connect(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S, health_check_interval=30
-    )
+    """A client for PAYGATE_REDIS_URL: one server, or the primary a Sentinel names (runtime/redis_ha.py)."""
+    return redis_ha.sync_client(url, _timeouts(), {"health_check_interval": 30})
 
 
 def connect_async(url: str, max_connections: int = 64) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=SOCKET_TIMEOUT_S,
-        socket_connect_timeout=SOCKET_TIMEOUT_S,
-        max_connections=max_connections,
-        health_check_interval=30,
-    )
+    return redis_ha.async_client(url, _timeouts(), {"max_connections": max_connections, "health_check_interval": 30})
+
+
+def _timeouts() -> dict[str, float]:
+    return {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S}
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[str | int]]

@@ -16,6 +16,7 @@ from typing import Any
 
 from paygate.secret import Secret
 from runtime.errors import ConfigurationError
+from runtime.redis_url import parse_redis_url
 
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(?P<port>[0-9]{1,5})", re.ASCII)
 MODES = ("dev", "production")
@@ -159,6 +160,8 @@ class Settings:
         if self.log_level.upper() not in LOG_LEVELS:
             levels = ", ".join(LOG_LEVELS)
             raise ConfigurationError(f"PAYGATE_LOG_LEVEL must be one of {levels}, got {self.log_level!r}")
+        if self.redis_url:  # a malformed URL stops the start, naming PAYGATE_REDIS_URL (docs/configuration.md)
+            parse_redis_url(self.redis_url.reveal())
         parse_host_port(self.listen, "listen address")
         parse_host_port(self.metrics_listen, "metrics address")
         if not 1 <= self.workers <= 256:

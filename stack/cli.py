@@ -13,7 +13,7 @@ from channelsim.cli import add_subcommands as add_channel_sim
 from runtime import logs
 from runtime.errors import ConfigurationError
 from runtime.settings import Settings
-from stack import audit_command, call_command, commands, risk_command
+from stack import audit_command, backup_command, call_command, commands, risk_command
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +156,7 @@ def _admin_commands(subcommands: Any) -> None:
     db_commands = database.add_subparsers(dest="db_command", required=True)
     upgrade = db_commands.add_parser("upgrade", help="apply migrations up to the newest schema")
     _common(upgrade)
+    backup_command.add_parser(db_commands, _common)
     _scale_tools(ledger_commands, db_commands)
 
 
@@ -271,6 +272,13 @@ def _bench_command(subcommands: Any) -> None:
     )
 
 
+def _database(args: argparse.Namespace, settings: Settings) -> int:
+    """`paygate db backup` (stack/backup_command.py); `upgrade` and `explain` are in stack/commands.py."""
+    if args.db_command == "backup":
+        return backup_command.run(args, settings)
+    return commands.database(args, settings)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "serve": commands.serve,
     "gateway": commands.gateway,
@@ -280,7 +288,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "keys": commands.keys,
     "ledger": commands.ledger,
     "sandbox": commands.sandbox,
-    "db": commands.database,
+    "db": _database,
     "reconcile": commands.reconcile,
     "bench": commands.bench,
     "webhooks": commands.webhooks,

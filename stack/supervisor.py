@@ -99,7 +99,10 @@ class Supervisor:
         if not redis_url:
             self.redis = EmbeddedRedis(self.sockets / "redis.sock", settings.run_dir)
             redis_url = self.redis.start()
-        (settings.run_dir / "redis.url").write_text(redis_url)
+        marker = settings.run_dir / "redis.url"  # for `paygate` commands run against this stack
+        marker.touch(mode=0o600)
+        marker.chmod(0o600)  # before the write: the URL may carry the Redis password (docs/configuration.md)
+        marker.write_text(redis_url)
 
         database_url = settings.effective_database_url()
         database = db.Database(database_url, pool_size=1)

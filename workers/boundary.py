@@ -8,6 +8,7 @@ import redis
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from runtime.errors import PaygateError, Unavailable
+from runtime.redis_ha import describe_error
 from workers.ledger.accounts import LedgerInvariantError
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def translate(error: Exception, request_id: str) -> PaygateError:
     if isinstance(error, PaygateError):
         return error
     if isinstance(error, redis.RedisError):
-        log.warning("redis unavailable: %s", type(error).__name__)
+        log.warning("redis unavailable: %s", describe_error(error))
         return Unavailable("the lock store (Redis) is unreachable; retry with the same idempotency key")
     if isinstance(error, DBAPIError) and (error.connection_invalidated or _is_unavailable(error)):
         code = getattr(error.orig, "sqlstate", None) or next(iter(getattr(error.orig, "args", ())), None)

@@ -37,7 +37,8 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.address, credentials, options=options)
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (tests/deploy parse the probes of deploy/kubernetes/ and the Compose file with it)."""
     parser = argparse.ArgumentParser(prog="paygate-healthcheck")
     parser.add_argument("address", nargs="?", default="127.0.0.1:50051")
     parser.add_argument("service", nargs="?", default="")
@@ -45,7 +46,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--server-name")
     parser.add_argument("--cert")
     parser.add_argument("--key")
-    args = parser.parse_args(argv[1:])
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv[1:])
+    if bool(args.cert) != bool(args.key):
+        print("paygate-healthcheck: give --cert and --key together", file=sys.stderr)
+        return 2
     try:
         with _channel(args) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from paygate.retry import NO_RETRY
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.e2e.channel_support import Simulator, counter
 from tests.support import Stack, start_stack, wait_until
@@ -56,7 +57,8 @@ def test_a_hanging_channel_does_not_slow_the_others(stack: Stack) -> None:
     sim = Simulator.of(stack)
     key_id, secret = stack.create_key("isolation")
     learner = f"rich-{uuid.uuid4().hex[:6]}"
-    with stack.client(key_id, secret, timeout_s=30) as client:
+    # No client retries: each outcome counted is one attempt's (a refusal must come fast, not be retried away).
+    with stack.client(key_id, secret, timeout_s=30, retry=NO_RETRY) as client:
         client.top_up(
             pb.TopUpRequest(
                 order_id=f"fill-{learner}",

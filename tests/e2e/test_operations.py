@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from paygate.client import PaygateClient
+from paygate.retry import NO_RETRY
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.support import Stack, start_stack, wait_until
 
@@ -104,7 +105,8 @@ def test_sigterm_drains_in_flight_calls_and_exits_cleanly(tmp_path: Path) -> Non
     started = threading.Barrier(5)
 
     def caller(index: int) -> None:
-        with stack.client(key_id, secret) as client:
+        # No client retries: each outcome is one attempt's, refused at the door or answered.
+        with stack.client(key_id, secret, retry=NO_RETRY) as client:
             for i in range(30):
                 if i == 1:
                     # One call done (its TLS connection up): only now may the stop begin, so calls are in flight.

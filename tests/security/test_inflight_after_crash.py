@@ -16,6 +16,7 @@ import grpc
 import pytest
 import redis
 
+from paygate.retry import NO_RETRY
 from paygate.v1 import payment_gateway_pb2 as pb
 from runtime.settings import Settings
 from tests.security.conftest import decode_outcome
@@ -52,7 +53,8 @@ def test_a_retry_after_the_holder_was_killed_gets_a_definitive_answer(one_worker
     client = redis.Redis.from_url((stack.data_dir / "run" / "redis.url").read_text().strip())
     guard = f"paygate:inflight:{{crash:order:{order_id}}}"
     locks = FencedLocks(client, "paygate:")
-    with stack.client(key_id, secret, timeout_s=60) as paygate:
+    # No client retries: the test makes its own, to look at each ABORTED and its RetryInfo.
+    with stack.client(key_id, secret, timeout_s=60, retry=NO_RETRY) as paygate:
         paygate.top_up(
             pb.TopUpRequest(
                 order_id=f"t-{user}", user_id=user, amount_minor=1_000, currency="CNY", method=pb.PAYMENT_METHOD_SANDBOX
