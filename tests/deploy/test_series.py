@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from paygate.client import PaygateClient
+from paygate.retry import NO_RETRY
 from paygate.v1 import payment_gateway_pb2 as pb
 from tests.deploy.test_series_promql import CONTRACT_SERIES, base_name, referenced_series
 from tests.e2e.channel_support import Simulator, wait_for_status
@@ -74,14 +75,14 @@ def _wallet_traffic(client: PaygateClient) -> None:
 
 def _refusals(stack: Stack, key_id: str) -> None:
     """A bad signature, and a key limited to one call a second called three times at once."""
-    with stack.client(key_id, "not-the-secret") as forged, pytest.raises(grpc.RpcError) as error:
+    with stack.client(key_id, "not-the-secret", retry=NO_RETRY) as forged, pytest.raises(grpc.RpcError) as error:
         forged.get_balance(pb.GetBalanceRequest(user_id="u", currency="CNY"))
     assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
     result = stack.cli("keys", "create", "--name", "limited", "--rate", "1/s", "--burst", "1", "--json")
     assert result.returncode == 0, result.stderr
     created = json.loads(result.stdout)
     codes = []
-    with stack.client(created["key_id"], created["secret"]) as limited:
+    with stack.client(created["key_id"], created["secret"], retry=NO_RETRY) as limited:
         for _ in range(3):
             try:
                 limited.get_balance(pb.GetBalanceRequest(user_id="u", currency="CNY"))
@@ -142,7 +143,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
     )
     try:
         key_id, secret = stack.create_key("series")
-        with stack.client(key_id, secret) as client:
+        # No client retries: each refusal below is the one the test means to cause.
+        with stack.client(key_id, secret, retry=NO_RETRY) as client:
             client.create_webhook_endpoint(pb.CreateWebhookEndpointRequest(url=receiver.url))
             _wallet_traffic(client)
             # A worker looks at the rules file when it assesses a payment (at most once a second): the payments
