@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from runtime.redis_support import register_script
+
 # One script per call: the key-revocation generation, then the token buckets (docs/security.md, "Rate limits and
 # quotas"), then the nonce. A bucket is a hash {t: tokens, at: ms}; it refills at `rate` tokens per second up to
 # `burst` and is read before anything is written, so a refused call spends neither a token nor its nonce (the
@@ -104,7 +106,7 @@ class NonceStore:
         self._generation_key = generation_key
         self._ttl_s = ttl_s
         self._clock = clock
-        self._script = client.register_script(_ADMISSION_SCRIPT)
+        self._script = register_script(client, "gateway_admission", _ADMISSION_SCRIPT)
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
 

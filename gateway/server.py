@@ -32,7 +32,7 @@ from gateway.routing import WorkerPool, never_delivered
 from gateway.streaming import StreamRelay
 from paygate.scopes import READ_ONLY_PATHS, SERVICE_NAME, STREAMING_PATHS, UNARY_PATHS
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
-from runtime import logs
+from runtime import logs, process_metrics
 from runtime.db import Database
 from runtime.errors import (
     CallDeadlineExceeded,
@@ -324,6 +324,7 @@ async def run_gateway(settings: Settings, worker_addresses: list[str], metrics_l
     # Read first: a missing or mismatched certificate (or none in production) stops the start (docs/security.md).
     public_credentials = public_server_credentials(settings)
     registry = process_registry()
+    process_metrics.start("gateway", registry)  # before the database and Redis, so both are timed
     metrics = GatewayMetrics.create(registry)
     if metrics_listen:
         serve_metrics(metrics_listen, registry)

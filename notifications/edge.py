@@ -23,8 +23,10 @@ from collections.abc import Sequence
 import grpc
 from aiohttp import web
 
+from runtime import process_metrics
 from runtime.db import Database
 from runtime.grpc_server import WORKER_CHANNEL_OPTIONS
+from runtime.metrics import multiprocess_enabled
 from runtime.settings import Settings, parse_host_port
 from runtime.tls import worker_channel, worker_channel_credentials
 from workers import internal
@@ -102,6 +104,8 @@ class Edge:
 
 async def run_edge(settings: Settings, listen: str, worker_addresses: Sequence[str]) -> None:
     host, port = parse_host_port(listen, "notify listen address")
+    if multiprocess_enabled():  # under `paygate serve` its figures join the stack's /metrics; alone it has none
+        process_metrics.start("notify-edge", None)
     database = Database(settings.effective_database_url(), pool_size=4)
     edge = Edge(settings, database, worker_addresses)
     runner = web.AppRunner(edge.app(), access_log=None)

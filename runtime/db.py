@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from runtime import outbox
+from runtime import outbox, process_metrics
 from runtime.errors import ConfigurationError
 from runtime.point_reads import PointReader
 
@@ -184,6 +184,9 @@ class Database:
             if self.dialect == "postgresql":
                 _durable_postgres_commits(self.writer)
             _bounded_idle_transactions(self.writer, self.dialect)
+        # Statement latency and pool use, once this process has started its metrics (docs/metrics.md).
+        for engine in {id(e): e for e in (self.writer, self.reader)}.values():
+            process_metrics.instrument_engine(engine)
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

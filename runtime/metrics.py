@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from runtime.errors import ConfigurationError
+from runtime.job_metrics import BackgroundJobMetrics
 from runtime.settings import parse_host_port
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -92,7 +93,9 @@ class GatewayMetrics:
                 "1 when the gateway has the worker in its rotation.",
                 ("worker_address",),
                 registry=registry,
-                multiprocess_mode="max",
+                # live: the files of a gateway that died go with it (the supervisor marks it dead), so a restarted
+                # gateway's 0 is not hidden behind its predecessor's 1 (docs/metrics.md, "After a restart").
+                multiprocess_mode="livemax",
             ),
             admission_refusals=Counter(
                 "paygate_gateway_admission_refusals_total",
@@ -135,6 +138,7 @@ class WorkerMetrics:
     risk_rule_hits: Counter
     risk_score: Histogram
     risk_rule_reloads: Counter
+    jobs: BackgroundJobMetrics
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None) -> WorkerMetrics:
@@ -211,6 +215,7 @@ class WorkerMetrics:
 
 def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
     return dict(
+        jobs=BackgroundJobMetrics(registry),  # docs/metrics.md, "Background jobs"
         event_streams=Gauge(
             "paygate_event_streams",
             "StreamEvents subscribers being served now (workers of this stack together).",
@@ -239,7 +244,8 @@ def _event_metrics(registry: CollectorRegistry | None) -> dict[str, Any]:
             "paygate_webhook_lag_seconds",
             "Age of the oldest event some webhook endpoint has not had yet (0: every endpoint is up to date).",
             registry=registry,
-            multiprocess_mode="livemax",
+            # Set by whichever worker ran the latest relay round: the newest value wins, not the largest one.
+            multiprocess_mode="livemostrecent",
         ),
         # The risk engine (docs/risk.md); rule names are the operator's, bounded by the rules file (200 at most).
         risk_decisions=Counter(

@@ -18,7 +18,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.commands.core import Script
 
-from runtime import redis_ha
+from runtime import process_metrics, redis_ha
+from runtime.datastore_metrics import name_script
 from runtime.errors import ConfigurationError
 from runtime.process import die_with_parent, prepare_die_with_parent
 
@@ -27,15 +28,23 @@ SOCKET_TIMEOUT_S = 5.0
 
 def connect(url: str) -> redis.Redis:
     """A client for PAYGATE_REDIS_URL: one server, or the primary a Sentinel names (runtime/redis_ha.py)."""
-    return redis_ha.sync_client(url, _timeouts(), {"health_check_interval": 30})
+    client = redis_ha.sync_client(url, _timeouts(), {"health_check_interval": 30})
+    return process_metrics.instrument_redis(client)  # command latency and pool use (docs/metrics.md)
 
 
 def connect_async(url: str, max_connections: int = 64) -> aioredis.Redis:
-    return redis_ha.async_client(url, _timeouts(), {"max_connections": max_connections, "health_check_interval": 30})
+    options = {"max_connections": max_connections, "health_check_interval": 30}
+    return process_metrics.instrument_redis(redis_ha.async_client(url, _timeouts(), options))
 
 
 def _timeouts() -> dict[str, float]:
     return {"socket_timeout": SOCKET_TIMEOUT_S, "socket_connect_timeout": SOCKET_TIMEOUT_S}
+
+
+def register_script(client: redis.Redis | aioredis.Redis, name: str, text: str) -> Script:
+    """`client.register_script(text)`, counted as `name` in paygate_redis_command_seconds (docs/metrics.md)."""
+    script: Script = name_script(client.register_script(text), name)
+    return script
 
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[str | int]]

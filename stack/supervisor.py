@@ -35,6 +35,7 @@ from runtime.redis_support import EmbeddedRedis
 from runtime.settings import Settings
 from stack.dev_certs import children_tls_env
 from stack.risk_command import check_risk_rules
+from stack.stack_metrics import metrics_registry
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Supervisor:
             signal.signal(signum, self._on_signal)
         try:
             env = self.prepare()
-            serve_metrics(self.settings.metrics_listen, None, str(self.settings.metrics_dir))
+            serve_metrics(self.settings.metrics_listen, metrics_registry(self, env))
             self.build_children()
             for child in self.children:
                 if child.name == "channel-sim":
@@ -293,9 +294,13 @@ class Supervisor:
             "child exited; restarting",
             extra={"fields": {"child": child.name, "exit_code": process.returncode, "restart_in_s": delay}},
         )
-        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
+        self._forget(process)
         child.process = None
         child.restart_at = now + delay
+
+    def _forget(self, process: subprocess.Popen[bytes]) -> None:
+        """Drop an ended child's live gauges (multiprocess `live*` modes), so none outlives it on /metrics."""
+        prometheus_multiprocess.mark_process_dead(process.pid, str(self.settings.metrics_dir))
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -374,3 +379,4 @@ class Supervisor:
                 log.warning("child did not stop in time; killing", extra={"fields": {"pid": process.pid}})
                 process.kill()
                 process.wait()
+            self._forget(process)

@@ -24,7 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from paygate.scopes import SERVICE_NAME
 from paygate.signing import CALLER_KEY_HEADER, OWNER_HEADER, REQUEST_ID_HEADER, WORKER_HEADER
 from paygate.v1 import payment_gateway_pb2 as pb
-from runtime import logs
+from runtime import logs, process_metrics
 from runtime.db import Database
 from runtime.errors import Unauthenticated, to_rpc_status
 from runtime.grpc_server import SERVER_OPTIONS, bind
@@ -33,6 +33,7 @@ from runtime.redis_support import connect, connect_async
 from runtime.settings import Settings
 from runtime.tls import GATEWAY_PEER_NAME, peer_check, worker_server_credentials
 from workers import internal
+from workers.background import background_jobs
 from workers.boundary import translate
 from workers.codec import decode as validation
 from workers.codec import encode as encoding
@@ -41,12 +42,10 @@ from workers.domain.types import Caller, CreatePaymentCommand, PaymentRecord
 from workers.events.feed import EventFeed
 from workers.events.stream import EventStreams
 from workers.execution.group_commit import CommitterStopped
-from workers.operations.janitor import Backoff
 from workers.operations.purchase_batch import SinglePath
 from workers.rpc_tables import extra_methods
 from workers.service import PaymentService
 from workers.webhooks.endpoints import Endpoints
-from workers.webhooks.relay import Relay
 from workers.wiring import build_relay, build_service, webhook_endpoints
 
 log = logging.getLogger(__name__)
@@ -247,28 +246,6 @@ def _serialize(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-async def every(
-    interval_s: float, name: str, job: Callable[[], int], executor: ThreadPoolExecutor, stopping: asyncio.Event
-) -> None:
-    """Run `job` on the thread pool every `interval_s` until stopping. Every worker runs the background jobs
-    (expiry, the janitor); a Redis lease inside each lets one worker at a time do a round, and their guarded
-    updates make a double round harmless anyway."""
-    loop = asyncio.get_running_loop()
-    while not stopping.is_set():
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=interval_s)
-            return
-        except TimeoutError:
-            pass
-        try:
-            done = await loop.run_in_executor(executor, job)
-        except Exception:  # a failed round (database or Redis down) must not end the loop
-            log.exception("background round failed", extra={"fields": {"job": name}})
-            continue
-        if done:
-            log.info("background round", extra={"fields": {"job": name, "settled": done}})
-
-
 async def _event_streams(
     settings: Settings, database: Database, executor: ThreadPoolExecutor, metrics: WorkerMetrics
 ) -> tuple[EventFeed, EventStreams]:
@@ -293,35 +270,6 @@ async def _event_streams(
     return feed, streams
 
 
-def _background_jobs(
-    settings: Settings,
-    service: PaymentService,
-    executor: ThreadPoolExecutor,
-    feed: EventFeed,
-    relay: Relay,
-    stopping: asyncio.Event,
-) -> list[asyncio.Task[None]]:
-    """What every worker runs beside its calls until stopping: the expiry sweeper, the janitor and the webhook
-    relay (each a round at a time under its own Redis lease), and the feed that wakes event streams."""
-    backoff = Backoff(settings.janitor_first_check_s, settings.janitor_max_check_s)
-    return [
-        asyncio.create_task(
-            every(
-                settings.sweep_interval_s,
-                "expiry",
-                lambda: service.sweep_once(settings.payment_ttl_s),
-                executor,
-                stopping,
-            )
-        ),
-        asyncio.create_task(
-            every(settings.janitor_interval_s, "janitor", lambda: service.check_attempts(backoff), executor, stopping)
-        ),
-        asyncio.create_task(feed.listen(stopping)),
-        asyncio.create_task(every(settings.webhook_interval_s, "webhooks", relay.round, executor, stopping)),
-    ]
-
-
 async def run_worker(
     settings: Settings,
     worker_id: str,
@@ -332,7 +280,9 @@ async def run_worker(
     # Mutual TLS under the internal CA, only the gateway's certificate may call (docs/security.md); read first.
     credentials = worker_server_credentials(settings)
     registry = process_registry()
+    process_metrics.start(process_metrics.worker_process(worker_id), registry)  # before the database and Redis
     metrics = WorkerMetrics.create(registry)
+    metrics.jobs.declare()
     if metrics_listen:
         serve_metrics(metrics_listen, registry)
     database = Database(settings.effective_database_url(), pool_size=settings.worker_threads)
@@ -370,7 +320,7 @@ async def run_worker(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    jobs = _background_jobs(settings, service, executor, feed, relay, stopping)
+    jobs = background_jobs(settings, service, executor, feed, relay, stopping)
     await stopping.wait()
     streams.close()
     await asyncio.gather(*jobs)

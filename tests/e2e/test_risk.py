@@ -174,6 +174,35 @@ def test_refuse_fails_the_held_payment(client: PaygateClient, risk_stack: Stack)
     assert balance(client, user) == 500_000
 
 
+def test_reviews_need_no_valid_rules_file(client: PaygateClient, risk_stack: Stack, tmp_path: Path) -> None:
+    """A broken rules file (perhaps why payments are being held) must not stop an operator's review."""
+    user = funded(client)
+    held = client.create_payment(purchase(user, 150_000, region="US"))
+    broken = tmp_path / "broken.toml"
+    broken.write_text("version = 1\n[[rules]]\nname = 3\n")
+    env = {**risk_stack.env, "PAYGATE_RISK_RULES": str(broken)}
+    command = [sys.executable, "-m", "stack", "risk", "review"]
+    data_dir = ["--data-dir", str(risk_stack.data_dir)]
+    checked = subprocess.run(
+        [sys.executable, "-m", "stack", "risk", "check", str(broken)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode != 0  # the file really is broken
+    refused = subprocess.run(
+        [*command, "refuse", held.payment_id, "--reason", "rules broken", *data_dir],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert refused.returncode == 0, refused.stderr
+    assert client.get_payment(pb.GetPaymentRequest(payment_id=held.payment_id)).status == pb.PAYMENT_STATUS_FAILED
+
+
 def test_velocity_denies_the_burst_in_the_stacks_redis(client: PaygateClient) -> None:
     user = funded(client)  # the top-up is the first of the user's payments in the window
     orders = [uid("o") for _ in range(7)]

@@ -18,10 +18,19 @@ from runtime.errors import IllegalTransition, PaygateError, RiskDenied
 from runtime.schema import events as events_table
 from runtime.schema import idempotency_records, journal_entries, payment_attempts, payments
 from runtime.settings import Settings
-from tests.support import Clock, wait_until
+from tests.support import Clock
 from workers.domain.risk_context import RiskContext
-from workers.domain.types import BalanceQuery, Caller, CreatePaymentCommand, Method, PaymentStatus, TopUpCommand
+from workers.domain.types import (
+    BalanceQuery,
+    Caller,
+    CreatePaymentCommand,
+    Method,
+    PaymentLookup,
+    PaymentStatus,
+    TopUpCommand,
+)
 from workers.service import PaymentService
+from workers.store import records
 from workers.wiring import build_service
 
 CALLER = Caller(owner="orders", key_id="key_1", request_id="req_1")
@@ -143,15 +152,13 @@ def test_deny_writes_nothing_and_the_order_id_is_assessed_again_later(  # type: 
     assert counts(database) == before  # no payment, entry, idempotency record, attempt or event
     assert balance(service, user) == 10_000
 
-    def still_denied() -> bool:
-        try:
-            service.create_payment(CALLER, purchase(user, 700, order=order))
-        except RiskDenied:
-            return True
-        return False
-
     rules_path.write_text(HEAD)  # the rules change: the same order id is assessed again, and now allowed
-    wait_until(lambda: not still_denied(), attempts=100, interval_s=0.05, what="the rules without the blocklist")
+    engine = service.context.risk
+    assert engine is not None
+    assert engine.check_for_changes() == 1  # the worker's background job does this once a second
+    assert engine.check_for_changes() == 0  # once per change
+    allowed = service.create_payment(CALLER, purchase(user, 700, order=order))
+    assert allowed.order_id == order
     assert balance(service, user) == 9_300
 
 
@@ -260,3 +267,49 @@ def test_a_channel_payment_in_review_contacts_no_provider_until_released(  # typ
     assert released.status is PaymentStatus.SUCCEEDED  # the sandbox confirms at once
     assert released.attempt_id != held.attempt_id
     assert balance(service, user) == 5_000
+
+
+def test_a_payment_released_from_review_is_not_expired_by_its_old_creation_time(
+    database: Database, redis_url: str, redis_prefix: str, tmp_path: Path, rules_path: Path, clock: Clock
+) -> None:
+    """Its time to be paid runs from the release (its first attempt), so the sweeper's query leaves it out — it
+    must neither be closed early nor take a place in a round's LIMIT ahead of the payments really expired."""
+    rules_path.write_text(
+        HEAD + '[[rules]]\nname = "big"\nkind = "amount_limit"\ncurrency = "CNY"\nmax_amount_minor = 1000\n'
+        'probability = 0.6\noperations = ["CreatePayment"]\n'
+    )
+    settings = Settings(
+        data_dir=tmp_path,
+        channel_sim_listen="",
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        risk_rules=str(rules_path),
+        sandbox_confirmation="deferred",  # a channel payment stays PENDING until confirmed or expired
+    )
+    service = build_service(settings, database, metrics=None, clock=clock)
+    try:
+        ttl_s = 900
+
+        def sandbox_purchase(amount: int) -> str:
+            command = CreatePaymentCommand(uid("o"), uid("u"), amount, "CNY", Method.SANDBOX, uid("c"), "course")
+            return service.create_payment(CALLER, command).payment_id
+
+        held = [sandbox_purchase(2_000) for _ in range(3)]
+        expired = sandbox_purchase(500)
+        clock.now += timedelta(seconds=ttl_s + 60)
+        for payment_id in held:
+            assert service.release_review(payment_id, "checked", "cli:tester").status is PaymentStatus.PENDING
+
+        with database.read() as connection:
+            due = {
+                pid
+                for _owner, pid in records.expired_pending_payments(
+                    connection, clock.now - timedelta(seconds=ttl_s), 10_000
+                )
+            }
+        assert expired in due and not due & set(held)
+        assert service.close_expired(ttl_s=ttl_s) >= 1
+        statuses = {pid: service.get_payment(CALLER, PaymentLookup(pid, "")).status for pid in [*held, expired]}
+        assert statuses == {**dict.fromkeys(held, PaymentStatus.PENDING), expired: PaymentStatus.CLOSED}
+    finally:
+        service.close()

@@ -8,6 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from workers.domain.networks import NetworkSet
 from workers.domain.risk import (
     ONE,
     ZERO,
@@ -107,7 +108,7 @@ def test_each_kind_fires_only_on_its_own_facts() -> None:
         p,
         users=frozenset({"bad"}),
         device_ids=frozenset({"dev-1"}),
-        networks=(ipaddress.ip_network("10.0.0.0/8"),),
+        networks=NetworkSet.of([ipaddress.ip_network("10.0.0.0/8")]),
         phone_fingerprints=frozenset({"f" * 64}),
     )
     card_only = Rule("card", RuleKind.AMOUNT_LIMIT, p, methods=frozenset({Method.CARD}), currency="CNY")

@@ -12,6 +12,8 @@ import hashlib
 
 import redis
 
+from runtime.redis_support import register_script
+
 WINDOW_S = 300
 _REMEMBER = """
 local stored = redis.call('GET', KEYS[1])
@@ -27,7 +29,7 @@ class NotificationNonces:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._remember = client.register_script(_REMEMBER)
+        self._remember = register_script(client, "notification_nonce", _REMEMBER)
 
     def acceptable(self, channel: str, nonce: str, body: bytes) -> bool:
         """False when this nonce already signed a different body."""

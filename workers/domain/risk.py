@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, localcontext
 
+from workers.domain.networks import NetworkSet
 from workers.domain.types import Method
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 ZERO = Decimal(0)
 ONE = Decimal(1)
 PROBABILITY_PLACES = 6  # a rule's probability has at most six decimal places
@@ -62,7 +62,7 @@ class Rule:
     max_age_s: int = 0
     users: frozenset[str] = frozenset()
     device_ids: frozenset[str] = frozenset()
-    networks: tuple[IpNetwork, ...] = ()
+    networks: NetworkSet = field(default_factory=NetworkSet)
     phone_fingerprints: frozenset[str] = frozenset()
     region_currencies: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
@@ -182,8 +182,7 @@ def _listed(rule: Rule, facts: Facts) -> bool:
     if facts.phone_fingerprint and facts.phone_fingerprint in rule.phone_fingerprints:
         return True
     if facts.ip_address and rule.networks:
-        address = ipaddress.ip_address(facts.ip_address)
-        return any(address in network for network in rule.networks)
+        return ipaddress.ip_address(facts.ip_address) in rule.networks
     return False
 
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, select, text
 
 from runtime.db import Database
 from runtime.errors import AlreadyExists, RequestInFlight
-from runtime.redis_support import ScriptCall, run_scripts
+from runtime.redis_support import ScriptCall, register_script, run_scripts
 from runtime.schema import idempotency_records
 from workers.codec.grammar import quote
 from workers.execution.locks import COMPARE_AND_DELETE
@@ -127,9 +127,9 @@ class Idempotency:
         self._prefix = prefix
         self._lease_ms = lease_ms
         self._retention = retention
-        self._release = client.register_script(COMPARE_AND_DELETE)
-        self._claim = client.register_script(_CLAIM)
-        self._renew = client.register_script(_RENEW)
+        self._release = register_script(client, "compare_and_delete", COMPARE_AND_DELETE)
+        self._claim = register_script(client, "idempotency_claim", _CLAIM)
+        self._renew = register_script(client, "idempotency_renew", _RENEW)
         # token -> guard key of every guard this process holds. Keyed by token, not by guard key: a holder whose
         # guard expired (Redis was unreachable for a lease) must not unregister a newer claim of the same key.
         self._held: dict[str, str] = {}

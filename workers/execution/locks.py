@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import redis
 
 from runtime.errors import LockContention
-from runtime.redis_support import ScriptCall
+from runtime.redis_support import ScriptCall, register_script
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,9 @@ class FencedLocks:
     ) -> None:
         self._client = client
         self._prefix = prefix
-        self._acquire = client.register_script(_ACQUIRE)
-        self._release = client.register_script(COMPARE_AND_DELETE)
-        self._raise_fence = client.register_script(_RAISE_FENCE)
+        self._acquire = register_script(client, "lock_acquire", _ACQUIRE)
+        self._release = register_script(client, "compare_and_delete", COMPARE_AND_DELETE)
+        self._raise_fence = register_script(client, "lock_raise_fence", _RAISE_FENCE)
         self._observe_wait = observe_wait or (lambda outcome, seconds: None)
 
     @property

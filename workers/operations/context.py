@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +56,14 @@ class Context:
         labels = (record.payment_type.value, record.method.value, record.status.value)
         self.metrics.payments.labels(*labels).inc()
         self.metrics.money_moved_minor.labels(record.payment_type.value, record.currency).inc(record.amount_minor)
+
+    def job_round(self, job: str) -> AbstractContextManager[None]:
+        """Count and time one round of a background job that holds its lease (docs/metrics.md)."""
+        return self.metrics.jobs.round(job) if self.metrics is not None else nullcontext()
+
+    def job_lag(self, job: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.jobs.lag(job, seconds)
 
     def observe_stage(self, channel: str, stage: str, seconds: float) -> None:
         """Payment time by stage (docs/channels.md, "Payment time"): processing, provider_call, bank, notification."""

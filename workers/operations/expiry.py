@@ -12,6 +12,7 @@ import logging
 import time
 from datetime import timedelta
 
+from runtime.job_metrics import EXPIRY_SWEEPER
 from workers.channels.base import AttemptStatus, ProviderState
 from workers.domain import states
 from workers.domain.types import PaymentStatus
@@ -34,9 +35,27 @@ def sweep_once(ctx: Context, ttl_s: int) -> int:
     if lease is None:
         return 0
     try:
-        return close_expired(ctx, ttl_s)
+        with ctx.job_round(EXPIRY_SWEEPER):
+            closed = close_expired(ctx, ttl_s)
+            ctx.job_lag(EXPIRY_SWEEPER, overdue_s(ctx, ttl_s))
+            return closed
     finally:
         ctx.executor.locks.release_quietly(lease)
+
+
+def overdue_s(ctx: Context, ttl_s: int) -> float:
+    """How long past its time to live the oldest PENDING payment still is (0: none is), after a round."""
+    cutoff = ctx.clock() - timedelta(seconds=ttl_s)
+    with ctx.db.read() as connection:
+        oldest = records.expired_pending_payments(connection, cutoff, 1)
+        payment = records.payment_by_id(connection, *oldest[0]) if oldest else None
+        attempt = (
+            attempts.by_id(connection, payment.owner, payment.attempt_id) if payment and payment.attempt_id else None
+        )
+    if payment is None:
+        return 0.0
+    pending_since = attempt.created_at if attempt is not None else payment.created_at  # its time runs from there
+    return max(0.0, (cutoff - pending_since).total_seconds())
 
 
 def close_expired(ctx: Context, ttl_s: int, limit: int = MAX_PER_ROUND) -> int:

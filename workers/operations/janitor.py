@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from runtime.job_metrics import JANITOR
 from workers.channels.base import NOT_FOUND, ProviderState
 from workers.domain.types import AttemptRecord, AttemptStatus, RefundStatus
 from workers.operations import channel_refunds, confirmation
@@ -53,9 +54,25 @@ def run_once(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:
     if lease is None:
         return 0
     try:
-        return check_due(ctx, backoff, limit)
+        with ctx.job_round(JANITOR):
+            settled = check_due(ctx, backoff, limit)
+            ctx.job_lag(JANITOR, overdue_s(ctx))
+            return settled
     finally:
         ctx.executor.locks.release_quietly(lease)
+
+
+def overdue_s(ctx: Context) -> float:
+    """How long the most overdue check (of an attempt or a refund) has been due (0: none is), after a round."""
+    now = ctx.clock()
+    with ctx.db.read() as connection:
+        attempt = next(iter(attempts.due_for_check(connection, now, 1)), None)
+        refund = next(iter(refund_rows.due_for_check(connection, now, 1)), None)
+    due = [
+        *([attempt.next_check_at or attempt.created_at] if attempt else []),
+        *([refund.next_check_at or refund.record.created_at] if refund else []),
+    ]
+    return max(((now - moment).total_seconds() for moment in due), default=0.0)
 
 
 def check_due(ctx: Context, backoff: Backoff, limit: int = MAX_PER_ROUND) -> int:

@@ -1,12 +1,13 @@
 """The risk engine of a worker (docs/risk.md): the rules in force, reloaded when their file changes, and what the
 rules need from outside the request — velocity from Redis, the phone number's keyed fingerprint.
 
-Reloading: every assessment looks at the file's modification time, size and inode at most once a second (a
-`stat`, microseconds) and reads the file again when they changed. A file that fails its checks is not used: the
-rules in force stay, the refusal is logged once with its reason and counted
-(`paygate_risk_rule_reloads_total{outcome="refused"}`), and the next change is tried again. So an operator (or a
-Kubernetes ConfigMap update) replaces the file and every worker follows within a second, with no restart and no
-extra round trip on the payment path; `paygate risk check` validates a file before it is put in place.
+Reloading: a background job of the worker looks at the file's modification time, size and inode once a second
+(a `stat`, microseconds) and reads the file again when they changed; assessments only read the rules in force, so
+the payment path never touches the file or the audit trail. A file that fails its checks is not used: the rules in
+force stay, the refusal is logged once with its reason and counted (`paygate_risk_rule_reloads_total{outcome=
+"refused"}`), and the next change is tried again. So an operator (or a Kubernetes ConfigMap update) replaces the
+file and every worker follows within a second, with no restart and no extra round trip on the payment path;
+`paygate risk check` validates a file before it is put in place.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import hmac
 import logging
 import os
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from runtime.metrics import WorkerMetrics
@@ -53,7 +52,6 @@ class RiskEngine:
         metrics: WorkerMetrics | None = None,
         *,
         on_reload: ReloadRecorder | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Raises rules_file.RulesError when the file cannot be used: a worker does not start on bad rules."""
         self.velocity = velocity
@@ -61,16 +59,13 @@ class RiskEngine:
         self._phone_key = phone_key
         self._metrics = metrics
         self._on_reload: ReloadRecorder = on_reload or (lambda _outcome, _details: None)
-        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._stamp = _stamp(path) if path else None
         self._rules = rules_file.load(path) if path else NO_RULES
-        self._checked_at = monotonic()
 
     def rules(self) -> RuleSet:
-        """The rules in force, after noticing a changed file (at most one look a second)."""
-        if self._path is not None and self._monotonic() - self._checked_at >= RELOAD_CHECK_INTERVAL_S:
-            self._maybe_reload(self._path)
+        """The rules in force. No file or database work on the request path: the worker's background job calls
+        `check_for_changes` every RELOAD_CHECK_INTERVAL_S (docs/risk.md, "Reloading")."""
         return self._rules
 
     def fingerprint(self, phone_number: str) -> str:
@@ -85,42 +80,42 @@ class RiskEngine:
             self._metrics.risk_rule_hits.labels(rule).inc()
         self._metrics.risk_score.observe(float(assessment.score))
 
-    def _maybe_reload(self, path: Path) -> None:
+    def check_for_changes(self) -> int:
+        """Apply (or refuse) a changed rules file, once per change; 1 when a change was handled, else 0. Run by
+        one background thread; the lock keeps a second caller (a test, a CLI) from interleaving."""
+        if self._path is None:
+            return 0
         with self._lock:
-            if self._monotonic() - self._checked_at < RELOAD_CHECK_INTERVAL_S:
-                return  # another thread looked meanwhile
-            self._checked_at = self._monotonic()
-            stamp = _stamp(path)
+            stamp = _stamp(self._path)
             if stamp == self._stamp:
-                return
-            try:
-                rules, outcome, details = rules_file.load(path), "applied", _described(path)
-                details["rules"] = str(len(rules.rules))
-            except rules_file.RulesError as error:
-                rules, outcome, details = self._rules, "refused", {"path": str(path), "reason": str(error)[:256]}
+                return 0
+            rules, outcome, details = self._read(self._path)
             try:
                 self._on_reload(outcome, details)
-            except Exception:  # not on record, not applied: the file is looked at again a second later
+            except Exception:  # not on record, not applied: the file is looked at again at the next round
                 log.exception("risk rules change not recorded in the audit trail; the rules in force stay")
-                return
-            self._stamp = stamp  # tried once per change: a refused file is not re-read (and re-logged) every second
+                return 0
+            self._stamp = stamp  # tried once per change: a refused file is not re-read (and re-logged) every round
             self._rules = rules
-            log.log(
-                logging.INFO if outcome == "applied" else logging.ERROR,
-                "risk rules reloaded" if outcome == "applied" else "risk rules not reloaded; the rules in force stay",
-                extra={"fields": details},
-            )
-            if self._metrics is not None:
-                self._metrics.risk_rule_reloads.labels(outcome).inc()
+        log.log(
+            logging.INFO if outcome == "applied" else logging.ERROR,
+            "risk rules reloaded" if outcome == "applied" else "risk rules not reloaded; the rules in force stay",
+            extra={"fields": details},
+        )
+        if self._metrics is not None:
+            self._metrics.risk_rule_reloads.labels(outcome).inc()
+        return 1
 
-
-def _described(path: Path) -> dict[str, str]:
-    """The file as the audit trail names it: where, and exactly which content (its SHA-256)."""
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        digest = ""
-    return {"path": str(path)[:256], "sha256": digest}
+    def _read(self, path: Path) -> tuple[RuleSet, str, dict[str, str]]:
+        """The new rules with what the audit trail records of them, or the rules in force and why the file was
+        refused. The bytes are read once, so the SHA-256 on record is of exactly what was parsed."""
+        try:
+            raw = rules_file.read(path)
+            rules = rules_file.parse(raw, str(path))
+        except rules_file.RulesError as error:
+            return self._rules, "refused", {"path": str(path)[:256], "reason": str(error)[:256]}
+        details = {"path": str(path)[:256], "sha256": hashlib.sha256(raw).hexdigest(), "rules": str(len(rules.rules))}
+        return rules, "applied", details
 
 
 def _stamp(path: Path) -> Stamp:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from workers.domain.currencies import minor_unit_exponent
+from workers.domain.networks import IpNetwork, NetworkSet
 from workers.domain.regions import is_region
-from workers.domain.risk import ONE, OPERATIONS, PROBABILITY_PLACES, ZERO, IpNetwork, Rule, RuleKind, RuleSet
+from workers.domain.risk import ONE, OPERATIONS, PROBABILITY_PLACES, ZERO, Rule, RuleKind, RuleSet
 from workers.domain.types import Method
 
 MAX_RULES = 200
@@ -46,13 +47,18 @@ class RulesError(ValueError):
 
 
 def load(path: Path) -> RuleSet:
+    return parse(read(path), str(path))
+
+
+def read(path: Path) -> bytes:
+    """The file's bytes, read once: what is parsed is exactly what the audit trail's SHA-256 names."""
     try:
         raw = path.read_bytes()
     except OSError as error:
         raise RulesError(f"{path}: cannot read the risk rules file ({error.strerror or error})") from None
     if len(raw) > MAX_FILE_BYTES:
         raise RulesError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
-    return parse(raw, str(path))
+    return raw
 
 
 def parse(raw: bytes, source: str = "rules") -> RuleSet:
@@ -143,7 +149,7 @@ def _blocklist(entry: dict[str, Any]) -> dict[str, Any]:
     lists = {
         "users": frozenset(_strings(entry, "users", _is_identifier, "an identifier")),
         "device_ids": frozenset(_strings(entry, "device_ids", _is_identifier, "an identifier")),
-        "networks": tuple(_network(text) for text in _strings(entry, "ips", lambda _t: True, "")),
+        "networks": NetworkSet.of(_network(text) for text in _strings(entry, "ips", lambda _t: True, "")),
         "phone_fingerprints": frozenset(
             _strings(entry, "phone_fingerprints", _is_fingerprint, "64 lower-case hex digits (paygate risk phone)")
         ),

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import redis
 
-from runtime.redis_support import run_scripts
+from runtime.redis_support import register_script, run_scripts
 
 MAX_ENTRIES = 1000
 
@@ -78,7 +78,7 @@ class Velocity:
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._script = client.register_script(RECORD_AND_COUNT)
+        self._script = register_script(client, "risk_velocity", RECORD_AND_COUNT)
 
     def record_and_count(
         self,

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, or_, select, update
 
 from runtime.schema import accounts, journal_entries, payment_attempts, payments, postings, refunds, transfers
 from workers.domain.types import (
@@ -79,9 +79,18 @@ _RECORD_REFUND = (
     .values(status=bindparam("new_status"), refunded_minor=bindparam("new_refunded"), updated_at=bindparam("now"))
 )
 # The oldest first, straight from the (status, created_at) index (migration 0008): no scan of every payment.
+# A payment's time to be paid runs from its current attempt (a payment released after a risk review gets its first
+# attempt then, docs/risk.md), so a payment is expired only when its attempt is old too. The payment's own
+# created_at (never later than its attempt's) keeps the (status, created_at) index in use; the join drops the
+# released ones inside the query, so they neither fill a round's LIMIT nor starve the payments really expired.
 _EXPIRED = (
     select(payments.c.owner, payments.c.payment_id)
-    .where(payments.c.status == PaymentStatus.PENDING.value, payments.c.created_at < bindparam("cutoff"))
+    .select_from(payments.outerjoin(payment_attempts, payment_attempts.c.attempt_id == payments.c.attempt_id))
+    .where(
+        payments.c.status == PaymentStatus.PENDING.value,
+        payments.c.created_at < bindparam("cutoff"),
+        or_(payment_attempts.c.attempt_id.is_(None), payment_attempts.c.created_at < bindparam("cutoff")),
+    )
     .order_by(payments.c.created_at)
     .limit(bindparam("limit"))
 )
@@ -153,7 +162,8 @@ def payment_for_channel_notification(connection: Connection, payment_id: str) ->
 
 
 def expired_pending_payments(connection: Connection, cutoff: datetime, limit: int) -> list[tuple[str, str]]:
-    """Unscoped, for the expiry sweeper: (owner, payment_id) of PENDING payments created before `cutoff`."""
+    """Unscoped, for the expiry sweeper: (owner, payment_id) of PENDING payments whose current attempt (or the
+    payment itself, when it has none) was created before `cutoff`, oldest payment first."""
     return [(row.owner, row.payment_id) for row in connection.execute(_EXPIRED, {"cutoff": cutoff, "limit": limit})]
 
 

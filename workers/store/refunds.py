@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Row, bindparam, or_, select, update
 from runtime.schema import payments, refunds
 from workers.domain.types import PaymentStatus, RefundRecord, RefundStatus
 from workers.events import emit
-from workers.store.moments import utc
+from workers.store.moments import utc, utc_or_none
 
 _BY_ID = select(refunds).where(refunds.c.owner == bindparam("owner"), refunds.c.refund_id == bindparam("refund_id"))
 _FOR_PROVIDER = select(refunds).where(refunds.c.out_refund_no == bindparam("out_refund_no"))
@@ -60,6 +60,7 @@ class StoredRefund:
     owner: str
     record: RefundRecord
     checks: int
+    next_check_at: datetime | None = None  # when the janitor asks the provider next (None: at once)
 
 
 def _stored(row: Row[Any]) -> StoredRefund:
@@ -80,7 +81,7 @@ def _stored(row: Row[Any]) -> StoredRefund:
         channel_refund_no=row.channel_refund_no,
         failure_reason=row.failure_reason,
     )
-    return StoredRefund(row.owner, record, row.checks)
+    return StoredRefund(row.owner, record, row.checks, utc_or_none(row.next_check_at))
 
 
 def by_id(connection: Connection, owner: str, refund_id: str) -> StoredRefund | None:

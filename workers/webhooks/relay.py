@@ -17,11 +17,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from runtime.db import Database
 from runtime.ids import new_id
+from runtime.job_metrics import WEBHOOK_RELAY
 from runtime.metrics import WorkerMetrics
 from workers.execution.locks import FencedLocks
 from workers.store import webhooks as rows
@@ -70,14 +72,18 @@ class Relay:
         if lease is None:
             return 0
         try:
-            with self._db.read() as connection:
-                endpoints = rows.relay_endpoints(connection)
-            deadline = time.monotonic() + self._budget_s
-            drained = list(self._pool.map(lambda e: self._drain(e, deadline), endpoints))
-            self._observe_lag([waiting for _, waiting in drained])
-            return sum(delivered for delivered, _ in drained)
+            with self._job_round():
+                with self._db.read() as connection:
+                    endpoints = rows.relay_endpoints(connection)
+                deadline = time.monotonic() + self._budget_s
+                drained = list(self._pool.map(lambda e: self._drain(e, deadline), endpoints))
+                self._observe_lag([waiting for _, waiting in drained])
+                return sum(delivered for delivered, _ in drained)
         finally:
             self._locks.release_quietly(lease)
+
+    def _job_round(self) -> AbstractContextManager[None]:
+        return self._metrics.jobs.round(WEBHOOK_RELAY) if self._metrics is not None else nullcontext()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -147,6 +153,7 @@ class Relay:
         now = self._clock()
         ages = [(now - created).total_seconds() for created in waiting if created is not None]
         self._metrics.webhook_lag_seconds.set(max(ages, default=0.0))
+        self._metrics.jobs.lag(WEBHOOK_RELAY, max(ages, default=0.0))
 
 
 def _after(endpoint: Endpoint, seq: int) -> Endpoint:
