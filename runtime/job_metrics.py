@@ -29,27 +29,27 @@ class BackgroundJobMetrics:
         self.runs = Counter(
             "paygate_background_runs",
             "Rounds of a background job that held its lease, by outcome (ok, error).",
-            ("job", "outcome"),
+            ("background_job", "outcome"),
             registry=registry,
         )
         self.run_seconds = Histogram(
             "paygate_background_run_seconds",
             "Duration of a background job's round (seconds).",
-            ("job",),
+            ("background_job",),
             buckets=RUN_BUCKETS_S,
             registry=registry,
         )
         self.lag_seconds = Gauge(
             "paygate_background_lag_seconds",
             "Age of the oldest item the job has not handled yet, as its latest round saw it (0: nothing waits).",
-            ("job",),
+            ("background_job",),
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
         self.last_success = Gauge(
             "paygate_background_last_success_timestamp_seconds",
             "When a round of the job last ended without an error (seconds since the epoch).",
-            ("job",),
+            ("background_job",),
             registry=registry,
             multiprocess_mode="max",
         )

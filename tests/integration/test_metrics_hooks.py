@@ -123,10 +123,10 @@ def test_a_round_counts_ok_or_error_and_the_error_goes_on(registry: CollectorReg
         pass
     with pytest.raises(RuntimeError), jobs.round("janitor"):
         raise RuntimeError("database down")
-    assert count(registry, "paygate_background_runs_total", job="janitor", outcome="ok") == 1
-    assert count(registry, "paygate_background_runs_total", job="janitor", outcome="error") == 1
-    assert count(registry, "paygate_background_run_seconds_count", job="janitor") == 2
-    assert count(registry, "paygate_background_last_success_timestamp_seconds", job="janitor") > 0
+    assert count(registry, "paygate_background_runs_total", background_job="janitor", outcome="ok") == 1
+    assert count(registry, "paygate_background_runs_total", background_job="janitor", outcome="error") == 1
+    assert count(registry, "paygate_background_run_seconds_count", background_job="janitor") == 2
+    assert count(registry, "paygate_background_last_success_timestamp_seconds", background_job="janitor") > 0
 
 
 @pytest.fixture
@@ -155,8 +155,9 @@ def test_the_sweeper_reports_how_overdue_its_oldest_payment_is(
     clock.now += timedelta(seconds=1_000)
     assert expiry.overdue_s(service.context, 900) == pytest.approx(100.0, abs=1.0)
     assert service.sweep_once(ttl_s=900) == 1
-    assert registry.get_sample_value("paygate_background_lag_seconds", {"job": EXPIRY_SWEEPER}) == 0.0  # set, to 0
-    assert count(registry, "paygate_background_runs_total", job=EXPIRY_SWEEPER, outcome="ok") == 1
+    lag = registry.get_sample_value("paygate_background_lag_seconds", {"background_job": EXPIRY_SWEEPER})
+    assert lag == 0.0  # set, to 0
+    assert count(registry, "paygate_background_runs_total", background_job=EXPIRY_SWEEPER, outcome="ok") == 1
 
 
 def test_a_process_on_its_own_exports_the_standard_collectors_and_ours() -> None:
