@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -332,7 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logs.configure(_process_name(args), settings.log_level)
         rewrap = args.command == "keys" and args.keys_command == "rewrap"
-        return (commands.keys_rewrap if rewrap else COMMANDS[args.command])(args, settings)
+        code = (commands.keys_rewrap if rewrap else COMMANDS[args.command])(args, settings)
+        sys.stdout.flush()  # a reader gone away shows here, in the handler below, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading (`paygate call ... | head`): end quietly, as shell tools do on SIGPIPE, with
+        # stdout pointed at /dev/null so the interpreter's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except ConfigurationError as error:
         print(f"paygate: {error}", file=sys.stderr)
         return 2
