@@ -173,6 +173,8 @@ class WorkerPool:
             await current[gone].channel.close()
             if self._metrics is not None:
                 # Drop the series, or a stale 1 for a scaled-away worker would mask a "no healthy worker" alert.
+                # Zero first: in multiprocess mode (`paygate serve`) the value lives on in this process's file.
+                self._metrics.worker_healthy.labels(gone).set(0)
                 self._metrics.worker_healthy.remove(gone)
         self._endpoints = endpoints
         await asyncio.gather(*(self._check(e) for e in endpoints))
