@@ -279,6 +279,7 @@ def _database_snapshot(url: str) -> tuple[list[tuple[str, str]], dict[str, int]]
         engine.dispose()
 
 
+@pytest.mark.stress  # a load, a dump and a restore on a database server: over a minute each
 def test_postgresql_pg_dump_and_pg_restore_give_a_copy_that_verifies(tmp_path: Path) -> None:
     server = _server_database(POSTGRES_ENV, "pg_dump")
     source = create_throwaway_database(server)
@@ -325,6 +326,7 @@ def _engines(url: str) -> set[str]:
         engine.dispose()
 
 
+@pytest.mark.stress  # a load, a dump and a restore on a database server: over a minute each
 def test_mariadb_dump_with_single_transaction_gives_a_copy_that_verifies(tmp_path: Path) -> None:
     server = _server_database(MYSQL_ENV, "mariadb-dump")
     source = create_throwaway_database(server)

@@ -86,11 +86,18 @@ BAD_VALUES = [
 ]
 
 
-def _cases() -> list[Case]:
-    cases = [Case(command, env, names) for command in COMMANDS for env, names in BAD_VALUES[:2]]
-    cases += [Case("keys", env, names) for env, names in BAD_VALUES[2:]]
-    cases += [Case(command, env, names) for command in SERVING for env, names in BAD_VALUES[-3:]]
-    return cases + FILE_CASES + OTHER_CASES
+def _cases() -> list[object]:
+    """Every command with a bad choice, every kind of value (one command each), files and arguments in
+    `make test`; the same values across more commands in `make stress` (each case is a Python start-up, and
+    every number field is also tried without a process in tests/unit/test_settings.py)."""
+    wider = [Case(command, *BAD_VALUES[1]) for command in COMMANDS if command != "keys"]
+    wider += [Case(command, env, names) for command in SERVING for env, names in BAD_VALUES[-3:]]
+    cases = [Case(command, *BAD_VALUES[0]) for command in COMMANDS]
+    cases += [Case("keys", env, names) for env, names in BAD_VALUES[1:]]
+    return [
+        *(pytest.param(case, id=case.id) for case in cases + FILE_CASES + OTHER_CASES),
+        *(pytest.param(case, id=case.id, marks=pytest.mark.stress) for case in wider),
+    ]
 
 
 MISSING = "/nonexistent/pg"
@@ -149,15 +156,23 @@ def _run(case: Case, directory: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
-    """Every case's process, a few at a time (each is a Python start-up that ends at once when the test passes)."""
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """The selected cases' processes, a few at a time (each is a Python start-up that ends at once when the test
+    passes)."""
+    selected = [
+        item.callspec.params["case"]  # type: ignore[attr-defined]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     root = tmp_path_factory.mktemp("config-errors")
     with ThreadPoolExecutor(4) as pool:
-        done = pool.map(lambda pair: _run(pair[1], root / str(pair[0])), enumerate(CASES))
-        return {case.id: result for case, result in zip(CASES, done, strict=True)}
+        done = pool.map(lambda pair: _run(pair[1], root / str(pair[0])), enumerate(selected))
+        return {case.id: result for case, result in zip(selected, done, strict=True)}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_an_invalid_setting_is_one_clear_line_and_exit_2(
     case: Case, outcomes: dict[str, subprocess.CompletedProcess[str]]
 ) -> None:
