@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "PAYGATE_TEST_POSTGRES_URL"
 MYSQL_ENV = "PAYGATE_TEST_MYSQL_URL"
 REDIS_ENV = "PAYGATE_TEST_REDIS_URL"
+STARTUP_POLLS = 2_400  # x 0.05 s
 
 
 def buf_binary() -> str:
@@ -299,11 +300,20 @@ def start_stack(
             raise AssertionError(f"paygate serve exited with {process.returncode}:\n{stack.log()}")
         return ready.exists()
 
+    # A bound on polls (2 minutes at most), not a timing assertion: on a loaded 2-core machine starting the
+    # gateway, the workers, Redis and the simulator (each a Python start-up of ~2 s of CPU) can take tens of
+    # seconds; the bound only ends a stack that never comes up.
     try:
-        wait_until(is_ready, attempts=600, what="paygate serve ready")
+        wait_until(is_ready, attempts=STARTUP_POLLS, what="paygate serve ready")
         # Ready means "can take calls" (one healthy worker); tests about rotation want every worker in it.
-        wait_until(lambda: stack.healthy_workers() == workers, attempts=600, what=f"{workers} healthy workers")
-    except BaseException:
+        wait_until(
+            lambda: stack.healthy_workers() == workers, attempts=STARTUP_POLLS, what=f"{workers} healthy workers"
+        )
+    except AssertionError as never_ready:
+        log_tail = stack.log()[-4000:]
         stack.stop()  # a stack that never became ready is not left running behind the failed test
+        raise AssertionError(f"{never_ready}; the stack's log ends:\n{log_tail}") from None
+    except BaseException:
+        stack.stop()
         raise
     return stack
